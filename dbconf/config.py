@@ -1,0 +1,373 @@
+"""The validated configuration: frozen pydantic models, no I/O, nothing built.
+
+Every model rejects unknown keys. Durations are stored as float seconds. Passwords are
+:class:`~pydantic.SecretStr` and so is ``url`` (it may hold a password). Cross-field rules
+that depend on the dialect (which pool options a pool class takes, which timeouts a dialect
+can honour) are checked here so that a bad profile fails at load, not inside create_engine.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from sqlalchemy.engine import URL, make_url
+
+from dbconf.errors import did_you_mean
+
+__all__ = [
+    "DatabaseConfig",
+    "FileConfig",
+    "LeakDetectionConfig",
+    "PoolConfig",
+    "ProfileConfig",
+    "RetryConfig",
+    "SessionConfig",
+    "SqliteConfig",
+    "TimeoutsConfig",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
+SERVER_BACKENDS = frozenset({"postgresql", "mysql", "mariadb"})
+URL_PARTS = ("driver", "host", "port", "username", "password", "password_file", "database", "query")
+
+
+def parse_duration(value: Any) -> float:
+    """Parse ``250ms``, ``30s``, ``5m``, ``1h`` or a number of seconds into float seconds."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("duration", "expected a duration such as 250ms, 30s, 5m, 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise PydanticCustomError(
+            "duration", "expected a duration such as 250ms, 30s, 5m, 1h or a number of seconds"
+        )
+    if seconds < 0:
+        raise PydanticCustomError("duration", "a duration must not be negative")
+    return seconds
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
+            ],
+            "description": "a duration: 250ms, 30s, 5m, 1h, or a number of seconds",
+        }
+    ),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, hide_input_in_errors=True, populate_by_name=True
+    )
+
+
+def _check_names(names: dict[str, Any], what: str) -> None:
+    for name in names:
+        if not _NAME.match(name):
+            raise PydanticCustomError(
+                "name",
+                "{what} name {name!r} must be lower-case letters, digits and single underscores "
+                "(it becomes part of environment variable names)",
+                {"what": what, "name": name},
+            )
+
+
+class PoolConfig(_Model):
+    """Connection pool. Unset options keep SQLAlchemy's defaults."""
+
+    class_: Literal["queue", "null", "static", "singleton"] | None = Field(None, alias="class")
+    size: int | None = Field(None, ge=1)
+    max_overflow: int | None = Field(None, ge=-1)
+    timeout: Duration | None = None
+    recycle: Duration | None = None
+    pre_ping: bool | None = None
+    use_lifo: bool | None = None
+    reset_on_return: Literal["rollback", "commit", "none"] | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise PydanticCustomError("duration", "the pool timeout must be greater than 0")
+        return value
+
+
+class TimeoutsConfig(_Model):
+    """Timeouts written once, translated per dialect by the builder."""
+
+    connect: Duration | None = None
+    statement: Duration | None = None
+    lock: Duration | None = None
+    idle_in_transaction: Duration | None = None
+
+
+class SessionConfig(_Model):
+    """One named sessionmaker flavour. ``autocommit`` maps to an AUTOCOMMIT connection."""
+
+    autoflush: bool | None = None
+    expire_on_commit: bool | None = None
+    autobegin: bool | None = None
+    autocommit: bool | None = None
+    twophase: bool | None = None
+    info: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _autocommit_twophase(self) -> SessionConfig:
+        if self.autocommit and self.twophase:
+            raise PydanticCustomError(
+                "conflict", "autocommit and twophase exclude each other: an autocommit session "
+                "has no transaction to prepare"
+            )
+        return self
+
+
+class SqliteConfig(_Model):
+    """Declarative SQLite pragmas, applied on every new connection."""
+
+    journal_mode: Literal["delete", "truncate", "persist", "memory", "wal", "off"] | None = None
+    foreign_keys: bool | None = None
+    synchronous: Literal["off", "normal", "full", "extra"] | None = None
+
+
+class LeakDetectionConfig(_Model):
+    """Warn when a connection or a session scope is held too long (off unless set)."""
+
+    threshold: Duration | None = None
+    long_transaction: Duration | None = None
+
+
+class RetryConfig(_Model):
+    """Defaults for ``Database.run_in_transaction``."""
+
+    retries: int | None = Field(None, ge=0)
+    backoff: Duration | None = None
+    max_backoff: Duration | None = None
+
+
+class DatabaseConfig(_Model):
+    """One named database: where it is, how it is pooled, how its sessions behave."""
+
+    url: SecretStr | None = None
+    driver: str | None = None
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: str | None = None
+    database: str | None = None
+    query: dict[str, str] | None = None
+    echo: bool = False
+    hide_parameters: bool = True
+    isolation_level: str | None = None
+    application_name: str | None = None
+    connect_args: dict[str, Any] | None = None
+    execution_options: dict[str, Any] | None = None
+    pool: PoolConfig = PoolConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    sqlite: SqliteConfig | None = None
+    leak_detection: LeakDetectionConfig | None = None
+    retry: RetryConfig | None = None
+    disconnect_sqlstates: list[str] | None = None
+    sessions: dict[str, SessionConfig] = Field(default_factory=dict)
+
+    _url: URL = PrivateAttr()
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _parse_url(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                make_url(value)
+            except Exception:
+                raise PydanticCustomError(
+                    "url",
+                    "is not a valid database URL; expected driver://user:password@host:port/"
+                    "database (percent-encode @ : / % in the password, or set password separately)",
+                ) from None
+        return value
+
+    @field_validator("sessions")
+    @classmethod
+    def _session_names(cls, value: dict[str, SessionConfig]) -> dict[str, SessionConfig]:
+        _check_names(value, "session flavour")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> DatabaseConfig:
+        if "default" not in self.sessions:
+            object.__setattr__(self, "sessions", {"default": SessionConfig(), **self.sessions})
+        self._url = self._build_url()
+        _check_pool(self)
+        _check_dialect_options(self)
+        return self
+
+    def _build_url(self) -> URL:
+        base = make_url(self.url.get_secret_value()) if self.url else None
+        if base is None and not self.driver:
+            raise PydanticCustomError(
+                "missing_url",
+                "no database location: set url (or DATABASE_URL / <NAME>_DATABASE_URL in the "
+                "environment), or driver plus host/database",
+            )
+        password = self.password.get_secret_value() if self.password else None
+        if base is None:
+            return URL.create(
+                str(self.driver), self.username, password, self.host, self.port,
+                self.database, self.query or {},
+            )
+        return base.set(
+            drivername=self.driver or base.drivername,
+            username=self.username if self.username is not None else base.username,
+            password=password if password is not None else base.password,
+            host=self.host if self.host is not None else base.host,
+            port=self.port if self.port is not None else base.port,
+            database=self.database if self.database is not None else base.database,
+            query={**base.query, **(self.query or {})},
+        )
+
+    @property
+    def sqlalchemy_url(self) -> URL:
+        """The URL to connect to, password included (render it with ``hide_password``)."""
+        return self._url
+
+    @property
+    def backend(self) -> str:
+        """The dialect's backend name: postgresql, mysql, mariadb, sqlite, …"""
+        return self._url.get_backend_name()
+
+    @property
+    def is_sqlite_memory(self) -> bool:
+        if self.backend != "sqlite":
+            return False
+        name = self._url.database or ""
+        return name in ("", ":memory:") or (
+            name.startswith("file:") and "mode=memory" in name
+        ) or self._url.query.get("mode") == "memory"
+
+    def masked_url(self) -> str:
+        return self._url.render_as_string(hide_password=True)
+
+
+def _check_pool(db: DatabaseConfig) -> None:
+    pool = db.pool
+    sized = [k for k in ("size", "max_overflow", "timeout", "use_lifo") if getattr(pool, k) is not None]
+    if pool.class_ in ("null", "static", "singleton") and sized:
+        raise PydanticCustomError(
+            "pool",
+            "pool.{keys} cannot be used with pool.class {cls}: only the queue pool has a size, "
+            "overflow, timeout or LIFO order; remove them or use class: queue",
+            {"keys": "/".join(sized), "cls": pool.class_, "at": f"pool.{sized[0]}"},
+        )
+    if db.is_sqlite_memory and (sized or pool.class_ in ("queue", "null")):
+        raise PydanticCustomError(
+            "pool",
+            "an in-memory SQLite database lives in one connection, which dbconf shares through a "
+            "static pool; remove pool.{keys} (or use a file database for a sized pool)",
+            {"keys": "/".join(sized) or "class", "at": f"pool.{(sized or ['class'])[0]}"},
+        )
+
+
+def _check_dialect_options(db: DatabaseConfig) -> None:
+    backend, t = db.backend, db.timeouts
+    if backend == "sqlite":
+        if t.idle_in_transaction is not None:
+            raise _dialect_error("timeouts.idle_in_transaction", backend, "SQLite has no server "
+                                 "session to time out")
+        if t.connect is not None and t.lock is not None and t.connect != t.lock:
+            raise _dialect_error("timeouts.connect and timeouts.lock", backend, "both are the "
+                                 "busy timeout on SQLite; set only one")
+        return
+    if db.sqlite is not None:
+        raise _dialect_error("sqlite", backend, "the sqlite: pragmas apply to SQLite only")
+    if backend in ("mysql", "mariadb"):
+        if t.idle_in_transaction is not None and backend == "mysql":
+            raise _dialect_error(
+                "timeouts.idle_in_transaction", backend, "MySQL has no such timeout; MariaDB "
+                "does (idle_transaction_timeout): use a mariadb+pymysql:// URL for a MariaDB server"
+            )
+        for key in ("lock", "idle_in_transaction"):
+            value = getattr(t, key)
+            if value is not None and (value < 1 or value != int(value)):
+                raise _dialect_error(f"timeouts.{key}", backend, "MariaDB/MySQL take this timeout "
+                                     "in whole seconds (at least 1s)")
+        return
+    if backend != "postgresql":
+        given = [k for k, v in t.model_dump().items() if v is not None]
+        if given or db.application_name is not None:
+            raise _dialect_error(
+                "timeouts/application_name", backend, "dbconf translates these for PostgreSQL, "
+                "MariaDB/MySQL and SQLite only; pass driver options through connect_args"
+            )
+
+
+def _dialect_error(key: str, backend: str, why: str) -> PydanticCustomError:
+    """An error about ``key``; the context's ``at`` lets the loader point at its origin."""
+    at = key.split(" ")[0].split("/")[0]
+    return PydanticCustomError(
+        "dialect", "{key} is not supported for {backend}: {why}",
+        {"key": key, "backend": backend, "why": why, "at": at},
+    )
+
+
+class ProfileConfig(_Model):
+    """One profile: its databases, which one is the default, how many worker processes share it."""
+
+    extends: str | None = None
+    default_database: str | None = None
+    workers: int = Field(1, ge=1)
+    databases: dict[str, DatabaseConfig] = Field(default_factory=dict)
+
+    @field_validator("databases")
+    @classmethod
+    def _database_names(cls, value: dict[str, DatabaseConfig]) -> dict[str, DatabaseConfig]:
+        _check_names(value, "database")
+        return value
+
+    @model_validator(mode="after")
+    def _default(self) -> ProfileConfig:
+        if not self.databases:
+            raise PydanticCustomError(
+                "no_databases", "the profile declares no databases: add databases: {name: {url: …}}"
+            )
+        if self.default_database is not None and self.default_database not in self.databases:
+            raise PydanticCustomError(
+                "default_database",
+                "default_database {name!r} is not a database of this profile{hint}",
+                {"name": self.default_database,
+                 "hint": did_you_mean(self.default_database, self.databases)},
+            )
+        return self
+
+    @property
+    def default_name(self) -> str:
+        return self.default_database or next(iter(self.databases))
+
+
+class FileConfig(_Model):
+    """The whole file; used for the JSON Schema. Profiles are validated one at a time, merged."""
+
+    profiles: dict[str, ProfileConfig]
