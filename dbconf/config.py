@@ -139,8 +139,9 @@ class SessionConfig(_Model):
     def _autocommit_twophase(self) -> SessionConfig:
         if self.autocommit and self.twophase:
             raise PydanticCustomError(
-                "conflict", "autocommit and twophase exclude each other: an autocommit session "
-                "has no transaction to prepare"
+                "conflict",
+                "autocommit and twophase exclude each other: an autocommit session "
+                "has no transaction to prepare",
             )
         return self
 
@@ -236,8 +237,13 @@ class DatabaseConfig(_Model):
         password = self.password.get_secret_value() if self.password else None
         if base is None:
             return URL.create(
-                str(self.driver), self.username, password, self.host, self.port,
-                self.database, self.query or {},
+                str(self.driver),
+                self.username,
+                password,
+                self.host,
+                self.port,
+                self.database,
+                self.query or {},
             )
         return base.set(
             drivername=self.driver or base.drivername,
@@ -264,9 +270,11 @@ class DatabaseConfig(_Model):
         if self.backend != "sqlite":
             return False
         name = self._url.database or ""
-        return name in ("", ":memory:") or (
-            name.startswith("file:") and "mode=memory" in name
-        ) or self._url.query.get("mode") == "memory"
+        return (
+            name in ("", ":memory:")
+            or (name.startswith("file:") and "mode=memory" in name)
+            or self._url.query.get("mode") == "memory"
+        )
 
     def masked_url(self) -> str:
         return self._url.render_as_string(hide_password=True)
@@ -274,7 +282,9 @@ class DatabaseConfig(_Model):
 
 def _check_pool(db: DatabaseConfig) -> None:
     pool = db.pool
-    sized = [k for k in ("size", "max_overflow", "timeout", "use_lifo") if getattr(pool, k) is not None]
+    sized = [
+        k for k in ("size", "max_overflow", "timeout", "use_lifo") if getattr(pool, k) is not None
+    ]
     if pool.class_ in ("null", "static", "singleton") and sized:
         raise PydanticCustomError(
             "pool",
@@ -295,32 +305,43 @@ def _check_dialect_options(db: DatabaseConfig) -> None:
     backend, t = db.backend, db.timeouts
     if backend == "sqlite":
         if t.idle_in_transaction is not None:
-            raise _dialect_error("timeouts.idle_in_transaction", backend, "SQLite has no server "
-                                 "session to time out")
+            raise _dialect_error(
+                "timeouts.idle_in_transaction", backend, "SQLite has no server session to time out"
+            )
         if t.connect is not None and t.lock is not None and t.connect != t.lock:
-            raise _dialect_error("timeouts.connect and timeouts.lock", backend, "both are the "
-                                 "busy timeout on SQLite; set only one")
+            raise _dialect_error(
+                "timeouts.connect and timeouts.lock",
+                backend,
+                "both are the busy timeout on SQLite; set only one",
+            )
         return
     if db.sqlite is not None:
         raise _dialect_error("sqlite", backend, "the sqlite: pragmas apply to SQLite only")
     if backend in ("mysql", "mariadb"):
         if t.idle_in_transaction is not None and backend == "mysql":
             raise _dialect_error(
-                "timeouts.idle_in_transaction", backend, "MySQL has no such timeout; MariaDB "
-                "does (idle_transaction_timeout): use a mariadb+pymysql:// URL for a MariaDB server"
+                "timeouts.idle_in_transaction",
+                backend,
+                "MySQL has no such timeout; MariaDB "
+                "does (idle_transaction_timeout): use a mariadb+pymysql:// URL for MariaDB",
             )
         for key in ("lock", "idle_in_transaction"):
             value = getattr(t, key)
             if value is not None and (value < 1 or value != int(value)):
-                raise _dialect_error(f"timeouts.{key}", backend, "MariaDB/MySQL take this timeout "
-                                     "in whole seconds (at least 1s)")
+                raise _dialect_error(
+                    f"timeouts.{key}",
+                    backend,
+                    "MariaDB/MySQL take this timeout in whole seconds (at least 1s)",
+                )
         return
     if backend != "postgresql":
         given = [k for k, v in t.model_dump().items() if v is not None]
         if given or db.application_name is not None:
             raise _dialect_error(
-                "timeouts/application_name", backend, "dbconf translates these for PostgreSQL, "
-                "MariaDB/MySQL and SQLite only; pass driver options through connect_args"
+                "timeouts/application_name",
+                backend,
+                "dbconf translates these for PostgreSQL, "
+                "MariaDB/MySQL and SQLite only; pass driver options through connect_args",
             )
 
 
@@ -328,7 +349,8 @@ def _dialect_error(key: str, backend: str, why: str) -> PydanticCustomError:
     """An error about ``key``; the context's ``at`` lets the loader point at its origin."""
     at = key.split(" ")[0].split("/")[0]
     return PydanticCustomError(
-        "dialect", "{key} is not supported for {backend}: {why}",
+        "dialect",
+        "{key} is not supported for {backend}: {why}",
         {"key": key, "backend": backend, "why": why, "at": at},
     )
 
@@ -357,8 +379,10 @@ class ProfileConfig(_Model):
             raise PydanticCustomError(
                 "default_database",
                 "default_database {name!r} is not a database of this profile{hint}",
-                {"name": self.default_database,
-                 "hint": did_you_mean(self.default_database, self.databases)},
+                {
+                    "name": self.default_database,
+                    "hint": did_you_mean(self.default_database, self.databases),
+                },
             )
         return self
 

@@ -1,0 +1,127 @@
+"""Where a configuration value came from, and how validation errors are told with it."""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from dbconf.errors import Problem, did_you_mean
+
+__all__ = ["KeyPath", "Origin", "find_origin", "validation_problems"]
+
+KeyPath = tuple[str, ...]
+OriginKind = Literal["file", "env", "secret", "default", "code"]
+SECRET_KEYS = frozenset({"password", "url"})
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The source of one value: a file position, an env var, a secrets file, a default or code."""
+
+    kind: OriginKind
+    source: str = ""
+    line: int | None = None
+    column: int | None = None
+    via: str | None = None  # e.g. the ${VAR} a file value was interpolated from
+
+    def __str__(self) -> str:
+        if self.kind == "file":
+            text = self.source
+            if self.line is not None:
+                text += f":{self.line}:{self.column}"
+        elif self.kind == "env":
+            text = f"env {self.source}"
+        elif self.kind == "secret":
+            text = f"secrets file {self.source}"
+        elif self.kind == "code":
+            text = "overrides= in code"
+        else:
+            text = "default"
+        return f"{text} (via {self.via})" if self.via else text
+
+
+def find_origin(origins: Mapping[KeyPath, Origin], path: KeyPath) -> Origin | None:
+    """The origin of ``path`` or of its closest ancestor that has one."""
+    for end in range(len(path), 0, -1):
+        origin = origins.get(path[:end])
+        if origin is not None:
+            return origin
+    return None
+
+
+def is_secret_path(path: KeyPath) -> bool:
+    return any(part in SECRET_KEYS for part in path)
+
+
+def validation_problems(
+    exc: ValidationError,
+    model: type[BaseModel],
+    origins: Mapping[KeyPath, Origin],
+    prefix: KeyPath,
+    fallback: str,
+) -> list[Problem]:
+    """Turn pydantic's errors into problems naming origin, key path, value and what is allowed."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(str(part) for part in error["loc"])
+        ctx = error.get("ctx") or {}
+        if isinstance(ctx.get("at"), str):
+            loc = (*loc, *ctx["at"].split("."))
+        origin = find_origin(origins, loc)
+        message = _message(error, model, loc)
+        problems.append(
+            Problem(str(origin) if origin else fallback, ".".join(prefix + loc), message)
+        )
+    return problems
+
+
+def _message(error: Any, model: type[BaseModel], loc: KeyPath) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        hint = did_you_mean(loc[-1], allowed)
+        return f"unknown key {loc[-1]!r}{hint}; allowed here: {', '.join(allowed)}"
+    message = str(error["msg"])
+    if kind == "missing":
+        return "this key is required"
+    if kind == "model_type" or kind == "dict_type":
+        message = "expected a mapping of keys to values"
+    if "input" in error and kind not in ("extra_forbidden",) and not kind.startswith("value_error"):
+        value = error["input"]
+        if not isinstance(value, dict | list):
+            shown = "'***'" if is_secret_path(loc) else repr(value)
+            message += f" (got {shown})"
+    return message
+
+
+def _allowed_keys(model: type[BaseModel], loc: KeyPath) -> list[str]:
+    """The keys a model accepts at ``loc`` (walking nested models and dict values)."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields = {(f.alias or n): f for n, f in annotation.model_fields.items()}
+            if part not in fields:
+                return []
+            annotation = fields[part].annotation
+        elif typing.get_origin(annotation) is dict:
+            annotation = typing.get_args(annotation)[1]
+        else:
+            return []
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [(f.alias or n) for n, f in annotation.model_fields.items()]
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` → ``X``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return args[0] if len(args) == 1 else annotation
+    return annotation
