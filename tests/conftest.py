@@ -1,6 +1,6 @@
 """Shared fixtures: real PostgreSQL and MariaDB servers, and tmp config files.
 
-Server tests need the servers named by DBCONF_TEST_POSTGRES_URL and DBCONF_TEST_MARIADB_URL
+Server tests need the servers named by TEST_POSTGRES_URL and TEST_MARIADB_URL (not DBCONF_*: that prefix is read as configuration)
 (defaults: the loopback servers of the dev machine). Without a server they skip with a message
 saying how to point them at one; under CI=true they fail instead, so a green CI means they ran.
 """
@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 POSTGRES_URL = os.environ.get(
-    "DBCONF_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+    "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )
-MARIADB_URL = os.environ.get("DBCONF_TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0.1:3306/test")
+MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0.1:3306/test")
 _reachable: dict[str, str | None] = {}
 
 
@@ -51,13 +51,13 @@ def _require(url: str, env_var: str) -> str:
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     """URL of the test PostgreSQL server (superuser, trust auth)."""
-    return _require(POSTGRES_URL, "DBCONF_TEST_POSTGRES_URL")
+    return _require(POSTGRES_URL, "TEST_POSTGRES_URL")
 
 
 @pytest.fixture(scope="session")
 def maria_url() -> str:
     """URL of the test MariaDB server (root)."""
-    return _require(MARIADB_URL, "DBCONF_TEST_MARIADB_URL")
+    return _require(MARIADB_URL, "TEST_MARIADB_URL")
 
 
 @pytest.fixture
