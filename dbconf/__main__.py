@@ -1,0 +1,7 @@
+"""``python -m dbconf`` runs the ``dbconf`` command."""
+
+import sys
+
+from dbconf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""The ``dbconf`` command: show, profiles, schema, check.
+
+Exit codes: 0 ok, 1 a database is unreachable (check), 2 configuration error. Errors are one
+message, never a traceback, and never a password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+
+from dbconf.config import FileConfig
+from dbconf.errors import DbconfError
+from dbconf.loader import LoadedProfile, list_profiles, load_profile, resolve_path
+from dbconf.origin import KeyPath
+
+__all__ = ["json_schema", "main", "masked_tree"]
+
+MASK = "***"
+_SECRET_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
+SCHEMA_ID = "https://dbconf.dev/schema/databases.json"
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of ``config/databases.yaml`` (for the YAML language server and editors)."""
+    schema = FileConfig.model_json_schema(by_alias=True)
+    schema["properties"]["profiles"]["description"] = "Named profiles (development, test, …)."
+    schema["patternProperties"] = {"^(x-|\\.)": {"description": "free for YAML anchors"}}
+    schema["title"] = "dbconf database profiles"
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+
+
+def masked_tree(value: Any, key: str = "") -> Any:
+    """Plain data of a config with every secret masked and URLs rendered without password."""
+    if isinstance(value, SecretStr):
+        if key == "url":
+            return make_url(value.get_secret_value()).render_as_string(hide_password=True)
+        return MASK
+    if isinstance(value, Mapping):
+        return {
+            str(k): MASK
+            if _SECRET_KEY.search(str(k))
+            and not isinstance(v, Mapping | SecretStr)
+            and v is not None
+            and str(k) != "password_file"
+            else masked_tree(v, str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [masked_tree(item) for item in value]
+    return value
+
+
+def _flatten(value: Any, path: KeyPath = ()) -> list[tuple[KeyPath, Any]]:
+    if isinstance(value, dict) and value:
+        return [row for k, v in value.items() for row in _flatten(v, (*path, k))]
+    return [(path, value)]
+
+
+def _profile_data(loaded: LoadedProfile) -> dict[str, Any]:
+    data = loaded.config.model_dump(by_alias=True, exclude_none=True)
+    data.pop("extends", None)
+    data["default_database"] = loaded.config.default_name
+    tree: dict[str, Any] = masked_tree(data)
+    for name, db in loaded.config.databases.items():
+        tree["databases"][name] = {"effective_url": db.masked_url(), **tree["databases"][name]}
+    return tree
+
+
+def _show(loaded: LoadedProfile, args: argparse.Namespace) -> int:
+    tree = _profile_data(loaded)
+    rows = _flatten(tree)
+    if args.format == "json":
+        out: dict[str, Any] = {"profile": loaded.name, "file": str(loaded.path), "config": tree}
+        if args.origin:
+            out["origins"] = {".".join(p): _origin_text(loaded, p) for p, _ in rows}
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(f"# profile {loaded.name} from {loaded.path}")
+    width = max(len(".".join(p)) for p, _ in rows)
+    for path, value in rows:
+        line = f"{'.'.join(path):<{width}} = {json.dumps(value, default=str)}"
+        if args.origin:
+            line += f"    # {_origin_text(loaded, path)}"
+        print(line)
+    return 0
+
+
+def _origin_text(loaded: LoadedProfile, path: KeyPath) -> str:
+    if path[-1:] == ("effective_url",):
+        return "computed from url and its parts"
+    if path == ("default_database",) and ("default_database",) not in loaded.origins:
+        return "default (the first database declared)"
+    return str(loaded.origin(*path))
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    profiles = list_profiles(args.config)
+    print(f"# profiles in {resolve_path(args.config, os.environ)}")
+    for name, parent in profiles.items():
+        print(f"{name}  (extends {parent})" if parent else name)
+    return 0
+
+
+def _check(loaded: LoadedProfile, args: argparse.Namespace) -> int:
+    from dbconf.registry import Registry
+
+    with Registry(loaded.config, profile=loaded.name) as registry:
+        names = [args.database] if args.database else list(registry.names)
+        if args.database:
+            registry[args.database]  # unknown name → UnknownDatabaseError (exit 2)
+        reports = registry.check(names)
+    for report in reports:
+        print(report.render())
+    return 0 if all(report.ok for report in reports) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbconf", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_profile(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--profile", "-p", help="profile name (default: $DBCONF_PROFILE or development)"
+        )
+        p.add_argument(
+            "--config", "-c", help="config file (default: $DBCONF_CONFIG or config/databases.yaml)"
+        )
+
+    show = sub.add_parser("show", help="the resolved profile, passwords masked")
+    with_profile(show)
+    show.add_argument("--origin", action="store_true", help="say where each value came from")
+    show.add_argument("--format", choices=["text", "json"], default="text")
+    profiles = sub.add_parser("profiles", help="the profiles in the file and what each extends")
+    profiles.add_argument("--config", "-c")
+    sub.add_parser("schema", help="JSON Schema of the file, for editors")
+    check = sub.add_parser("check", help="connect to each database and report")
+    with_profile(check)
+    check.add_argument("--database", "-d", help="check only this database")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "schema":
+            print(json.dumps(json_schema(), indent=2))
+            return 0
+        if args.command == "profiles":
+            return _profiles(args)
+        loaded = load_profile(args.profile, path=args.config)
+        return _show(loaded, args) if args.command == "show" else _check(loaded, args)
+    except DbconfError as e:
+        print(f"dbconf: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
