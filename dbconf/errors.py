@@ -11,6 +11,7 @@ __all__ = [
     "DbconfError",
     "Problem",
     "UnknownDatabaseError",
+    "UnknownSessionFlavourError",
     "did_you_mean",
 ]
 
@@ -62,6 +63,22 @@ class UnknownDatabaseError(DbconfError, LookupError):
         )
 
     def __str__(self) -> str:  # LookupError would quote the message like a key
+        return str(self.args[0])
+
+
+class UnknownSessionFlavourError(DbconfError, LookupError):
+    """A session flavour that the database does not declare under ``sessions:``."""
+
+    def __init__(self, flavour: str, known: Sequence[str], database: str) -> None:
+        self.flavour = flavour
+        self.known = tuple(known)
+        hint = did_you_mean(flavour, known)
+        super().__init__(
+            f"database {database!r} declares no session flavour {flavour!r}{hint}; "
+            f"declared: {', '.join(known) or '(none)'}"
+        )
+
+    def __str__(self) -> str:
         return str(self.args[0])
 
 

@@ -1,0 +1,267 @@
+"""The runtime objects: a :class:`Registry` of named :class:`Database` objects.
+
+Nothing connects and no engine is created until first use: ``Database.engine`` is built once,
+lazily and thread-safely; sessionmakers are cached per flavour. Leaving a ``with Registry``
+block disposes every engine that was built.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from dbconf.builder import build_engine, build_sessionmaker, describe_pool, engine_kwargs
+from dbconf.config import DatabaseConfig, ProfileConfig, SessionConfig
+from dbconf.errors import ConfigError, Problem, UnknownDatabaseError, UnknownSessionFlavourError
+from dbconf.session import session_scope, transaction_scope
+
+__all__ = ["Database", "DatabaseReport", "Registry", "load"]
+
+
+@dataclass(frozen=True)
+class DatabaseReport:
+    """The result of :meth:`Registry.check` for one database. Nothing in it holds a password."""
+
+    name: str
+    ok: bool
+    dialect: str
+    driver: str
+    url: str
+    server_version: str | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    pool: Mapping[str, Any] = field(default_factory=dict)
+    timeouts: Mapping[str, float] = field(default_factory=dict)
+
+    def render(self) -> str:
+        """Human-readable lines for ``dbconf check`` (the URL is masked)."""
+        head = f"{self.name}: {self.dialect}+{self.driver} {self.url}"
+        if not self.ok:
+            return f"{head}\n  UNREACHABLE: {self.error}"
+        pool = " ".join(f"{k}={v}" for k, v in self.pool.items())
+        timeouts = " ".join(f"{k}={v:g}s" for k, v in self.timeouts.items()) or "(driver defaults)"
+        return (
+            f"{head}\n  ok: server {self.server_version}, round trip {self.latency_ms:.1f} ms"
+            f"\n  pool: {pool}\n  timeouts: {timeouts}"
+        )
+
+
+class Database:
+    """One named database of a profile: its config, its engine, its session flavours."""
+
+    def __init__(self, name: str, config: DatabaseConfig) -> None:
+        self.name = name
+        self.config = config
+        self._lock = threading.Lock()
+        self._engine: sa.Engine | None = None
+        self._makers: dict[str, sessionmaker[Session]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Database {self.name} {self.config.masked_url()}>"
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The engine, created on first access (creating it does not connect)."""
+        engine = self._engine
+        if engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = build_engine(self.name, self.config)
+                engine = self._engine
+        return engine
+
+    @property
+    def engine_built(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def flavours(self) -> tuple[str, ...]:
+        return tuple(self.config.sessions)
+
+    def _flavour(self, flavour: str) -> SessionConfig:
+        try:
+            return self.config.sessions[flavour]
+        except KeyError:
+            raise UnknownSessionFlavourError(flavour, self.flavours, self.name) from None
+
+    def sessionmaker(self, flavour: str = "default") -> sessionmaker[Session]:
+        """The sessionmaker of ``flavour`` (``sessions:`` in the config), built once."""
+        maker = self._makers.get(flavour)
+        if maker is None:
+            settings = self._flavour(flavour)
+            engine = self.engine
+            with self._lock:
+                maker = self._makers.get(flavour)
+                if maker is None:
+                    maker = self._makers[flavour] = build_sessionmaker(engine, settings)
+        return maker
+
+    def session(self, flavour: str = "default") -> AbstractContextManager[Session]:
+        """A session scope: commit on success, rollback on any exception, always close."""
+        self._flavour(flavour)
+        return session_scope(lambda: self.sessionmaker(flavour)())
+
+    def transaction(self, flavour: str = "default") -> AbstractContextManager[Session]:
+        """A ``session.begin()`` scope; ``begin_nested()`` savepoints work inside it."""
+        self._flavour(flavour)
+        return transaction_scope(lambda: self.sessionmaker(flavour)())
+
+    def dependency(self, flavour: str = "default") -> Callable[[], Iterator[Session]]:
+        """A generator dependency (FastAPI ``Depends``) with :meth:`session`'s guarantees.
+
+        The flavour is checked now, so a typo fails when the app is defined; the engine is
+        still only built on the first request.
+        """
+        self._flavour(flavour)
+
+        def get_session() -> Iterator[Session]:
+            with self.session(flavour) as session:
+                yield session
+
+        get_session.__name__ = f"get_{self.name}_{flavour}_session"
+        get_session.__qualname__ = get_session.__name__
+        return get_session
+
+    @asynccontextmanager
+    async def async_session(self, flavour: str = "default") -> AsyncIterator[Session]:
+        """``async with db.async_session() as s``: the same scope for async code.
+
+        The session is a synchronous :class:`~sqlalchemy.orm.Session`: its queries, commit and
+        rollback block the event loop while they run (fine for short queries; use an async
+        driver and ``sqlalchemy.ext.asyncio`` for heavy async workloads).
+        """
+        with self.session(flavour) as session:
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection (checked-out ones close when they are returned)."""
+        with self._lock:
+            engine = self._engine
+        if engine is not None:
+            engine.dispose()
+
+    def check(self) -> DatabaseReport:
+        """Connect, run a round trip, and report; never raises for an unreachable server."""
+        url = self.config.sqlalchemy_url
+
+        def report(ok: bool, **kw: Any) -> DatabaseReport:
+            return DatabaseReport(
+                name=self.name,
+                ok=ok,
+                dialect=url.get_backend_name(),
+                driver=url.get_driver_name(),
+                url=self.config.masked_url(),
+                timeouts=self.config.timeouts.model_dump(exclude_none=True),
+                **kw,
+            )
+
+        try:
+            engine = self.engine
+            pool = describe_pool(engine.pool)
+            with engine.connect() as conn:
+                start = time.perf_counter()
+                conn.execute(sa.text("SELECT 1")).scalar_one()
+                latency = (time.perf_counter() - start) * 1000
+                info = conn.dialect.server_version_info
+                version = ".".join(str(part) for part in info) if info else None
+        except Exception as exc:
+            return report(False, error=self._one_line(exc))
+        return report(True, server_version=version, latency_ms=round(latency, 3), pool=pool)
+
+    def _one_line(self, exc: BaseException) -> str:
+        orig = getattr(exc, "orig", None) or exc
+        lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+        text = f"{type(orig).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+        password = self.config.sqlalchemy_url.password
+        if password:
+            text = text.replace(str(password), "***")
+        return text
+
+
+class Registry:
+    """The databases of one loaded profile, by name. A context manager that disposes them."""
+
+    def __init__(self, config: ProfileConfig, *, profile: str = "default") -> None:
+        self.profile = profile
+        self.config = config
+        problems: list[Problem] = []
+        for name, db in config.databases.items():
+            try:
+                engine_kwargs(db)  # pure: surfaces translation conflicts at load, builds nothing
+            except ConfigError as e:
+                problems += [
+                    Problem(p.origin, f"databases.{name}.{p.path}", p.message) for p in e.problems
+                ]
+        if problems:
+            raise ConfigError(problems)
+        self._databases = {name: Database(name, db) for name, db in config.databases.items()}
+
+    def __repr__(self) -> str:
+        return f"<Registry profile={self.profile!r} databases={list(self._databases)}>"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Database names in declaration order."""
+        return tuple(self._databases)
+
+    @property
+    def default(self) -> Database:
+        return self._databases[self.config.default_name]
+
+    def __getitem__(self, name: str) -> Database:
+        try:
+            return self._databases[name]
+        except KeyError:
+            raise UnknownDatabaseError(name, self.names, self.profile) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._databases
+
+    def __iter__(self) -> Iterator[Database]:
+        return iter(self._databases.values())
+
+    def __len__(self) -> int:
+        return len(self._databases)
+
+    def check(self, names: list[str] | None = None) -> list[DatabaseReport]:
+        """Connect to each database (or those named) and report; see :meth:`Database.check`."""
+        return [self[name].check() for name in (names or self.names)]
+
+    def dispose(self) -> None:
+        """Dispose every engine that was built."""
+        for db in self._databases.values():
+            db.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.dispose()
+
+
+def load(
+    profile: str | None = None,
+    *,
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Registry:
+    """Load ``profile`` (validated now; no engine, no connection until first use)."""
+    from dbconf.loader import load_profile  # local: loader is optional here
+
+    loaded = load_profile(profile, path=path, environ=environ, overrides=overrides)
+    return Registry(loaded.config, profile=loaded.name)
