@@ -102,9 +102,9 @@ def _origin_text(loaded: LoadedProfile, path: KeyPath) -> str:
     return str(loaded.origin(*path))
 
 
-def _profiles(args: argparse.Namespace) -> int:
-    profiles = list_profiles(args.config)
-    print(f"# profiles in {resolve_path(args.config, os.environ)}")
+def _profiles(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    profiles = list_profiles(args.config, environ=environ)
+    print(f"# profiles in {resolve_path(args.config, environ)}")
     for name, parent in profiles.items():
         print(f"{name}  (extends {parent})" if parent else name)
     return 0
@@ -148,15 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the command line; ``environ`` defaults to ``os.environ``."""
     args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
     try:
         if args.command == "schema":
             print(json.dumps(json_schema(), indent=2))
             return 0
         if args.command == "profiles":
-            return _profiles(args)
-        loaded = load_profile(args.profile, path=args.config)
+            return _profiles(args, env)
+        loaded = load_profile(args.profile, path=args.config, environ=env)
         return _show(loaded, args) if args.command == "show" else _check(loaded, args)
     except DbconfError as e:
         print(f"dbconf: {e}", file=sys.stderr)
