@@ -90,7 +90,7 @@ def _check_names(names: dict[str, Any], what: str) -> None:
         if not _NAME.match(name):
             raise PydanticCustomError(
                 "name",
-                "{what} name {name!r} must be lower-case letters, digits and single underscores "
+                "{what} name '{name}' must be lower-case letters, digits and single underscores "
                 "(it becomes part of environment variable names)",
                 {"what": what, "name": name},
             )
@@ -378,7 +378,7 @@ class ProfileConfig(_Model):
         if self.default_database is not None and self.default_database not in self.databases:
             raise PydanticCustomError(
                 "default_database",
-                "default_database {name!r} is not a database of this profile{hint}",
+                "default_database '{name}' is not a database of this profile{hint}",
                 {
                     "name": self.default_database,
                     "hint": did_you_mean(self.default_database, self.databases),

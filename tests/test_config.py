@@ -1,0 +1,319 @@
+"""dbconf.config: the frozen, validated models and their cross-field rules (no files here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from dbconf.config import DatabaseConfig, PoolConfig, ProfileConfig, parse_duration
+
+PASSWORD = "p@ss:w%rd"
+PG = "postgresql+psycopg2://app@db.example:5432/app"
+
+
+def db(**fields: Any) -> DatabaseConfig:
+    return DatabaseConfig.model_validate(fields)
+
+
+def error_of(**fields: Any) -> ValidationError:
+    with pytest.raises(ValidationError) as info:
+        db(**fields)
+    return info.value
+
+
+# -- durations ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("250ms", 0.25),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1.5s", 1.5),
+        (" 2 m ", 120.0),
+        ("10", 10.0),
+        (10, 10.0),
+        (0.5, 0.5),
+        (0, 0.0),
+    ],
+)
+def test_durations(text: Any, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["5 minutes", "1d", "-5s", "", True, None, [1]])
+def test_bad_durations(bad: Any) -> None:
+    with pytest.raises(ValueError, match="expected a duration such as 250ms, 30s, 5m, 1h"):
+        parse_duration(bad)
+
+
+def test_negative_number_duration() -> None:
+    with pytest.raises(ValueError, match="a duration must not be negative"):
+        parse_duration(-1)
+
+
+def test_durations_in_the_model_are_float_seconds() -> None:
+    config = db(
+        url=PG,
+        pool={"timeout": "30s", "recycle": "30m"},
+        timeouts={"connect": 10, "statement": "250ms", "lock": "5s", "idle_in_transaction": "1h"},
+    )
+    assert config.pool.timeout == 30.0
+    assert config.pool.recycle == 1800.0
+    assert config.timeouts.model_dump() == {
+        "connect": 10.0,
+        "statement": 0.25,
+        "lock": 5.0,
+        "idle_in_transaction": 3600.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("pool", "message"),
+    [
+        ({"timeout": -1}, "a duration must not be negative"),
+        ({"recycle": -30}, "a duration must not be negative"),
+        ({"timeout": 0}, "the pool timeout must be greater than 0"),
+        ({"size": 0}, "greater than or equal to 1"),
+        ({"max_overflow": -2}, "greater than or equal to -1"),
+        ({"class": "lifo"}, "Input should be 'queue', 'null', 'static' or 'singleton'"),
+        ({"pre_ping": "yes"}, "Input should be a valid boolean"),
+        ({"size": "5"}, "Input should be a valid integer"),
+        ({"size": 5.0}, "Input should be a valid integer"),
+    ],
+)
+def test_bad_pool_values(pool: dict[str, Any], message: str) -> None:
+    assert message in str(error_of(url=PG, pool=pool))
+
+
+def test_max_overflow_minus_one_means_unlimited_and_is_allowed() -> None:
+    assert db(url=PG, pool={"max_overflow": -1}).pool.max_overflow == -1
+
+
+# -- pool classes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ["null", "static", "singleton"])
+@pytest.mark.parametrize("key", ["size", "max_overflow", "timeout", "use_lifo"])
+def test_pool_class_without_a_size_rejects_sizing(cls: str, key: str) -> None:
+    value: Any = True if key == "use_lifo" else 5
+    error = error_of(url=PG, pool={"class": cls, key: value})
+    (detail,) = error.errors()
+    assert detail["loc"] == ()
+    assert detail["ctx"]["at"] == f"pool.{key}"
+    assert f"pool.{key} cannot be used with pool.class {cls}" in detail["msg"]
+
+
+def test_queue_pool_takes_sizing() -> None:
+    pool = db(url=PG, pool={"class": "queue", "size": 5, "max_overflow": 0}).pool
+    assert (pool.class_, pool.size, pool.max_overflow) == ("queue", 5, 0)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"]
+)
+def test_sqlite_memory_rejects_pool_size(url: str) -> None:
+    (detail,) = error_of(url=url, pool={"size": 5}).errors()
+    assert "an in-memory SQLite database lives in one connection" in detail["msg"]
+    assert detail["ctx"]["at"] == "pool.size"
+
+
+@pytest.mark.parametrize("cls", ["queue", "null"])
+def test_sqlite_memory_rejects_pool_classes_that_lose_the_data(cls: str) -> None:
+    (detail,) = error_of(url="sqlite://", pool={"class": cls}).errors()
+    assert detail["ctx"]["at"] == "pool.class"
+
+
+def test_sqlite_file_takes_a_sized_pool() -> None:
+    config = db(url="sqlite:///var/app.db", pool={"size": 2})
+    assert not config.is_sqlite_memory
+    assert config.pool.size == 2
+
+
+# -- dialect checks -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "at", "message"),
+    [
+        (
+            {"url": "sqlite:///x.db", "timeouts": {"idle_in_transaction": "1m"}},
+            "timeouts.idle_in_transaction",
+            "timeouts.idle_in_transaction is not supported for sqlite",
+        ),
+        (
+            {"url": "sqlite:///x.db", "timeouts": {"connect": "1s", "lock": "2s"}},
+            "timeouts.connect",
+            "both are the busy timeout on SQLite",
+        ),
+        (
+            {"url": "mysql+pymysql://u@h/db", "timeouts": {"idle_in_transaction": "1m"}},
+            "timeouts.idle_in_transaction",
+            "MySQL has no such timeout",
+        ),
+        (
+            {"url": PG, "sqlite": {"foreign_keys": True}},
+            "sqlite",
+            "sqlite is not supported for postgresql: the sqlite: pragmas apply to SQLite only",
+        ),
+        (
+            {"url": "mariadb+pymysql://u@h/db", "timeouts": {"lock": "1500ms"}},
+            "timeouts.lock",
+            "MariaDB/MySQL take this timeout in whole seconds",
+        ),
+        (
+            {"url": "mariadb+pymysql://u@h/db", "timeouts": {"lock": "500ms"}},
+            "timeouts.lock",
+            "whole seconds (at least 1s)",
+        ),
+        (
+            {"url": "oracle://u@h/db", "timeouts": {"statement": "1s"}},
+            "timeouts",
+            "timeouts/application_name is not supported for oracle",
+        ),
+    ],
+)
+def test_dialect_cannot_honour(fields: dict[str, Any], at: str, message: str) -> None:
+    (detail,) = error_of(**fields).errors()
+    assert detail["ctx"]["at"] == at
+    assert message in detail["msg"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"url": "mariadb+pymysql://u@h/db", "timeouts": {"lock": "5s", "idle_in_transaction": 60}},
+        {"url": "sqlite:///x.db", "timeouts": {"connect": "5s", "lock": "5s"}},
+        {"url": "sqlite:///x.db", "sqlite": {"journal_mode": "wal", "foreign_keys": True}},
+        {"url": PG, "timeouts": {"lock": "250ms", "idle_in_transaction": "1m"}},
+    ],
+)
+def test_dialect_can_honour(fields: dict[str, Any]) -> None:
+    assert db(**fields).backend in ("mariadb", "sqlite", "postgresql")
+
+
+# -- url, parts, passwords ------------------------------------------------------------------
+
+
+def test_url_parts_build_the_url() -> None:
+    config = db(
+        driver="postgresql+psycopg2",
+        host="db",
+        port=6543,
+        username="app",
+        password=PASSWORD,
+        database="app",
+        query={"sslmode": "require"},
+    )
+    assert config.sqlalchemy_url.password == PASSWORD
+    assert config.masked_url() == "postgresql+psycopg2://app:***@db:6543/app?sslmode=require"
+    assert config.backend == "postgresql"
+
+
+def test_password_wins_over_the_url_password_and_parts_over_url_parts() -> None:
+    config = db(url="postgresql://u:old@h:1/db", password=PASSWORD, host="other", port=2)
+    url = config.sqlalchemy_url
+    assert (url.username, url.password, url.host, url.port, url.database) == (
+        "u",
+        PASSWORD,
+        "other",
+        2,
+        "db",
+    )
+
+
+def test_no_location_is_an_error() -> None:
+    assert "no database location" in str(error_of(host="h"))
+
+
+def test_malformed_url_is_an_error_without_the_url() -> None:
+    url = f"not a url {PASSWORD}"
+    error = error_of(url=url)
+    assert "is not a valid database URL" in str(error)
+    assert PASSWORD not in str(error)
+    assert PASSWORD not in repr(error)
+
+
+def test_password_is_masked_in_repr_and_str() -> None:
+    encoded = "p%40ss%3Aw%25rd"
+    config = db(url=f"postgresql://u:{encoded}@h/db", password=PASSWORD)
+    assert isinstance(config.password, SecretStr)
+    assert isinstance(config.url, SecretStr)
+    for text in (repr(config), str(config), config.masked_url()):
+        assert PASSWORD not in text
+        assert encoded not in text
+    assert config.password is not None
+    assert config.password.get_secret_value() == PASSWORD
+
+
+# -- sessions, names, profile ---------------------------------------------------------------
+
+
+def test_default_session_flavour_always_exists() -> None:
+    config = db(url=PG, sessions={"batch": {"autoflush": False}})
+    assert list(config.sessions) == ["default", "batch"]
+    assert config.sessions["batch"].autoflush is False
+
+
+def test_autocommit_and_twophase_exclude_each_other() -> None:
+    error = error_of(url=PG, sessions={"x": {"autocommit": True, "twophase": True}})
+    assert "autocommit and twophase exclude each other" in str(error)
+
+
+@pytest.mark.parametrize("name", ["Batch", "batch-job", "1st", "a__b"])
+def test_session_flavour_names_must_fit_env_vars(name: str) -> None:
+    message = f"session flavour name '{name}' must be lower-case letters"
+    assert message in str(error_of(url=PG, sessions={name: {}}))
+
+
+def test_unknown_keys_are_rejected_everywhere() -> None:
+    error = error_of(
+        url=PG,
+        colour=1,
+        pool={"sise": 1},
+        timeouts={"conect": 1},
+        sessions={"default": {"autoflsh": True}},
+    )
+    locs = {detail["loc"] for detail in error.errors() if detail["type"] == "extra_forbidden"}
+    assert locs == {
+        ("colour",),
+        ("pool", "sise"),
+        ("timeouts", "conect"),
+        ("sessions", "default", "autoflsh"),
+    }
+
+
+def test_models_are_frozen() -> None:
+    config = db(url=PG)
+    with pytest.raises(ValidationError, match="frozen"):
+        config.echo = True
+    with pytest.raises(ValidationError, match="frozen"):
+        PoolConfig(size=1).size = 2
+
+
+def test_profile_default_database() -> None:
+    databases = {"primary": {"url": PG}, "analytics": {"url": PG}}
+    assert ProfileConfig.model_validate({"databases": databases}).default_name == "primary"
+    chosen = ProfileConfig.model_validate({"databases": databases, "default_database": "analytics"})
+    assert chosen.default_name == "analytics"
+    with pytest.raises(
+        ValidationError,
+        match=r"default_database 'analytcs' is not a database of this profile "
+        r"\(did you mean 'analytics'\?\)",
+    ):
+        ProfileConfig.model_validate({"databases": databases, "default_database": "analytcs"})
+
+
+def test_profile_needs_a_database() -> None:
+    with pytest.raises(ValidationError, match="the profile declares no databases"):
+        ProfileConfig.model_validate({})
+
+
+@pytest.mark.parametrize("name", ["Primary", "my-db"])
+def test_database_names_must_fit_env_vars(name: str) -> None:
+    with pytest.raises(ValidationError, match=f"database name '{name}' must be lower-case"):
+        ProfileConfig.model_validate({"databases": {name: {"url": PG}}})
