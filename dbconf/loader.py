@@ -151,9 +151,16 @@ def load_profile(
     origins.pop(("extends",), None)
 
     problems: list[Problem] = []
+    # Env vars and secrets may only name databases that exist: declared in the file, added
+    # by DATABASE_URL to a profile without databases, or (for secrets) added by an env var.
+    known = copy.deepcopy(tree)
+    if not known.get("databases") and (env.get("DATABASE_URL") or env.get("PRIMARY_DATABASE_URL")):
+        known["databases"] = {"primary": {}}
+    env_layer = _env_layer(env, known, problems)
+    _merge(known, {}, copy.deepcopy(env_layer[0]), {})
     upper: list[tuple[Tree, Origins]] = [
-        _env_layer(env, tree, problems),
-        _secrets_layer(env, tree, problems),
+        env_layer,
+        _secrets_layer(env, known, problems),
         _code_layer(overrides or {}),
     ]
     url_layer = _url_layer(env, tree, upper)
@@ -163,7 +170,10 @@ def load_profile(
     _interpolate_tree(tree, origins, env, problems, ())
     _read_password_files(tree, origins, file, problems)
     prefix = ("profiles", name)
-    problems = [Problem(p.origin, ".".join((*prefix, p.path)), p.message) for p in problems]
+    problems = [
+        Problem(p.origin, ".".join((*prefix, p.path)) if p.path else "", p.message)
+        for p in problems
+    ]
     try:
         config = ProfileConfig.model_validate(tree)
     except ValidationError as e:
@@ -217,7 +227,7 @@ def _extends_chain(
             hint = did_you_mean(str(parent), profiles)
             raise ConfigError([Problem(where, key, f"extends unknown profile {parent!r}{hint}")])
         if parent in chain:
-            cycle = " → ".join([*reversed(chain), parent])
+            cycle = " → ".join([*chain, parent])
             raise ConfigError(
                 [Problem(where, key, f"profiles extend each other in a cycle: {cycle}")]
             )
@@ -249,11 +259,11 @@ def _merge(
             origins.update({k: o for k, o in layer_origins.items() if k[: len(here)] == here})
 
 
-def _drop_replaced(tree: Tree, origins: Origins, layer: Tree, path: KeyPath) -> None:
-    """A database's url replaces lower URL parts; password and password_file replace each other."""
-    current = tree.get(path[-1])
-    if not isinstance(current, dict):
-        return
+def _drop_replaced(current: Tree, origins: Origins, layer: Tree, path: KeyPath) -> None:
+    """A database's url replaces lower URL parts; password and password_file replace each other.
+
+    ``current`` is the database's mapping so far, at ``path`` (``("databases", name)``).
+    """
     dropped: list[str] = []
     if layer.get("url") is not None:
         dropped += [k for k in URL_PARTS if k not in layer]
@@ -295,7 +305,8 @@ def _declared_names_check(
     """An env var or secret may not invent a database or session flavour by a typo."""
     if len(path) >= 3 and path[0] == "databases":
         known = tree.get("databases", {})
-        if path[1] not in known and "url" not in layer.get("databases", {}).get(path[1], {}):
+        adds_url = path[2:] == ("url",) or "url" in layer.get("databases", {}).get(path[1], {})
+        if path[1] not in known and not adds_url:
             problems.append(
                 Problem(
                     where,
