@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +115,7 @@ class Database:
         self._flavour(flavour)
         return transaction_scope(lambda: self.sessionmaker(flavour)())
 
-    def dependency(self, flavour: str = "default") -> Callable[[], Iterator[Session]]:
+    def dependency(self, flavour: str = "default") -> Callable[[], Generator[Session, None, None]]:
         """A generator dependency (FastAPI ``Depends``) with :meth:`session`'s guarantees.
 
         The flavour is checked now, so a typo fails when the app is defined; the engine is
@@ -123,7 +123,7 @@ class Database:
         """
         self._flavour(flavour)
 
-        def get_session() -> Iterator[Session]:
+        def get_session() -> Generator[Session, None, None]:
             with self.session(flavour) as session:
                 yield session
 

@@ -1,0 +1,1 @@
+"""Optional framework integrations. Each submodule imports its framework; this package does not."""

@@ -1,0 +1,50 @@
+"""FastAPI helpers (needs the ``fastapi`` extra; importing :mod:`dbconf` never imports FastAPI).
+
+.. code-block:: python
+
+    from fastapi import FastAPI
+    from dbconf.integrations.fastapi import SessionDep, lifespan
+
+    dbs = dbconf.load("production")
+    app = FastAPI(lifespan=lifespan(dbs))
+    PrimarySession = SessionDep(dbs["primary"])
+
+    @app.post("/items")
+    def create(session: PrimarySession) -> dict[str, str]: ...
+
+``SessionDep`` is ``Annotated[Session, Depends(db.dependency(flavour))]``: the session is
+committed when the endpoint returns, rolled back when it raises (``HTTPException`` included),
+and always closed. With ``from __future__ import annotations`` FastAPI resolves the alias by
+name in the module's globals, so define it at module level (as above).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI
+from sqlalchemy.orm import Session
+
+from dbconf.registry import Database, Registry
+
+__all__ = ["SessionDep", "lifespan"]
+
+
+def SessionDep(db: Database, flavour: str = "default") -> Any:  # noqa: N802 (a type alias)
+    """``Annotated[Session, Depends(db.dependency(flavour))]`` for endpoint parameters."""
+    return Annotated[Session, Depends(db.dependency(flavour))]
+
+
+def lifespan(registry: Registry) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """A FastAPI ``lifespan`` that disposes every engine of ``registry`` at shutdown."""
+
+    @asynccontextmanager
+    async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            registry.dispose()
+
+    return _lifespan
