@@ -1,0 +1,87 @@
+"""The FastAPI dependency through TestClient: commit on 200, rollback on HTTPException."""
+
+# No ``from __future__ import annotations`` here: FastAPI resolves string annotations in the
+# module's globals, and the ``MainSession`` alias below is local to the test.
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import cast
+
+import pytest
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from dbconf.config import ProfileConfig
+from dbconf.integrations.fastapi import SessionDep, lifespan
+from dbconf.registry import Registry
+
+
+@pytest.fixture
+def table(pg_admin: sa.Engine) -> Iterator[str]:
+    name = f"t_api_{uuid.uuid4().hex[:10]}"
+    with pg_admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {name} (id int PRIMARY KEY)")
+    yield name
+    with pg_admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {name}")
+
+
+def ids(admin: sa.Engine, table: str) -> list[int]:
+    with admin.connect() as conn:
+        return list(conn.exec_driver_sql(f"SELECT id FROM {table} ORDER BY id").scalars())
+
+
+def test_dependency_commits_on_success_and_rolls_back_on_http_exception(
+    pg_url: str, pg_admin: sa.Engine, table: str
+) -> None:
+    app_name = f"dbconf_api_{uuid.uuid4().hex[:8]}"
+    dbs = Registry(
+        ProfileConfig.model_validate(
+            {
+                "databases": {
+                    "main": {
+                        "url": pg_url,
+                        "application_name": app_name,
+                        "pool": {"size": 1, "max_overflow": 0, "timeout": 2},
+                    }
+                }
+            }
+        )
+    )
+    db = dbs["main"]
+    app = FastAPI(lifespan=lifespan(dbs))
+    MainSession = SessionDep(db)  # noqa: N806 (a type alias)
+
+    @app.post("/items/{item}")
+    def create(item: int, session: MainSession) -> dict[str, int]:  # type: ignore[valid-type]
+        cast(Session, session).execute(sa.text(f"INSERT INTO {table} VALUES (:i)"), {"i": item})
+        return {"id": item}
+
+    @app.post("/fail/{item}")
+    def fail(item: int, session: Session = Depends(db.dependency())) -> None:  # noqa: B008
+        session.execute(sa.text(f"INSERT INTO {table} VALUES (:i)"), {"i": item})
+        raise HTTPException(status_code=409, detail="no")
+
+    with TestClient(app) as client:
+        assert client.post("/items/1").status_code == 200
+        assert client.post("/fail/2").status_code == 409
+        assert client.post("/items/3").status_code == 200  # pool of 1: nothing leaked
+        assert ids(pg_admin, table) == [1, 3]
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    with pg_admin.connect() as conn:  # the lifespan disposed the pool at shutdown
+        left = conn.execute(
+            sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"),
+            {"a": app_name},
+        ).scalar_one()
+    assert left == 0
+
+
+def test_importing_dbconf_does_not_import_fastapi() -> None:
+    code = (
+        "import sys, dbconf, dbconf.registry, dbconf.integrations; "
+        "assert 'fastapi' not in sys.modules, 'fastapi imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
