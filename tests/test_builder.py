@@ -455,3 +455,26 @@ def test_sqlite_autocommit_session_writes_without_commit(tmp_path: Path) -> None
             assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_disconnect_sqlstates_invalidate_the_connection(pg_url: str, pg_admin: sa.Engine) -> None:
+    table = unique("t_ro")
+    with pg_admin.connect() as admin:
+        admin.exec_driver_sql(f"CREATE TABLE {table} (id int)")
+    # 25006 read_only_sql_transaction: what an old primary answers after a failover
+    engine = build_engine("main", db(url=pg_url, disconnect_sqlstates=["25006"]))
+    try:
+        with engine.connect() as conn:
+            first_pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            conn.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            conn.commit()
+            with pytest.raises(sa.exc.InternalError, match="read-only transaction") as err:
+                conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1)")
+            assert err.value.connection_invalidated
+        with engine.begin() as conn:  # a fresh, writable connection
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != first_pid
+            conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1)")
+    finally:
+        engine.dispose()
+        with pg_admin.connect() as admin:
+            admin.exec_driver_sql(f"DROP TABLE {table}")
