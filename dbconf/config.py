@@ -382,6 +382,7 @@ class ProfileConfig(_Model):
                 {
                     "name": self.default_database,
                     "hint": did_you_mean(self.default_database, self.databases),
+                    "at": "default_database",
                 },
             )
         return self

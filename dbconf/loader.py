@@ -55,6 +55,7 @@ STRING_KEYS = frozenset(
         "isolation_level",
         "default_database",
         "extends",
+        "class",  # pool.class: null means NullPool here, not "reset"
     }
 )
 _VAR = re.compile(r"\$(?:(\$)|\{([^}]*)(\})?)")
@@ -174,6 +175,7 @@ def load_profile(
         Problem(p.origin, ".".join((*prefix, p.path)) if p.path else "", p.message)
         for p in problems
     ]
+    profile_origin = str(file_origins.get(prefix, file))  # for errors about the whole profile
     try:
         config = ProfileConfig.model_validate(tree)
     except ValidationError as e:
@@ -182,7 +184,7 @@ def load_profile(
         seen = [p.path for p in problems]
         problems += [
             p
-            for p in validation_problems(e, ProfileConfig, origins, prefix, str(file))
+            for p in validation_problems(e, ProfileConfig, origins, prefix, profile_origin)
             if not any(_related(p.path, path) for path in seen)
         ]
         raise ConfigError(problems) from e

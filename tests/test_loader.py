@@ -919,3 +919,590 @@ def test_extends_cycle_shows_the_cycle(
     assert problem == (
         f"{path}:{line}:7 profiles.{name}.extends: profiles extend each other in a cycle: {cycle}"
     )
+
+
+# -- errors: origin, key path, value, what is allowed -----------------------------------------
+
+PRODUCTION = """
+    profiles:
+      base:
+        databases:
+          primary:
+            pool: {size: 5, max_overflow: 10, recycle: 30m, pre_ping: true, timeout: 30s}
+      production:
+        extends: base
+        databases:
+          primary:
+            url: ${DATABASE_URL}
+            pool:
+              size: 0
+    """
+
+
+def test_file_error_names_file_line_column_and_key_path(write_config: WriteConfig) -> None:
+    path = write_config(PRODUCTION)
+    environ = {"DATABASE_URL": "postgresql://db/app"}
+    assert problems_of(path, "production", environ=environ) == [
+        f"{path}:12:11 profiles.production.databases.primary.pool.size: "
+        "Input should be greater than or equal to 1 (got 0)"
+    ]
+
+
+def test_env_error_names_the_env_var(write_config: WriteConfig) -> None:
+    path = write_config(PRODUCTION)
+    environ = {"DATABASE_URL": "postgresql://db/app", "DBCONF_DATABASES__PRIMARY__POOL__SIZE": "-3"}
+    assert problems_of(path, "production", environ=environ) == [
+        "env DBCONF_DATABASES__PRIMARY__POOL__SIZE profiles.production.databases.primary.pool.size:"
+        " Input should be greater than or equal to 1 (got -3)"
+    ]
+
+
+def test_secret_and_code_errors_name_their_origin(
+    write_config: WriteConfig, tmp_path: Path
+) -> None:
+    (tmp_path / "DBCONF_DATABASES__PRIMARY__POOL__RECYCLE").write_text("soon\n")
+    environ = {"DATABASE_URL": "postgresql://db/app", "DBCONF_SECRETS_DIR": str(tmp_path)}
+    overrides = {"databases": {"primary": {"pool": {"size": 0}}}}
+    problems = problems_of(
+        write_config(PRODUCTION), "production", environ=environ, overrides=overrides
+    )
+    key = "profiles.production.databases.primary.pool"
+    assert problems == [
+        f"overrides= in code {key}.size: Input should be greater than or equal to 1 (got 0)",
+        f"secrets file {tmp_path}/DBCONF_DATABASES__PRIMARY__POOL__RECYCLE {key}.recycle: "
+        "expected a duration such as 250ms, 30s, 5m, 1h or a number of seconds (got 'soon')",
+    ]
+
+
+def test_unknown_keys_at_every_level_with_suggestions(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            default_databse: primary
+            databases:
+              primary:
+                url: "postgresql://h/db"
+                hots: h
+                pool: {sise: 5}
+                timeouts:
+                  conect: 5s
+                sessions:
+                  batch: {autoflsh: false}
+        """
+    )
+    pre = "profiles.p"
+    assert sorted(problems_of(path, environ={})) == sorted(
+        [
+            f"{path}:3:5 {pre}.default_databse: unknown key 'default_databse' "
+            "(did you mean 'default_database'?); "
+            "allowed here: extends, default_database, workers, databases",
+            f"{path}:7:9 {pre}.databases.primary.hots: unknown key 'hots' (did you mean 'host'?); "
+            "allowed here: url, driver, host, port, username, password, password_file, database, "
+            "query, echo, hide_parameters, isolation_level, application_name, connect_args, "
+            "execution_options, pool, timeouts, sqlite, leak_detection, retry, "
+            "disconnect_sqlstates, sessions",
+            f"{path}:8:16 {pre}.databases.primary.pool.sise: unknown key 'sise' "
+            "(did you mean 'size'?); allowed here: class, size, max_overflow, timeout, recycle, "
+            "pre_ping, use_lifo, reset_on_return",
+            f"{path}:10:11 {pre}.databases.primary.timeouts.conect: unknown key 'conect' "
+            "(did you mean 'connect'?); "
+            "allowed here: connect, statement, lock, idle_in_transaction",
+            f"{path}:12:19 {pre}.databases.primary.sessions.batch.autoflsh: unknown key 'autoflsh' "
+            "(did you mean 'autoflush'?); allowed here: autoflush, expire_on_commit, autobegin, "
+            "autocommit, twophase, info",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("var", "message"),
+    [
+        (
+            "DBCONF_DATABASES__PRIMARY__POOL__SIZ",
+            "profiles.p.databases.primary.pool.siz: unknown key 'siz' (did you mean 'size'?)",
+        ),
+        (
+            "DBCONF_DEFAULT_DATABSE",
+            "profiles.p.default_databse: unknown key 'default_databse' "
+            "(did you mean 'default_database'?)",
+        ),
+        (
+            "DBCONF_DATABASES__PRIAMRY__POOL__SIZE",
+            "profiles.p.databases.priamry.pool.size: the profile declares no database 'priamry' "
+            "(did you mean 'primary'?); set …__PRIAMRY__URL to add one",
+        ),
+        (
+            "DBCONF_DATABASES__PRIMARY__SESSIONS__BACTH__AUTOFLUSH",
+            "profiles.p.databases.primary.sessions.bacth.autoflush: database 'primary' declares "
+            "no session flavour 'bacth' (did you mean 'batch'?)",
+        ),
+        (
+            "DBCONF_DATABASES____POOL__SIZE",
+            "empty key segment: separate keys with exactly two underscores, "
+            "e.g. DBCONF_DATABASES__PRIMARY__URL",
+        ),
+    ],
+)
+def test_env_var_typos_are_errors_with_suggestions(
+    write_config: WriteConfig, var: str, message: str
+) -> None:
+    (problem,) = problems_of(two_databases(write_config), environ={var: "true"})
+    assert problem.startswith((f"env {var} profiles.p.", f"env {var}: "))
+    assert message in problem
+
+
+def test_secrets_file_typo_is_an_error(write_config: WriteConfig, tmp_path: Path) -> None:
+    (tmp_path / "DBCONF_DATABASES__PRIMRY__PASSWORD").write_text("x\n")
+    (problem,) = problems_of(
+        two_databases(write_config), environ={"DBCONF_SECRETS_DIR": str(tmp_path)}
+    )
+    assert problem.startswith(f"secrets file {tmp_path}/DBCONF_DATABASES__PRIMRY__PASSWORD ")
+    assert "declares no database 'primry' (did you mean 'primary'?)" in problem
+
+
+def test_secret_may_complete_a_database_added_by_an_env_var(
+    write_config: WriteConfig, tmp_path: Path
+) -> None:
+    (tmp_path / "DBCONF_DATABASES__CACHE__PASSWORD").write_text("pw\n")
+    environ = {
+        "DBCONF_SECRETS_DIR": str(tmp_path),
+        "DBCONF_DATABASES__CACHE__URL": "postgresql://u@cache/db",
+    }
+    loaded = load_profile("p", path=two_databases(write_config), environ=environ)
+    assert loaded.config.databases["cache"].sqlalchemy_url.password == "pw"
+
+
+def test_unknown_default_database_suggests(write_config: WriteConfig) -> None:
+    path = two_databases(write_config, default="default_database: analytcs")
+    assert problems_of(path, environ={}) == [
+        f"{path}:3:5 profiles.p.default_database: default_database 'analytcs' is not a "
+        "database of this "
+        "profile (did you mean 'analytics'?)"
+    ]
+
+
+def test_every_problem_is_reported_at_once(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary:
+                url: "postgresql://${HOST}/db"
+                pool: {size: 0, max_overflow: -2}
+              other:
+                url: "sqlite:///x.db"
+                echo: "yes"
+                timeouts: {connect: -1}
+        """
+    )
+    with pytest.raises(ConfigError) as info:
+        load_profile("p", path=path, environ={"DBCONF_DATABASES__OTHER__POOL__USE_LIFO": "maybe"})
+    error = info.value
+    assert len(error.problems) == 6
+    assert [p.path.removeprefix("profiles.p.databases.") for p in error.problems] == [
+        "primary.url",
+        "primary.pool.size",
+        "primary.pool.max_overflow",
+        "other.echo",
+        "other.pool.use_lifo",
+        "other.timeouts.connect",
+    ]
+    text = str(error)
+    assert text.startswith("invalid database configuration (6 problems):\n  - ")
+    assert f"{path}:5:9 profiles.p.databases.primary.url: environment variable HOST" in text
+    assert "env DBCONF_DATABASES__OTHER__POOL__USE_LIFO" in text
+
+
+def test_value_that_failed_to_interpolate_is_not_reported_twice(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary: {url: "${URL}"}
+        """
+    )
+    problems = problems_of(path, environ={})
+    assert problems == [
+        f"{path}:4:17 profiles.p.databases.primary.url: environment variable URL is not set; "
+        "export it, or give a default: ${URL:-…}"
+    ]
+
+
+# -- cross-field and dialect checks, through the loader ------------------------------------
+
+CHECKS = """
+    profiles:
+      p:
+        databases:
+          primary:
+            url: "{url}"
+            {key}: {value}
+    """
+
+
+@pytest.mark.parametrize(
+    ("url", "key", "value", "at", "message"),
+    [
+        (
+            "postgresql://h/db",
+            "pool",
+            '{class: "null", size: 5}',
+            "pool.size",
+            "pool.size cannot be used with pool.class null",
+        ),
+        (
+            "sqlite://",
+            "pool",
+            "{size: 5}",
+            "pool.size",
+            "an in-memory SQLite database lives in one connection",
+        ),
+        (
+            "postgresql://h/db",
+            "pool",
+            "{size: 0}",
+            "pool.size",
+            "Input should be greater than or equal to 1 (got 0)",
+        ),
+        (
+            "postgresql://h/db",
+            "pool",
+            "{max_overflow: -2}",
+            "pool.max_overflow",
+            "Input should be greater than or equal to -1 (got -2)",
+        ),
+        (
+            "postgresql://h/db",
+            "pool",
+            "{recycle: -5}",
+            "pool.recycle",
+            "a duration must not be negative",
+        ),
+        (
+            "postgresql://h/db",
+            "timeouts",
+            "{statement: -5s}",
+            "timeouts.statement",
+            "expected a duration such as 250ms, 30s, 5m, 1h or a number of seconds (got '-5s')",
+        ),
+        (
+            "sqlite:///x.db",
+            "timeouts",
+            "{idle_in_transaction: 1m}",
+            "timeouts.idle_in_transaction",
+            "timeouts.idle_in_transaction is not supported for sqlite",
+        ),
+        (
+            "mysql://u@h/db",
+            "timeouts",
+            "{idle_in_transaction: 1m}",
+            "timeouts.idle_in_transaction",
+            "timeouts.idle_in_transaction is not supported for mysql: MySQL has no such timeout",
+        ),
+        (
+            "postgresql://h/db",
+            "sqlite",
+            "{journal_mode: wal}",
+            "sqlite",
+            "sqlite is not supported for postgresql: the sqlite: pragmas apply to SQLite only",
+        ),
+        (
+            "mariadb+pymysql://u@h/db",
+            "timeouts",
+            "{lock: 1.5s}",
+            "timeouts.lock",
+            "timeouts.lock is not supported for mariadb: MariaDB/MySQL take this timeout in "
+            "whole seconds (at least 1s)",
+        ),
+        (
+            "postgresql://h/db",
+            "pool",
+            '{pre_ping: "yes"}',
+            "pool.pre_ping",
+            "Input should be a valid boolean (got 'yes')",
+        ),
+    ],
+)
+def test_checks_point_at_the_offending_key(
+    write_config: WriteConfig, url: str, key: str, value: str, at: str, message: str
+) -> None:
+    path = write_config(CHECKS.format(url=url, key=key, value=value))
+    line = path.read_text().splitlines()[5]  # line 6: the key under test
+    col = line.index(at.split(".")[-1] + ":") + 1
+    (problem,) = problems_of(path, environ={})
+    assert problem.startswith(f"{path}:6:{col} profiles.p.databases.primary.{at}: {message}")
+
+
+def test_boolean_from_env_is_parsed(write_config: WriteConfig) -> None:
+    path = write_config(CHECKS.format(url="postgresql://h/db", key="echo", value="false"))
+    environ = {"DBCONF_DATABASES__PRIMARY__POOL__PRE_PING": "true"}
+    loaded = load_profile("p", path=path, environ=environ)
+    assert loaded.config.databases["primary"].pool.pre_ping is True
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("12", 12.0), ("1.5", 1.5)],
+)
+def test_durations_in_the_file(write_config: WriteConfig, value: str, seconds: float) -> None:
+    path = write_config(
+        CHECKS.format(url="postgresql://h/db", key="timeouts", value=f"{{statement: {value}}}")
+    )
+    loaded = load_profile("p", path=path, environ={})
+    assert loaded.config.databases["primary"].timeouts.statement == seconds
+
+
+# -- YAML features through the loader ---------------------------------------------------------
+
+
+def test_anchors_and_merge_keys(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        x-pool: &pool
+          size: 5
+          pre_ping: true
+        profiles:
+          p:
+            databases:
+              primary:
+                url: "postgresql://h/a"
+                pool:
+                  <<: *pool
+                  size: 9
+              secondary:
+                url: "postgresql://h/b"
+                pool: *pool
+        """
+    )
+    loaded = load_profile("p", path=path, environ={})
+    primary, secondary = loaded.config.databases.values()
+    assert (primary.pool.size, primary.pool.pre_ping) == (9, True)
+    assert (secondary.pool.size, secondary.pool.pre_ping) == (5, True)
+    assert loaded.origin("databases", "primary", "pool", "pre_ping") == Origin(
+        "file", str(path), 3, 3
+    )
+    assert loaded.origin("databases", "primary", "pool", "size") == Origin(
+        "file", str(path), 11, 11
+    )
+
+
+def test_duplicate_key_through_the_loader(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary: {url: "sqlite:///a.db", url: "sqlite:///b.db"}
+        """
+    )
+    assert problems_of(path, environ={}) == [
+        f"{path}:4:40: found duplicate key 'url'; remove one of them"
+    ]
+
+
+def test_malformed_yaml_through_the_loader(write_config: WriteConfig) -> None:
+    path = write_config("profiles:\n  p:\n    databases: [\n")
+    (problem,) = problems_of(path, environ={})
+    assert problem.startswith(f"{path}:4:1: ")
+
+
+def test_python_tag_through_the_loader_does_not_run(
+    write_config: WriteConfig, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    path = write_config(
+        f"""
+        profiles:
+          p:
+            databases:
+              primary:
+                url: !!python/object/apply:os.system ["echo hi > {marker}"]
+        """
+    )
+    (problem,) = problems_of(path, environ={})
+    assert problem.startswith(f"{path}:5:14: could not determine a constructor for the tag ")
+    assert not marker.exists()
+
+
+def test_top_level_x_keys_are_allowed_for_anchors(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        x-url: &url "sqlite:///x.db"
+        .hidden: 1
+        profiles:
+          p:
+            databases:
+              primary: {url: *url}
+        """
+    )
+    assert url_of(load_profile("p", path=path, environ={})) == "sqlite:///x.db"
+
+
+# -- masking: a password with @ % : never shows ------------------------------------------------
+
+SOURCES = ["url", "password", "password_file", "interpolated", "env", "secrets", "DATABASE_URL"]
+
+
+def masked_setup(
+    source: str, tmp_path: Path, extra: str = "", url: str | None = None
+) -> tuple[Path, dict[str, str]]:
+    """A config whose primary database gets PASSWORD from ``source``; ``extra`` adds a line."""
+    (tmp_path / "secrets").mkdir(exist_ok=True)
+    db = ["url: 'postgresql://app@db.example/app'"]
+    environ: dict[str, str] = {}
+    if source == "url":
+        db = [f"url: 'postgresql://app:{ENCODED}@db.example/app'"]
+    elif source == "password":
+        db.append(f"password: '{PASSWORD}'")
+    elif source == "password_file":
+        (tmp_path / "pw").write_text(PASSWORD + "\n")
+        db.append("password_file: pw")
+    elif source == "interpolated":
+        db.append("password: ${DB_PASSWORD}")
+        environ["DB_PASSWORD"] = PASSWORD
+    elif source == "env":
+        environ["DBCONF_DATABASES__PRIMARY__PASSWORD"] = PASSWORD
+    elif source == "secrets":
+        (tmp_path / "secrets" / "DBCONF_DATABASES__PRIMARY__PASSWORD").write_text(PASSWORD + "\n")
+        environ["DBCONF_SECRETS_DIR"] = str(tmp_path / "secrets")
+    elif source == "DATABASE_URL":
+        environ["DATABASE_URL"] = f"postgresql://app:{ENCODED}@db.example/app"
+    if url is not None:  # a malformed url, carrying the password
+        db = [line for line in db if not line.startswith("url:")]
+        environ["DATABASE_URL"] = url
+    if extra:
+        db.append(extra)
+    lines = ["profiles:", "  p:", "    databases:", "      primary:"]
+    lines += [f"        {line}" for line in db]
+    path = tmp_path / "databases.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path, environ
+
+
+def assert_hidden(*texts: str) -> None:
+    for text in texts:
+        assert PASSWORD not in text
+        assert ENCODED not in text
+        assert "w%rd" not in text
+        assert "w%25rd" not in text
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_password_is_used_but_masked(tmp_path: Path, source: str) -> None:
+    path, environ = masked_setup(source, tmp_path)
+    loaded = load_profile("p", path=path, environ=environ)
+    primary = loaded.config.databases["primary"]
+    assert primary.sqlalchemy_url.password == PASSWORD
+    assert primary.masked_url() == "postgresql://app:***@db.example/app"
+    assert_hidden(
+        repr(loaded.config),
+        str(loaded.config),
+        repr(primary),
+        str(primary),
+        repr(loaded),
+        str(loaded),
+        primary.masked_url(),
+        repr(loaded.origins),
+    )
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_password_is_masked_when_the_database_has_another_error(
+    tmp_path: Path, source: str
+) -> None:
+    path, environ = masked_setup(source, tmp_path, extra="pool: {size: 0, pre_ping: 'yes'}")
+    with pytest.raises(ConfigError) as info:
+        load_profile("p", path=path, environ=environ)
+    error = info.value
+    assert len(error.problems) == 2
+    assert "pool.size" in str(error)
+    assert error.__cause__ is not None
+    assert_hidden(
+        str(error),
+        repr(error),
+        *map(str, error.problems),
+        *map(repr, error.problems),
+        str(error.__cause__),
+        repr(error.__cause__),
+    )
+
+
+MALFORMED_URLS = [
+    f"postgresql://app:{PASSWORD}@db.example/app",  # not percent-encoded
+    f"postgresql://app:{PASSWORD}@db.example:port/app",
+    f"{PASSWORD}",
+]
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS)
+@pytest.mark.parametrize("where", ["file", "DATABASE_URL", "DBCONF_", "secrets"])
+def test_password_is_masked_when_the_url_is_malformed(tmp_path: Path, url: str, where: str) -> None:
+    path, environ = masked_setup("password", tmp_path, url=url)
+    environ.pop("DATABASE_URL")
+    if where == "file":
+        environ["URL"] = url
+        text = path.read_text().replace("      primary:\n", "      primary:\n        url: ${URL}\n")
+        path.write_text(text)
+    elif where == "DATABASE_URL":
+        environ["DATABASE_URL"] = url
+    elif where == "DBCONF_":
+        environ["DBCONF_DATABASES__PRIMARY__URL"] = url
+    else:
+        (tmp_path / "secrets" / "DBCONF_DATABASES__PRIMARY__URL").write_text(url)
+        environ["DBCONF_SECRETS_DIR"] = str(tmp_path / "secrets")
+    with pytest.raises(ConfigError) as info:
+        load_profile("p", path=path, environ=environ)
+    error = info.value
+    (problem,) = error.problems
+    assert problem.path == "profiles.p.databases.primary.url"
+    assert "is not a valid database URL" in problem.message
+    assert_hidden(str(error), repr(error), str(error.__cause__), repr(error.__cause__))
+
+
+@pytest.mark.parametrize(
+    ("extra", "environ"),
+    [
+        (f"pasword: '{PASSWORD}'", {}),  # a typo'd key carrying the password
+        ("", {"DBCONF_DATABASES__PRIMARY__PASWORD": PASSWORD}),
+        ("", {"DBCONF_DATABASES__PRIMRY__PASSWORD": PASSWORD}),
+        (f"password: ['{PASSWORD}']", {}),  # wrong type
+        (f"query: {{password: ['{PASSWORD}']}}", {}),
+    ],
+)
+def test_password_is_masked_in_errors_about_the_password_itself(
+    tmp_path: Path, extra: str, environ: dict[str, str]
+) -> None:
+    path, _ = masked_setup("url", tmp_path, extra=extra)
+    with pytest.raises(ConfigError) as info:
+        load_profile("p", path=path, environ=environ)
+    error = info.value
+    assert error.problems
+    assert_hidden(str(error), repr(error), str(error.__cause__), repr(error.__cause__))
+
+
+def test_null_pool_class(write_config: WriteConfig) -> None:
+    # In the file, a bare `null` is YAML's null (it resets the key): the class must be quoted.
+    path = write_config(CHECKS.format(url="postgresql://h/db", key="pool", value='{class: "null"}'))
+    loaded = load_profile("p", path=path, environ={})
+    assert loaded.config.databases["primary"].pool.class_ == "null"
+    # From env vars and ${…} defaults, the value is the class name.
+    path = write_config(CHECKS.format(url="postgresql://h/db", key="echo", value="false"))
+    environ = {"DBCONF_DATABASES__PRIMARY__POOL__CLASS": "null"}
+    loaded = load_profile("p", path=path, environ=environ)
+    assert loaded.config.databases["primary"].pool.class_ == "null"
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary:
+                url: "postgresql://h/db"
+                pool:
+                  class: ${C:-null}
+        """
+    )
+    loaded = load_profile("p", path=path, environ={})
+    assert loaded.config.databases["primary"].pool.class_ == "null"
