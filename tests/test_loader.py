@@ -528,7 +528,7 @@ LAYERED = """
           primary:
             url: "sqlite:///profile.db"
     """
-# (layer, url it sets, origin of that url) lowest first; the file layers are always present.
+# The layers above the file, lowest first; each sets databases.primary.url (see load_layers).
 LAYERS = ["profile", "DATABASE_URL", "DBCONF_", "secrets", "overrides"]
 
 
