@@ -1,0 +1,80 @@
+"""``${VAR}`` interpolation of the strings that come from the configuration file."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from dbconf.errors import Problem
+from dbconf.layers import Origins, scalar
+from dbconf.origin import KeyPath, Origin, find_origin
+
+__all__ = ["interpolate", "interpolate_tree"]
+
+_VAR = re.compile(r"\$(?:(\$)|\{([^}]*)(\})?)")
+_EXPR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])(.*))?$", re.DOTALL)
+
+
+def interpolate_tree(
+    node: Any, origins: Origins, env: Mapping[str, str], problems: list[Problem], path: KeyPath
+) -> Any:
+    """Expand ${VAR} forms in strings that came from the file (env values are taken literally)."""
+    if isinstance(node, dict):
+        for key in list(node):
+            node[key] = interpolate_tree(node[key], origins, env, problems, (*path, key))
+        return node
+    if isinstance(node, list):
+        return [interpolate_tree(item, origins, env, problems, path) for item in node]
+    origin = find_origin(origins, path)
+    if not isinstance(node, str) or origin is None or origin.kind != "file" or "$" not in node:
+        return node
+    errors: list[str] = []
+    used: list[str] = []
+    value = interpolate(node, env, errors, used)
+    for error in errors:
+        problems.append(Problem(str(origin), ".".join(path), error))
+    if used and path in origins:
+        origins[path] = Origin(
+            "file",
+            origin.source,
+            origin.line,
+            origin.column,
+            via=", ".join(f"${{{name}}}" for name in used),
+        )
+    whole = _VAR.fullmatch(node) is not None and node != "$$"
+    return scalar(path[-1], value) if whole and path else value
+
+
+def interpolate(text: str, env: Mapping[str, str], errors: list[str], used: list[str]) -> str:
+    """Expand ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?msg}``, ``$$``."""
+
+    def expand(match: re.Match[str]) -> str:
+        if match.group(1):
+            return "$"
+        body, closed = match.group(2), match.group(3)
+        expr = _EXPR.match(body) if closed else None
+        if expr is None:
+            errors.append(
+                f"malformed ${{{body}{closed or ''}: write ${{VAR}}, ${{VAR:-default}}, "
+                "${VAR:?message}, or $$ for a literal $"
+            )
+            return ""
+        var, op, arg = expr.groups()
+        used.append(var)
+        value = env.get(var)
+        missing = value is None or (value == "" and op is not None and op.startswith(":"))
+        if not missing:
+            return str(value)
+        if op in (":-", "-"):
+            return str(arg)
+        if op in (":?", "?"):
+            errors.append(f"environment variable {var} is not set: {arg or 'it is required'}")
+        else:
+            errors.append(
+                f"environment variable {var} is not set; export it, or give a "
+                f"default: ${{{var}:-…}}"
+            )
+        return ""
+
+    return _VAR.sub(expand, text)
