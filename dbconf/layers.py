@@ -2,7 +2,8 @@
 
 Each layer is a nested mapping under the profile plus the origin of every key in it. Merging is
 deep; ``null`` resets a key; a layer that sets a database's ``url`` replaces the location parts
-of the layers below it (and their password when the URL carries one); ``password`` and
+of the layers below it, and their password only when the URL carries one (a URL without a
+password keeps the ``password``/``password_file`` from below); ``password`` and
 ``password_file`` replace each other.
 
 The env source follows pydantic-settings' conventions (``DBCONF_`` prefix, ``__`` as the nested
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy.engine import make_url
 
 from dbconf.config import URL_PARTS
 from dbconf.errors import Problem, did_you_mean
@@ -94,14 +96,26 @@ def _drop_replaced(current: Tree, origins: Origins, layer: Tree, path: KeyPath) 
     ``current`` is the database's mapping so far, at ``path`` (``("databases", name)``).
     """
     dropped: list[str] = []
-    if layer.get("url") is not None:
-        dropped += [k for k in URL_PARTS if k not in layer]
+    url = layer.get("url")
+    if url is not None:
+        keep = () if _has_password(url) else ("password", "password_file")
+        dropped += [k for k in URL_PARTS if k not in layer and k not in keep]
     for key, other in (("password", "password_file"), ("password_file", "password")):
         if layer.get(key) is not None and other not in layer:
             dropped.append(other)
     for key in dropped:
         if current.pop(key, None) is not None:
             _drop_origins(origins, (*path, key))
+
+
+def _has_password(url: Any) -> bool:
+    """Whether a url visibly carries a password (a ``${…}`` template or a bad URL: no)."""
+    if not isinstance(url, str) or "${" in url:
+        return False
+    try:
+        return make_url(url).password is not None
+    except Exception:
+        return False
 
 
 def _drop_origins(origins: Origins, path: KeyPath) -> None:

@@ -99,6 +99,20 @@ def read_profiles(path: Path) -> tuple[dict[str, Tree], Origins]:
         if not isinstance(body, dict):
             origin = origins[("profiles", name)]
             problems.append(Problem(str(origin), f"profiles.{name}", "a profile must be a mapping"))
+            continue
+        for db_name, db in (body.get("databases") or {}).items():
+            pool = db.get("pool") if isinstance(db, dict) else None
+            if isinstance(pool, dict) and "class" in pool and pool["class"] is None:
+                where = ("profiles", name, "databases", db_name, "pool", "class")
+                problems.append(
+                    Problem(
+                        str(origins[where]),
+                        ".".join(where),
+                        "a bare null is "
+                        'YAML\'s empty value: write class: "null" (quoted) for '
+                        "SQLAlchemy's NullPool, or remove the key",
+                    )
+                )
     if problems:
         raise ConfigError(problems)
     return data["profiles"], origins

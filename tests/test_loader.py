@@ -664,11 +664,52 @@ PARTS = """
 
 
 def test_url_in_a_higher_layer_drops_lower_url_parts(write_config: WriteConfig) -> None:
-    loaded = load_profile("p", path=write_config(PARTS), environ={})
+    path = write_config(PARTS.replace("postgresql://u@url-host", "postgresql://u:url-pw@url-host"))
+    loaded = load_profile("p", path=path, environ={})
     primary = loaded.config.databases["primary"]
-    assert url_of(loaded) == "postgresql://u@url-host/url-db"
+    assert primary.sqlalchemy_url.password == "url-pw"
     assert (primary.host, primary.port, primary.password, primary.query) == (None,) * 4
     assert loaded.origin("databases", "primary", "host") == Origin("default")
+    assert loaded.origin("databases", "primary", "password") == Origin("default")
+
+
+def test_url_without_password_keeps_the_lower_password(write_config: WriteConfig) -> None:
+    loaded = load_profile("p", path=write_config(PARTS), environ={})
+    primary = loaded.config.databases["primary"]
+    assert url_of(loaded) == "postgresql://u:base-password@url-host/url-db"
+    assert primary.sqlalchemy_url.password == "base-password"
+    assert (primary.host, primary.port, primary.query) == (None,) * 3
+
+
+def test_url_without_password_keeps_a_password_file(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary: {url: "postgresql://app@h/db", password_file: pw.txt}
+        """
+    )
+    (path.parent / "pw.txt").write_text("from-file\n")
+    loaded = load_profile("p", path=path, environ={"DATABASE_URL": "postgresql://app@env-host/db"})
+    primary = loaded.config.databases["primary"]
+    assert primary.sqlalchemy_url.password == "from-file"
+    assert primary.sqlalchemy_url.host == "env-host"
+
+
+def test_bare_null_pool_class_is_rejected(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary: {url: "sqlite:///x.db", pool: {class: null}}
+        """
+    )
+    with pytest.raises(ConfigError) as info:
+        load_profile("p", path=path, environ={})
+    assert f"{path}:4:47 profiles.p.databases.primary.pool.class" in str(info.value)
+    assert 'write class: "null" (quoted)' in str(info.value)
 
 
 def test_database_url_env_drops_file_url_parts(write_config: WriteConfig) -> None:
