@@ -1,0 +1,1 @@
+"""dbconf benchmarks: ``python -m bench`` (see bench/README.md). Not part of the test suite."""
