@@ -48,6 +48,7 @@ from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, Stat
 
 from dbconf.config import SERVER_BACKENDS, DatabaseConfig, SessionConfig, TimeoutsConfig
 from dbconf.errors import ConfigError, Problem
+from dbconf.forking import register_engine
 
 __all__ = [
     "POOL_CLASSES",
@@ -336,6 +337,7 @@ def build_engine(name: str, cfg: DatabaseConfig) -> sa.Engine:
         _install_mysql(engine, cfg.timeouts)
     if cfg.disconnect_sqlstates:
         _install_disconnect_sqlstates(engine, frozenset(cfg.disconnect_sqlstates))
+    register_engine(engine)  # fresh pool in forked children (dbconf/forking.py)
     return engine
 
 
