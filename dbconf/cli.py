@@ -1,6 +1,7 @@
 """The ``dbconf`` command: show, profiles, schema, check.
 
-Exit codes: 0 ok, 1 a database is unreachable (check), 2 configuration error. Errors are one
+Exit codes: 0 ok, 1 a database is unreachable or one worker's pools exceed a server's
+max_connections (check), 2 configuration error. Errors are one
 message, never a traceback, and never a password.
 """
 
@@ -111,6 +112,7 @@ def _profiles(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _check(loaded: LoadedProfile, args: argparse.Namespace) -> int:
+    from dbconf.budget import check_budget
     from dbconf.registry import Registry
 
     with Registry(loaded.config, profile=loaded.name) as registry:
@@ -118,9 +120,13 @@ def _check(loaded: LoadedProfile, args: argparse.Namespace) -> int:
         if args.database:
             registry[args.database]  # unknown name → UnknownDatabaseError (exit 2)
         reports = registry.check(names)
+        budgets = check_budget(registry, reports)  # connection budget: dbconf/budget.py
     for report in reports:
         print(report.render())
-    return 0 if all(report.ok for report in reports) else 1
+    for budget in budgets:
+        print(budget.render())
+    failed = any(b.failed for b in budgets)
+    return 0 if all(report.ok for report in reports) and not failed else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
