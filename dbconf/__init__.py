@@ -9,8 +9,16 @@ from dbconf.config import (
     SqliteConfig,
     TimeoutsConfig,
 )
-from dbconf.errors import ConfigError, DbconfError, UnknownDatabaseError, UnknownSessionFlavourError
+from dbconf.errors import (
+    ConfigError,
+    DbconfError,
+    DisconnectError,
+    StatementTimeoutError,
+    UnknownDatabaseError,
+    UnknownSessionFlavourError,
+)
 from dbconf.registry import Database, DatabaseReport, Registry, load
+from dbconf.resilience import RetryPolicy
 
 __all__ = [
     "ConfigError",
@@ -18,11 +26,14 @@ __all__ = [
     "DatabaseConfig",
     "DatabaseReport",
     "DbconfError",
+    "DisconnectError",
     "PoolConfig",
     "ProfileConfig",
     "Registry",
+    "RetryPolicy",
     "SessionConfig",
     "SqliteConfig",
+    "StatementTimeoutError",
     "TimeoutsConfig",
     "UnknownDatabaseError",
     "UnknownSessionFlavourError",

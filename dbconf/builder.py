@@ -49,6 +49,7 @@ from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, Stat
 from dbconf.config import SERVER_BACKENDS, DatabaseConfig, SessionConfig, TimeoutsConfig
 from dbconf.errors import ConfigError, Problem
 from dbconf.forking import register_engine
+from dbconf.resilience import install_error_types
 
 __all__ = [
     "POOL_CLASSES",
@@ -337,6 +338,7 @@ def build_engine(name: str, cfg: DatabaseConfig) -> sa.Engine:
         _install_mysql(engine, cfg.timeouts)
     if cfg.disconnect_sqlstates:
         _install_disconnect_sqlstates(engine, frozenset(cfg.disconnect_sqlstates))
+    install_error_types(engine, name, cfg)  # DisconnectError, StatementTimeoutError (resilience)
     register_engine(engine)  # fresh pool in forked children (dbconf/forking.py)
     return engine
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import sqlalchemy.exc as sa_exc
 
 __all__ = [
     "ConfigError",
     "DbconfError",
+    "DisconnectError",
     "Problem",
+    "StatementTimeoutError",
     "UnknownDatabaseError",
     "UnknownSessionFlavourError",
     "did_you_mean",
@@ -80,6 +85,83 @@ class UnknownSessionFlavourError(DbconfError, LookupError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class _WrappedDbapiError(DbconfError, sa_exc.OperationalError):
+    """A SQLAlchemy DBAPI error re-raised by dbconf with a message that says what to do.
+
+    An instance is also an instance of the exact SQLAlchemy class it replaces (a subclass is
+    made on demand when that class is not ``OperationalError``), so ``except
+    sqlalchemy.exc.InternalError`` handlers keep working; ``statement``, ``params``, ``orig``
+    and ``connection_invalidated`` are those of the replaced error, and ``__cause__`` is the
+    driver's exception.
+    """
+
+    _variants: ClassVar[dict[type[Exception], type[Any]]]
+    database: str | None = None
+    dbconf_message: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_variants" not in cls.__dict__ and "_wraps" not in cls.__dict__:
+            cls._variants = {}
+
+    def _message(self) -> str:
+        return self.dbconf_message or super()._message()
+
+    @classmethod
+    def _variant(cls, wrapped: type[Exception]) -> type[Any]:
+        if issubclass(cls, wrapped):
+            return cls
+        if wrapped not in cls._variants:
+            attrs = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+            cls._variants[wrapped] = type(
+                cls.__name__, (cls, wrapped), {**attrs, "_wraps": wrapped}
+            )
+        return cls._variants[wrapped]
+
+    @classmethod
+    def wrapping(cls, error: sa_exc.DBAPIError, message: str, database: str) -> Any:
+        """A new error of this kind standing for ``error`` (same statement, params, orig)."""
+        new = cls._variant(type(error))(
+            error.statement,
+            error.params,
+            error.orig,
+            error.hide_parameters,
+            error.connection_invalidated,
+            code=type(error).code,
+            ismulti=error.ismulti,
+        )
+        new.detail = list(error.detail)
+        new.dbconf_message = message
+        new.database = database
+        return new
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        base = next(k for k in type(self).__mro__ if k.__dict__.get("_variants") is not None)
+        wrapped = type(self).__dict__.get("_wraps", sa_exc.OperationalError)
+        return _restore_wrapped, (base, wrapped, self.args), dict(self.__dict__)
+
+
+def _restore_wrapped(
+    base: type[_WrappedDbapiError], wrapped: type[Exception], args: tuple[Any, ...]
+) -> Any:
+    cls = base._variant(wrapped)
+    new: Any = BaseException.__new__(cls)
+    new.args = args
+    return new
+
+
+class DisconnectError(_WrappedDbapiError):
+    """The connection to the database was lost (or the server answered one of the
+    ``disconnect_sqlstates``). The connection was discarded from the pool; uncommitted work
+    is gone. Retry the whole transaction (``db.run_in_transaction``); a disconnect during
+    COMMIT leaves its outcome unknown, so retried work must be idempotent."""
+
+
+class StatementTimeoutError(_WrappedDbapiError):
+    """The server (or, on SQLite, dbconf's deadline) cancelled a statement that ran past
+    ``timeouts.statement``. The connection stays usable and goes back to the pool."""
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

@@ -14,17 +14,21 @@ from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from dbconf import resilience
 from dbconf.builder import build_engine, build_sessionmaker, describe_pool, engine_kwargs
 from dbconf.config import DatabaseConfig, ProfileConfig, SessionConfig
 from dbconf.errors import ConfigError, Problem, UnknownDatabaseError, UnknownSessionFlavourError
 from dbconf.session import session_scope, transaction_scope
 
 __all__ = ["Database", "DatabaseReport", "Registry", "load"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,49 @@ class Database:
         """A ``session.begin()`` scope; ``begin_nested()`` savepoints work inside it."""
         self._flavour(flavour)
         return transaction_scope(lambda: self.sessionmaker(flavour)())
+
+    def run_in_transaction(
+        self,
+        fn: Callable[[Session], R],
+        *,
+        retries: int | None = None,
+        backoff: float | None = None,
+        max_backoff: float | None = None,
+        flavour: str = "default",
+    ) -> R:
+        """Run ``fn(session)`` in one transaction, commit, return its result; re-run it in a new
+        transaction on serialization failure, deadlock or disconnect, with jittered backoff.
+
+        Defaults come from the database's ``retry:`` block, then 3 retries, 50 ms, 2 s. A
+        disconnect during COMMIT leaves the outcome unknown: ``fn`` must be idempotent.
+        See :mod:`dbconf.resilience`.
+        """
+        if self._flavour(flavour).autocommit:
+            problem = "is autocommit: it has no transaction to retry"
+            raise ConfigError([Problem("", f"sessions.{flavour}", problem)])
+        policy = resilience.RetryPolicy.resolve(
+            self.config.retry, retries=retries, backoff=backoff, max_backoff=max_backoff
+        )
+        return resilience.run_in_transaction(
+            lambda: self.sessionmaker(flavour)(), fn, policy=policy, database=self.name
+        )
+
+    def retrying(
+        self,
+        *,
+        retries: int | None = None,
+        backoff: float | None = None,
+        max_backoff: float | None = None,
+        flavour: str = "default",
+    ) -> Callable[[Callable[Concatenate[Session, P], R]], Callable[P, R]]:
+        """Decorator form of :meth:`run_in_transaction` for ``fn(session, *args, **kwargs)``;
+        the decorated function is called without the session."""
+        self._flavour(flavour)
+        return resilience.retrying(
+            lambda fn: self.run_in_transaction(
+                fn, retries=retries, backoff=backoff, max_backoff=max_backoff, flavour=flavour
+            )
+        )
 
     def dependency(self, flavour: str = "default") -> Callable[[], Generator[Session, None, None]]:
         """A generator dependency (FastAPI ``Depends``) with :meth:`session`'s guarantees.

@@ -1,0 +1,275 @@
+"""Typed errors for lost connections and statement timeouts, and a transaction retry helper.
+
+**Typed errors.** :func:`install_error_types` (wired by :func:`dbconf.builder.build_engine`)
+adds a ``handle_error`` listener that replaces, through SQLAlchemy's documented mechanism (a
+handler may return a new exception, which is raised ``from`` the driver's exception):
+
+- a disconnect (SQLAlchemy's own detection, or one of the database's
+  ``disconnect_sqlstates``) by :class:`~dbconf.errors.DisconnectError`; SQLAlchemy has already
+  invalidated the connection, and with ``pre_ping`` the pool's older connections are checked
+  before reuse, so the next scope runs on a fresh connection;
+- a statement cancelled by a statement timeout by :class:`~dbconf.errors.StatementTimeoutError`:
+  PostgreSQL SQLSTATE 57014 (``query_canceled``: ``statement_timeout``, and also
+  ``pg_cancel_backend``), MariaDB error 1969 (``max_statement_time``), MySQL error 3024
+  (``max_execution_time``), SQLite ``interrupted`` on a database with ``timeouts.statement``
+  (dbconf's progress-handler deadline). The connection is not invalidated: it goes back to the
+  pool after the scope rolls back.
+
+Pre-ping failures are left alone (the pool handles them silently), and so are exceptions that
+SQLAlchemy does not wrap (``KeyboardInterrupt``, cancellation).
+
+**Retries.** :func:`run_in_transaction` runs ``fn(session)`` in one session scope (commit on
+success, rollback on error) and re-runs the whole function in a new session when the failure
+is transient:
+
+- PostgreSQL SQLSTATE 40001 (serialization failure) and 40P01 (deadlock detected);
+- MariaDB/MySQL error 1213 (deadlock: InnoDB rolled the transaction back) and 1020 (MariaDB's
+  serialization failure under ``innodb_snapshot_isolation``);
+- :class:`~dbconf.errors.DisconnectError`.
+
+Not retried: everything else, including lock-wait timeouts (MariaDB 1205, PostgreSQL 55P03
+``lock_timeout``: a bound the user configured to fail fast; InnoDB also keeps the transaction
+open after 1205, rolling back only the statement), statement timeouts, SQLite ``database is
+locked`` (the busy timeout already waited), and connection failures at connect time.
+
+Backoff is exponential with full jitter: before retry *n* (1-based) dbconf sleeps
+``uniform(0, min(max_backoff, backoff * 2 ** (n - 1)))``. Defaults: the database's ``retry:``
+block, then :data:`DEFAULT_RETRY` (3 retries, 50 ms, 2 s). A disconnect during COMMIT leaves
+the outcome unknown (the server may have committed), so a retried function must be idempotent.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+
+import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from dbconf.config import DatabaseConfig, RetryConfig
+from dbconf.errors import DisconnectError, StatementTimeoutError
+from dbconf.session import session_scope
+
+__all__ = [
+    "DEFAULT_RETRY",
+    "RetryPolicy",
+    "install_error_types",
+    "retry_reason",
+    "retrying",
+    "run_in_transaction",
+]
+
+log = logging.getLogger("dbconf")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_PG_RETRY = {"40001": "serialization failure", "40P01": "deadlock"}
+_MYSQL_RETRY = {1213: "deadlock", 1020: "serialization failure"}
+_PG_TIMEOUT = "57014"
+_MYSQL_TIMEOUT = frozenset({1969, 3024})
+_SQLITE_INTERRUPT = 9
+_NO_STATEMENT = "during BEGIN, COMMIT or ROLLBACK (if COMMIT, it may have committed)"
+_ADVICE = (
+    "retry the transaction (db.run_in_transaction) — a disconnect during COMMIT leaves the "
+    "outcome unknown"
+)
+
+
+# --- typed errors -------------------------------------------------------------------------
+
+
+def _sqlstate(orig: BaseException | None) -> str | None:
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def _mysql_errno(orig: BaseException | None) -> int | None:
+    args = getattr(orig, "args", ())
+    return args[0] if args and type(args[0]) is int else None
+
+
+def _first_line(orig: BaseException | None, password: str | None) -> str:
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    text = lines[0] if lines else type(orig).__name__
+    return text.replace(password, "***") if password else text
+
+
+def _is_statement_timeout(orig: BaseException | None, sqlite_deadline: bool) -> bool:
+    if _sqlstate(orig) == _PG_TIMEOUT or _mysql_errno(orig) in _MYSQL_TIMEOUT:
+        return True
+    if sqlite_deadline and type(orig).__module__ == "sqlite3":
+        code = getattr(orig, "sqlite_errorcode", None)  # Python 3.11+
+        return code == _SQLITE_INTERRUPT if code is not None else str(orig) == "interrupted"
+    return False
+
+
+def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> None:
+    """Raise DisconnectError / StatementTimeoutError from ``engine`` (see the module doc).
+
+    Install it after any listener that sets ``is_disconnect`` (``disconnect_sqlstates``).
+    """
+    where = f"database {name!r} ({cfg.masked_url()})"
+    password = cfg.sqlalchemy_url.password
+    secret = str(password) if password else None
+    declared = frozenset(cfg.disconnect_sqlstates or ())
+    timeout = cfg.timeouts.statement
+    sqlite_deadline = cfg.backend == "sqlite" and bool(timeout)
+
+    @event.listens_for(engine, "handle_error")
+    def _typed(ctx: sa.engine.ExceptionContext) -> BaseException | None:
+        error = ctx.sqlalchemy_exception
+        if ctx.is_pre_ping or not isinstance(error, sa_exc.DBAPIError):
+            return None
+        orig = ctx.original_exception
+        said = _first_line(orig, secret)
+        if ctx.is_disconnect:
+            state = _sqlstate(orig)
+            if state in declared:
+                what = f"the server answered SQLSTATE {state}, declared a disconnect in "
+                what += f"disconnect_sqlstates ({said})"
+            else:
+                during = "while running a statement" if ctx.statement else _NO_STATEMENT
+                what = f"the connection was lost {during} ({said})"
+            new = DisconnectError.wrapping(
+                error,
+                f"{where}: {what}; the connection was discarded and the transaction's "
+                f"uncommitted work is gone; {_ADVICE}",
+                name,
+            )
+            new.connection_invalidated = True
+            return cast(BaseException, new)
+        if _is_statement_timeout(orig, sqlite_deadline):
+            limit = f"timeouts.statement ({timeout:g}s)" if timeout else "the statement timeout"
+            return cast(
+                BaseException,
+                StatementTimeoutError.wrapping(
+                    error,
+                    f"{where}: the statement ran past {limit} and was cancelled ({said}); "
+                    "the connection stays usable. Make the statement faster, or raise "
+                    "timeouts.statement for this database",
+                    name,
+                ),
+            )
+        return None
+
+
+# --- retries ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How :func:`run_in_transaction` retries: at most ``retries`` re-runs, full-jitter
+    exponential backoff starting at ``backoff`` seconds, each sleep at most ``max_backoff``."""
+
+    retries: int = 3
+    backoff: float = 0.05
+    max_backoff: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.backoff < 0 or self.max_backoff < 0:
+            raise ValueError(f"retry settings must not be negative: {self}")
+
+    @classmethod
+    def resolve(
+        cls,
+        config: RetryConfig | None,
+        *,
+        retries: int | None = None,
+        backoff: float | None = None,
+        max_backoff: float | None = None,
+    ) -> RetryPolicy:
+        """Arguments first, then the database's ``retry:`` block, then the defaults."""
+        cfg = config or RetryConfig()
+        return cls(
+            retries=_first(retries, cfg.retries, DEFAULT_RETRY.retries),
+            backoff=_first(backoff, cfg.backoff, DEFAULT_RETRY.backoff),
+            max_backoff=_first(max_backoff, cfg.max_backoff, DEFAULT_RETRY.max_backoff),
+        )
+
+    def cap(self, retry: int) -> float:
+        """The upper bound of the sleep before retry number ``retry`` (1-based)."""
+        return min(self.max_backoff, self.backoff * 2.0 ** (retry - 1))
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def _first(*values: Any) -> Any:
+    return next(v for v in values if v is not None)
+
+
+def retry_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` is worth re-running the transaction for, or None if it is not."""
+    if isinstance(exc, DisconnectError):
+        return "disconnect"
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    state = _sqlstate(exc.orig)
+    if state in _PG_RETRY:
+        return _PG_RETRY[state]
+    errno = _mysql_errno(exc.orig)
+    return _MYSQL_RETRY.get(errno) if errno is not None else None
+
+
+def run_in_transaction(
+    factory: Callable[[], Session],
+    fn: Callable[[Session], R],
+    *,
+    policy: RetryPolicy,
+    database: str,
+    sleep: Callable[[float], object] = time.sleep,
+    rand: Callable[[], float] = random.random,
+) -> R:
+    """Run ``fn(session)`` in a session scope and return its result, retrying transient
+    failures (see the module doc) in a new session; re-raise the last error when the retries
+    are exhausted, and any other error at once."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with session_scope(factory) as session:
+                return fn(session)
+        except Exception as exc:
+            reason = retry_reason(exc)
+            if reason is None:
+                raise
+            if attempt > policy.retries:
+                add_note = getattr(exc, "add_note", None)
+                if add_note is not None:
+                    add_note(f"dbconf: gave up after {attempt} attempts on database {database!r}")
+                raise
+            delay = rand() * policy.cap(attempt)
+            log.warning(
+                "database %r: attempt %d of %d failed with %s (%s); retrying the transaction "
+                "in %.3f s",
+                database,
+                attempt,
+                policy.retries + 1,
+                type(exc).__name__,
+                reason,
+                delay,
+            )
+            sleep(delay)
+
+
+def retrying(
+    run: Callable[[Callable[[Session], Any]], Any],
+) -> Callable[[Callable[Concatenate[Session, P], R]], Callable[P, R]]:
+    """A decorator: ``fn(session, *args, **kwargs)`` becomes ``fn(*args, **kwargs)`` run by
+    ``run`` (a bound :meth:`Database.run_in_transaction` with its retry settings)."""
+
+    def decorate(fn: Callable[Concatenate[Session, P], R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            return cast(R, run(lambda session: fn(session, *args, **kwargs)))
+
+        return wrapper
+
+    return decorate
