@@ -1,16 +1,20 @@
 """Shared fixtures: real PostgreSQL and MariaDB servers, and tmp config files.
 
-Server tests need the servers named by TEST_POSTGRES_URL and TEST_MARIADB_URL (not DBCONF_*: that prefix is read as configuration)
-(defaults: the loopback servers of the dev machine). Without a server they skip with a message
+Server tests need the servers named by TEST_POSTGRES_URL and TEST_MARIADB_URL (defaults: the
+loopback servers of the dev machine; not DBCONF_*, a prefix that dbconf reads as configuration). Without a server they skip with a message
 saying how to point them at one; under CI=true they fail instead, so a green CI means they ran.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import textwrap
-from collections.abc import Callable, Iterator
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 import sqlalchemy as sa
@@ -78,3 +82,179 @@ def pg_admin(pg_url: str) -> Iterator[sa.Engine]:
     engine = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     yield engine
     engine.dispose()
+
+
+# --- secrets: a password-authenticated role, and the no-secret check -------------------------
+
+SECRET_PASSWORD = "p@ss:w%rd/1"  # @ : % / all need percent-encoding in a URL
+_HBA_MARK = "# dbconf-tests pg_secret_url pid="
+_HBA_LOCK = 0x0DBC0F5EC  # advisory lock serialising pg_hba.conf edits across test sessions
+
+
+def secret_forms(password: str) -> set[str]:
+    """The password raw and in every percent-encoded form a URL or a log could carry."""
+    return {password, quote(password, safe=""), quote(password), quote_plus(password)}
+
+
+def _texts(source: object) -> list[str]:
+    """str and repr of ``source``; for an exception, of its args and whole cause chain too."""
+    texts: list[str] = []
+    seen: set[int] = set()
+    todo = [source]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        texts += [str(item), repr(item)]
+        if isinstance(item, BaseException):
+            texts += ["".join(traceback.format_exception(item))]
+            todo += [a for a in item.args if not isinstance(a, str | int | float)]
+            todo += [c for c in (item.__cause__, item.__context__) if c is not None]
+            todo += [o for o in (getattr(item, "orig", None),) if o is not None]
+    return texts
+
+
+def assert_no_secret(text_sources: Iterable[object], password: str) -> None:
+    """Fail if the password (raw or percent-encoded) is in any source.
+
+    A source is a string, a log record, an exception (its str, repr, traceback, args and
+    cause chain are searched) or any object (str and repr). The failure names the source,
+    never prints the secret.
+    """
+    forms = secret_forms(password)
+    checked = 0
+    for index, source in enumerate(text_sources):
+        if isinstance(source, logging.LogRecord):
+            texts = [source.getMessage(), logging.Formatter().format(source)]
+        else:
+            texts = _texts(source)
+        for text in texts:
+            checked += 1
+            for form in forms:
+                assert form not in text, (
+                    f"source #{index} ({type(source).__name__}) contains the password "
+                    f"({'raw' if form == password else 'percent-encoded'})"
+                )
+    assert checked, "assert_no_secret was given nothing to check"
+
+
+@pytest.fixture(name="assert_no_secret")
+def assert_no_secret_fixture() -> Callable[[Iterable[object], str], None]:
+    """:func:`assert_no_secret` as a fixture, for tests that do not import conftest."""
+    return assert_no_secret
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _edit_hba(conn: sa.Connection, edit: Callable[[list[str]], list[str]]) -> None:
+    """Rewrite pg_hba.conf through the server (as its OS user) and reload the config."""
+    path = conn.execute(sa.text("SHOW hba_file")).scalar_one()
+    text = conn.execute(sa.text("SELECT pg_read_file(:p)"), {"p": path}).scalar_one()
+    new = "".join(edit(text.splitlines(keepends=True)))
+    if new != text:
+        oid = conn.execute(
+            sa.text("SELECT lo_from_bytea(0, convert_to(:t, 'UTF8'))"), {"t": new}
+        ).scalar_one()
+        try:
+            conn.execute(sa.text("SELECT lo_export(:o, :p)"), {"o": oid, "p": path})
+        finally:
+            conn.execute(sa.text("SELECT lo_unlink(:o)"), {"o": oid})
+    errors = conn.execute(
+        sa.text("SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL")
+    ).scalar_one()
+    assert errors == 0, f"pg_hba.conf has {errors} invalid line(s) after the edit"
+    conn.execute(sa.text("SELECT pg_reload_conf()"))
+
+
+def _drop_stale_lines(lines: list[str]) -> list[str]:
+    """Lines of earlier test sessions that died without cleaning up."""
+    keep = []
+    for line in lines:
+        if _HBA_MARK in line:
+            pid = line.rsplit(_HBA_MARK, 1)[1].strip()
+            if not pid.isdigit() or not _pid_alive(int(pid)):
+                continue
+        keep.append(line)
+    return keep
+
+
+@pytest.fixture(scope="session")
+def pg_secret_url(pg_url: str) -> Iterator[str]:
+    """URL (password percent-encoded) of a login role with password :data:`SECRET_PASSWORD`.
+
+    The default pg_hba.conf trusts 127.0.0.1, so a line asking this role for scram-sha-256
+    over TCP is put at the top for the session (through the server: ``lo_export`` as its OS
+    user), then removed; the role is dropped. Each session has its own role and line, so
+    concurrent test runs do not undo each other; lines of dead sessions are removed.
+    """
+    url = sa.make_url(pg_url)
+    if url.host not in ("127.0.0.1", "localhost"):
+        pytest.skip("pg_secret_url needs the PostgreSQL server on this machine (127.0.0.1)")
+    role = f"dbconf_secret_{os.getpid()}"
+    line = f"host all {role} 127.0.0.1/32 scram-sha-256 {_HBA_MARK}{os.getpid()}\n"
+    admin = sa.create_engine(
+        pg_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool, hide_parameters=True
+    )
+    secret_url = url.set(host="127.0.0.1", username=role, password=SECRET_PASSWORD)
+    with admin.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _HBA_LOCK})
+        try:
+            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
+            conn.exec_driver_sql(
+                f'CREATE ROLE "{role}" LOGIN PASSWORD %(pw)s', {"pw": SECRET_PASSWORD}
+            )
+            _edit_hba(conn, lambda lines: [line, *_drop_stale_lines(lines)])
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _HBA_LOCK})
+    try:
+        _wait_for_password_auth(secret_url.set(password="not-the-password"))
+        yield secret_url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"
+                ),
+                {"r": role},
+            )
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _HBA_LOCK})
+            try:
+                _edit_hba(conn, lambda lines: [x for x in lines if x != line])
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _HBA_LOCK})
+            for _ in range(50):  # a terminated backend may still be exiting
+                try:
+                    conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
+                    break
+                except sa.exc.DBAPIError:
+                    time.sleep(0.1)
+        admin.dispose()
+
+
+def _wait_for_password_auth(wrong: sa.URL) -> None:
+    """The reload is asynchronous: wait until a wrong password is refused."""
+    engine = sa.create_engine(wrong, poolclass=sa.NullPool, hide_parameters=True)
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            try:
+                with engine.connect():
+                    pass
+            except sa.exc.OperationalError as e:
+                if "password authentication failed" in str(e):
+                    return
+                raise
+            if time.monotonic() > deadline:
+                pytest.fail("pg_hba.conf reload did not enable password auth within 10 s")
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
