@@ -1,8 +1,9 @@
 """Shared fixtures: real PostgreSQL and MariaDB servers, and tmp config files.
 
 Server tests need the servers named by TEST_POSTGRES_URL and TEST_MARIADB_URL (defaults: the
-loopback servers of the dev machine; not DBCONF_*, a prefix that dbconf reads as configuration). Without a server they skip with a message
-saying how to point them at one; under CI=true they fail instead, so a green CI means they ran.
+loopback servers of the dev machine; not DBCONF_*, a prefix that dbconf reads as configuration).
+Without a server they skip with a message saying how to point them at one; under CI=true they
+fail instead, so a green CI means they ran.
 """
 
 from __future__ import annotations
