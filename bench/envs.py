@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import subprocess
 import tempfile
 import time
 import warnings
@@ -69,7 +70,16 @@ def pg_available() -> str | None:
     return None
 
 
-_RUNTIME_SKIP = {"config.py", "loader.py", "cli.py", "yamlfile.py", "origin.py", "errors.py"}
+_RUNTIME_SKIP = {  # modules that only read or describe the config
+    "config.py",
+    "loader.py",
+    "layers.py",
+    "interpolation.py",
+    "cli.py",
+    "yamlfile.py",
+    "origin.py",
+    "errors.py",
+}
 
 
 def leak_detection_status() -> tuple[bool, str]:
@@ -115,6 +125,30 @@ def leak_detection_status() -> tuple[bool, str]:
     )
 
 
+def _git_state() -> str:
+    """``<commit>`` plus the dbconf/ files that differ from it (the code actually measured)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "dbconf"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    changed = sorted(line[3:] for line in dirty if line.strip())
+    return head + (f" + uncommitted {', '.join(changed)}" if changed else "")
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
@@ -131,6 +165,7 @@ def machine() -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "sqlalchemy": sa.__version__,
+        "dbconf_tree": _git_state(),
     }
     try:
         import psycopg2

@@ -25,7 +25,7 @@ class Scale:
         return max(5, int(base * self.ops))
 
 
-FULL = Scale(rounds=24, ops=1.0, warmup=200)
+FULL = Scale(rounds=40, ops=1.0, warmup=200)
 QUICK = Scale(rounds=4, ops=0.15, warmup=20)
 
 
@@ -92,9 +92,14 @@ def _block(op: Op, n: int, out: list[int]) -> int:
     return clock() - start
 
 
-def interleave(variants: Mapping[str, Op], n: int, scale: Scale) -> Interleaved:
+def interleave(
+    variants: Mapping[str, Op], n: int, scale: Scale, settle: float = 0.0
+) -> Interleaved:
     """Run each variant in blocks of ``n`` ops, alternating variants for ``scale.rounds``
-    rounds; the order rotates every round (A B / B A / …) so neither side always goes first."""
+    rounds; the order rotates every round (A B / B A / …) so neither side always goes first.
+
+    ``settle`` seconds of sleep before each block let background work caused by the previous
+    block (e.g. server processes exiting after NullPool closes) finish outside the timing."""
     names = list(variants)
     for name in names:  # warm caches, pools, statement caches
         _block(variants[name], scale.warmup, [])
@@ -106,6 +111,8 @@ def interleave(variants: Mapping[str, Op], n: int, scale: Scale) -> Interleaved:
         order = order[k:] + order[:k] if len(names) > 2 else order
         for name in order:
             gc.collect()
+            if settle:
+                time.sleep(settle)
             blocks[name].append(_block(variants[name], n, latencies[name]))
     result = Interleaved(latencies, blocks)
     result.stats = {name: summarize(latencies[name], sum(blocks[name])) for name in names}
