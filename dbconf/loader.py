@@ -103,11 +103,11 @@ def read_profiles(path: Path) -> tuple[dict[str, Tree], Origins]:
         for db_name, db in (body.get("databases") or {}).items():
             pool = db.get("pool") if isinstance(db, dict) else None
             if isinstance(pool, dict) and "class" in pool and pool["class"] is None:
-                where = ("profiles", name, "databases", db_name, "pool", "class")
+                key_path = ("profiles", name, "databases", db_name, "pool", "class")
                 problems.append(
                     Problem(
-                        str(origins[where]),
-                        ".".join(where),
+                        str(origins[key_path]),
+                        ".".join(key_path),
                         "a bare null is "
                         'YAML\'s empty value: write class: "null" (quoted) for '
                         "SQLAlchemy's NullPool, or remove the key",
