@@ -1,0 +1,246 @@
+"""Fixtures of the fault-injection suite, and the one-screen summary printed after the run.
+
+Every test here injects a real fault into the real servers (terminated backends, a server
+restart, a stalled or dropping TCP proxy, an exhausted pool, a fork, a short ``wait_timeout``,
+a statement timeout) and records what the callers saw into :class:`FaultStats`. The summary
+(scopes run, faults injected, caller-visible errors, rows lost) is printed by
+``pytest_terminal_summary`` and written as JSON to ``var/faults-summary.json`` (or to the path in
+``FAULTS_SUMMARY_PATH``; not ``DBCONF_*``, which is read as configuration).
+
+Every test uses its own ``application_name`` (``dbconf-faults-<hex>``) so that it terminates,
+counts and inspects only its own backends; tables are created per test and dropped after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+import dbconf
+
+SUMMARY_PATH = Path(
+    os.environ.get(
+        "FAULTS_SUMMARY_PATH", Path(__file__).resolve().parents[2] / "var" / "faults-summary.json"
+    )
+)
+PG_READY_TIMEOUT = 60.0
+
+
+@dataclass
+class FaultRecord:
+    """What one test did and what its callers saw."""
+
+    test: str
+    fault: str
+    scopes: int = 0
+    faults: int = 0
+    errors: int = 0
+    rows_lost: int = 0
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+class FaultStats:
+    """Session-wide collector; thread-safe."""
+
+    def __init__(self) -> None:
+        self.records: list[FaultRecord] = []
+        self._lock = threading.Lock()
+
+    def record(
+        self,
+        test: str,
+        fault: str,
+        *,
+        scopes: int,
+        faults: int,
+        errors: int,
+        rows_lost: int = 0,
+        **numbers: Any,
+    ) -> FaultRecord:
+        rec = FaultRecord(test, fault, scopes, faults, errors, rows_lost, dict(numbers))
+        with self._lock:
+            self.records.append(rec)
+        return rec
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "tests": len(self.records),
+            "scopes": sum(r.scopes for r in self.records),
+            "faults": sum(r.faults for r in self.records),
+            "errors": sum(r.errors for r in self.records),
+            "rows_lost": sum(r.rows_lost for r in self.records),
+        }
+
+    def lines(self) -> list[str]:
+        out = [f"{'test':<34} {'scopes':>7} {'faults':>6} {'errors':>6} {'lost':>4}  numbers"]
+        for r in self.records:
+            row = f"{r.test[:34]:<34} {r.scopes:>7} {r.faults:>6} {r.errors:>6} {r.rows_lost:>4}"
+            nums = " ".join(f"{k}={_fmt(v)}" for k, v in r.numbers.items())
+            if len(row) + 2 + len(nums) <= 100:
+                out.append(f"{row}  {nums}".rstrip())
+            else:  # keep the screen 100 columns wide
+                out += [row, f"{'':>4}{nums}"]
+        t = self.totals()
+        out.append(
+            f"{'TOTAL (' + str(t['tests']) + ' tests)':<34} {t['scopes']:>7} {t['faults']:>6} "
+            f"{t['errors']:>6} {t['rows_lost']:>4}"
+        )
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"totals": self.totals(), "tests": [asdict(r) for r in self.records]}
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+STATS = FaultStats()
+
+
+@pytest.fixture(scope="session")
+def fault_stats() -> FaultStats:
+    """The session-wide collector the summary is printed from."""
+    return STATS
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    if not STATS.records:
+        return
+    terminalreporter.section("dbconf fault-injection summary")
+    for line in STATS.lines():
+        terminalreporter.write_line(line)
+    try:
+        SUMMARY_PATH.parent.mkdir(parents=True, exist_ok=True)
+        SUMMARY_PATH.write_text(json.dumps(STATS.to_json(), indent=2) + "\n")
+        terminalreporter.write_line(f"(written to {SUMMARY_PATH})")
+    except OSError as e:  # a read-only checkout must not fail the run
+        terminalreporter.write_line(f"(could not write {SUMMARY_PATH}: {e})")
+
+
+# --- servers -------------------------------------------------------------------------------
+
+
+def pg_isready(timeout: float = 1.0) -> bool:
+    result = subprocess.run(
+        ["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432", "-t", str(max(1, int(timeout)))],
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def pg_cluster(action: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``pg_ctlcluster <version> main <action>`` (the one cluster of the test machine)."""
+    versions = sorted(os.listdir("/etc/postgresql"))
+    return subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", action, *extra],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def ensure_pg_up() -> None:
+    """Start PostgreSQL if it is down and wait until it accepts connections."""
+    if pg_isready():
+        return
+    pg_cluster("start")
+    deadline = time.monotonic() + PG_READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if pg_isready():
+            return
+        time.sleep(0.2)
+    raise RuntimeError("PostgreSQL did not come back up within 60 s")
+
+
+# --- per-test helpers ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_name(request: pytest.FixtureRequest) -> str:
+    """A unique application_name for this test's backends."""
+    return f"dbconf-faults-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def load_db(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], dbconf.Database]]:
+    """Write ``{url: …, pool: …}`` as a YAML profile, load it with ``dbconf.load`` and return
+    its one database (named ``main``). Every registry is disposed after the test."""
+    registries: list[dbconf.Registry] = []
+
+    def load(database: dict[str, Any]) -> dbconf.Database:
+        path = tmp_path / f"faults-{len(registries)}.yaml"
+        doc = {"profiles": {"faults": {"databases": {"main": database}}}}
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        registry = dbconf.load("faults", path=path, environ={})
+        registries.append(registry)
+        return registry["main"]
+
+    yield load
+    for registry in registries:
+        registry.dispose()
+
+
+def terminate(admin: sa.Engine, app_name: str) -> list[int]:
+    """Terminate every backend whose application_name is ``app_name``; return their PIDs."""
+    # CASE fixes the evaluation order: a plain `WHERE application_name = :app AND
+    # pg_terminate_backend(pid)` may call the function on every backend first.
+    sql = (
+        "SELECT pid FROM (SELECT pid, CASE WHEN application_name = :app "
+        "AND pid <> pg_backend_pid() THEN pg_terminate_backend(pid) ELSE false END AS killed "
+        "FROM pg_stat_activity) AS t WHERE killed"
+    )
+    with admin.connect() as conn:
+        return [int(pid) for pid in conn.execute(sa.text(sql), {"app": app_name}).scalars()]
+
+
+def backends(admin: sa.Engine, app_name: str, state: str | None = None) -> int:
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :app"
+    params: dict[str, Any] = {"app": app_name}
+    if state is not None:
+        sql += " AND state = :state"
+        params["state"] = state
+    with admin.connect() as conn:
+        return int(conn.execute(sa.text(sql), params).scalar_one())
+
+
+@pytest.fixture
+def pg_faults(pg_admin: sa.Engine, app_name: str) -> Iterator[sa.Engine]:
+    """The admin engine; after the test, PostgreSQL is up and this test's backends are gone."""
+    yield pg_admin
+    ensure_pg_up()
+    try:
+        terminate(pg_admin, app_name)
+    except sa.exc.DBAPIError:
+        ensure_pg_up()
+        terminate(pg_admin, app_name)
+
+
+@pytest.fixture
+def pg_table(pg_faults: sa.Engine) -> Iterator[str]:
+    """A fresh ``(id bigint primary key, tag text)`` table, dropped after the test."""
+    name = f"faults_{uuid.uuid4().hex[:10]}"
+    with pg_faults.connect() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {name} (id bigint PRIMARY KEY, tag text)"))
+    yield name
+    ensure_pg_up()
+    with pg_faults.connect() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+
+
+def table_ids(admin: sa.Engine, table: str) -> set[int]:
+    with admin.connect() as conn:
+        return {int(i) for i in conn.execute(sa.text(f"SELECT id FROM {table}")).scalars()}
