@@ -13,21 +13,26 @@ from dbconf.errors import (
     ConfigError,
     DbconfError,
     DisconnectError,
+    PoolExhaustedError,
     StatementTimeoutError,
     UnknownDatabaseError,
     UnknownSessionFlavourError,
 )
+from dbconf.leaks import ConnectionHolder, PoolStatus
 from dbconf.registry import Database, DatabaseReport, Registry, load
 from dbconf.resilience import RetryPolicy
 
 __all__ = [
     "ConfigError",
+    "ConnectionHolder",
     "Database",
     "DatabaseConfig",
     "DatabaseReport",
     "DbconfError",
     "DisconnectError",
     "PoolConfig",
+    "PoolExhaustedError",
+    "PoolStatus",
     "ProfileConfig",
     "Registry",
     "RetryPolicy",

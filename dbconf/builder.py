@@ -49,6 +49,8 @@ from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, Stat
 from dbconf.config import SERVER_BACKENDS, DatabaseConfig, SessionConfig, TimeoutsConfig
 from dbconf.errors import ConfigError, Problem
 from dbconf.forking import register_engine
+from dbconf.leaks import install as install_leak_detection
+from dbconf.leaks import pool_class_kwargs
 from dbconf.resilience import install_error_types
 
 __all__ = [
@@ -331,7 +333,8 @@ def _install_disconnect_sqlstates(engine: sa.Engine, states: frozenset[str]) -> 
 
 def build_engine(name: str, cfg: DatabaseConfig) -> sa.Engine:
     """Create the engine of database ``name`` (no connection is made until first use)."""
-    engine = sa.create_engine(cfg.sqlalchemy_url, **engine_kwargs(cfg))
+    kwargs = {**engine_kwargs(cfg), **pool_class_kwargs(cfg)}  # QueuePool → leaks.QueuePool
+    engine = sa.create_engine(cfg.sqlalchemy_url, **kwargs)
     if cfg.backend == "sqlite":
         _install_sqlite(engine, cfg)
     elif cfg.backend in ("mysql", "mariadb"):
@@ -339,6 +342,7 @@ def build_engine(name: str, cfg: DatabaseConfig) -> sa.Engine:
     if cfg.disconnect_sqlstates:
         _install_disconnect_sqlstates(engine, frozenset(cfg.disconnect_sqlstates))
     install_error_types(engine, name, cfg)  # DisconnectError, StatementTimeoutError (resilience)
+    install_leak_detection(engine, name, cfg)  # pool naming, leak_detection (dbconf/leaks.py)
     register_engine(engine)  # fresh pool in forked children (dbconf/forking.py)
     return engine
 

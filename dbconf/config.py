@@ -160,6 +160,25 @@ class LeakDetectionConfig(_Model):
     threshold: Duration | None = None
     long_transaction: Duration | None = None
 
+    @field_validator("threshold", "long_transaction")
+    @classmethod
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise PydanticCustomError(
+                "duration", "must be greater than 0 (remove the key to turn the check off)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _something_set(self) -> LeakDetectionConfig:
+        if self.threshold is None and self.long_transaction is None:
+            raise PydanticCustomError(
+                "leak_detection",
+                "leak_detection sets neither threshold nor long_transaction: set one "
+                "(e.g. threshold: 30s) or remove leak_detection",
+            )
+        return self
+
 
 class RetryConfig(_Model):
     """Defaults for ``Database.run_in_transaction``."""

@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "DbconfError",
     "DisconnectError",
+    "PoolExhaustedError",
     "Problem",
     "StatementTimeoutError",
     "UnknownDatabaseError",
@@ -162,6 +163,40 @@ class DisconnectError(_WrappedDbapiError):
 class StatementTimeoutError(_WrappedDbapiError):
     """The server (or, on SQLite, dbconf's deadline) cancelled a statement that ran past
     ``timeouts.statement``. The connection stays usable and goes back to the pool."""
+
+
+class PoolExhaustedError(DbconfError, sa_exc.TimeoutError):
+    """No pooled connection became free within ``pool.timeout``. ``holders`` describes who
+    holds the connections (thread, acquiring file:line, age) when ``leak_detection`` is on,
+    else it is None."""
+
+    def __init__(
+        self,
+        database: str,
+        size: int,
+        max_overflow: int,
+        timeout: float,
+        holders: Sequence[str] | None = None,
+    ) -> None:
+        self.database = database
+        self.size = size
+        self.max_overflow = max_overflow
+        self.timeout = timeout
+        self.holders = None if holders is None else tuple(holders)
+        if self.holders is None:
+            who = "; turn on leak_detection (threshold) to see who holds them"
+        else:
+            who = "; held by: " + ("; ".join(self.holders) or "(nobody any more)")
+        super().__init__(
+            f"database {database!r}: no connection became free within pool.timeout "
+            f"{timeout:g}s (pool.size {size}, pool.max_overflow {max_overflow}, all in use)"
+            f"{who}. Close sessions sooner (with blocks), or raise pool.size, "
+            "pool.max_overflow or pool.timeout"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.database, self.size, self.max_overflow, self.timeout, self.holders)
+        return (type(self), args)
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

@@ -23,6 +23,7 @@ from dbconf import resilience
 from dbconf.builder import build_engine, build_sessionmaker, describe_pool, engine_kwargs
 from dbconf.config import DatabaseConfig, ProfileConfig, SessionConfig
 from dbconf.errors import ConfigError, Problem, UnknownDatabaseError, UnknownSessionFlavourError
+from dbconf.leaks import PoolStatus, pool_status
 from dbconf.session import session_scope, transaction_scope
 
 __all__ = ["Database", "DatabaseReport", "Registry", "load"]
@@ -188,6 +189,16 @@ class Database:
         """
         with self.session(flavour) as session:
             yield session
+
+    def pool_status(self) -> PoolStatus:
+        """The pool now: size, checked_out, overflow (beyond size), idle, timeout, holders.
+
+        ``holders`` (thread, acquiring file:line, age, transaction age) is filled only when
+        ``leak_detection`` is set for this database; without it checkouts are not recorded and
+        ``holders`` is empty. Counts are None for pools that keep none (null, static,
+        singleton). Builds the engine if needed (that does not connect).
+        """
+        return pool_status(self.name, self.engine)
 
     def dispose(self) -> None:
         """Close every pooled connection (checked-out ones close when they are returned)."""
