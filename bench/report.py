@@ -73,7 +73,9 @@ def write_chart(path: Path, cases: list[CaseResult], title: str) -> bool:
     except ImportError:
         return False
     rows = [(f"{c.id}: {name}", s) for c in cases for name, s in c.variants.items()]
-    ratios = [t for c in cases for t in c.targets if t.value is not None and t.unit == ""]
+    ratios = [
+        t for c in cases for t in c.targets if t.value is not None and t.unit == "" and t.op != "=="
+    ]
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(14, max(4.0, 0.32 * len(rows) + 1.5)), width_ratios=[3, 2]
     )
