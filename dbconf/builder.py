@@ -274,11 +274,9 @@ def _install_sqlite(engine: sa.Engine, cfg: DatabaseConfig) -> None:
         if cfg.sqlite.synchronous is not None:
             pragmas.append(f"PRAGMA synchronous = {cfg.sqlite.synchronous.upper()}")
     statement = cfg.timeouts.statement or None
-    engine_iso = cfg.isolation_level
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
-        dbapi_connection.isolation_level = None  # dbconf emits BEGIN itself (savepoints)
         cursor = dbapi_connection.cursor()
         try:
             for pragma in pragmas:
@@ -293,16 +291,17 @@ def _install_sqlite(engine: sa.Engine, cfg: DatabaseConfig) -> None:
 
             dbapi_connection.set_progress_handler(progress, _PROGRESS_OPCODES)
 
-    @event.listens_for(engine, "checkout")
-    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        # an isolation-level reset on return sets the driver's isolation_level back to "".
-        dbapi_connection.isolation_level = None
+    # The pysqlite savepoint workaround: emit BEGIN ourselves when SQLAlchemy begins a
+    # transaction, so the driver never opens one late (or not at all before a SAVEPOINT).
+    # Done by the dialect's do_begin instead of a "begin" event: a connection-level event
+    # turns on SQLAlchemy's event dispatch for every statement (about 30% slower scopes).
+    # The driver's isolation_level is None only on AUTOCOMMIT connections: no BEGIN there.
+    def _do_begin(dbapi_connection: Any) -> None:
+        raw = dbapi_connection.dbapi_connection
+        if raw.isolation_level is not None and not raw.in_transaction:
+            raw.execute("BEGIN")
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        level = conn.get_execution_options().get("isolation_level", engine_iso)
-        if level != "AUTOCOMMIT":
-            conn.exec_driver_sql("BEGIN")
+    engine.dialect.do_begin = _do_begin  # type: ignore[method-assign]
 
     if statement is None:
         return
