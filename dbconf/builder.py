@@ -29,9 +29,11 @@ A duration of 0 disables the timeout (as on the servers); for pymysql ``connect:
 ``connect_args`` or the URL query for one of these settings is a :class:`ConfigError`, never a
 silent override. ``-c`` options are appended to any ``options`` the user gives.
 
-SQLite connections get the documented pysqlite savepoint workaround: the driver's own BEGIN
-handling is switched off on connect and dbconf emits ``BEGIN`` in the engine's ``begin`` event
-(skipped for AUTOCOMMIT connections), so ``begin_nested()`` works.
+SQLite connections get the effect of SQLAlchemy's documented pysqlite savepoint workaround:
+dbconf emits ``BEGIN`` whenever SQLAlchemy begins a transaction (skipped for AUTOCOMMIT
+connections), so reads are transactional and ``begin_nested()`` works. It does so through the
+engine's own dialect ``do_begin`` rather than the recipe's ``begin`` event, which would move
+every statement onto SQLAlchemy's slower event path.
 """
 
 from __future__ import annotations
