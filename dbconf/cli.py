@@ -115,7 +115,7 @@ def _check(loaded: LoadedProfile, args: argparse.Namespace) -> int:
     from dbconf.budget import check_budget
     from dbconf.registry import Registry
 
-    with Registry(loaded.config, profile=loaded.name) as registry:
+    with Registry(loaded.config, profile=loaded.name, origins=loaded.origins) as registry:
         names = [args.database] if args.database else list(registry.names)
         if args.database:
             registry[args.database]  # unknown name → UnknownDatabaseError (exit 2)

@@ -24,6 +24,8 @@ from dbconf.builder import build_engine, build_sessionmaker, describe_pool, engi
 from dbconf.config import DatabaseConfig, ProfileConfig, SessionConfig
 from dbconf.errors import ConfigError, Problem, UnknownDatabaseError, UnknownSessionFlavourError
 from dbconf.leaks import PoolStatus, pool_status
+from dbconf.loader import load_profile
+from dbconf.origin import KeyPath, Origin, find_origin
 from dbconf.session import session_scope, transaction_scope
 
 __all__ = ["Database", "DatabaseReport", "Registry", "load"]
@@ -248,17 +250,26 @@ class Database:
 class Registry:
     """The databases of one loaded profile, by name. A context manager that disposes them."""
 
-    def __init__(self, config: ProfileConfig, *, profile: str = "default") -> None:
+    def __init__(
+        self,
+        config: ProfileConfig,
+        *,
+        profile: str = "default",
+        origins: Mapping[KeyPath, Origin] | None = None,
+    ) -> None:
         self.profile = profile
         self.config = config
+        self.origins: Mapping[KeyPath, Origin] = origins or {}
         problems: list[Problem] = []
         for name, db in config.databases.items():
             try:
                 engine_kwargs(db)  # pure: surfaces translation conflicts at load, builds nothing
             except ConfigError as e:
-                problems += [
-                    Problem(p.origin, f"databases.{name}.{p.path}", p.message) for p in e.problems
-                ]
+                for p in e.problems:
+                    path = ("databases", name, *p.path.split("."))
+                    origin = find_origin(self.origins, path) if p.path else None
+                    key = ".".join(("profiles", profile, *path))
+                    problems.append(Problem(str(origin) if origin else p.origin, key, p.message))
         if problems:
             raise ConfigError(problems)
         self._databases = {name: Database(name, db) for name, db in config.databases.items()}
@@ -319,7 +330,5 @@ def load(
     overrides: Mapping[str, Any] | None = None,
 ) -> Registry:
     """Load ``profile`` (validated now; no engine, no connection until first use)."""
-    from dbconf.loader import load_profile  # local: loader is optional here
-
     loaded = load_profile(profile, path=path, environ=environ, overrides=overrides)
-    return Registry(loaded.config, profile=loaded.name)
+    return Registry(loaded.config, profile=loaded.name, origins=loaded.origins)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 import dbconf
 from dbconf.config import ProfileConfig
-from dbconf.errors import DbconfError, UnknownDatabaseError, UnknownSessionFlavourError
+from dbconf.errors import ConfigError, DbconfError, UnknownDatabaseError, UnknownSessionFlavourError
 from dbconf.registry import Registry
 
 UNREACHABLE = "postgresql+psycopg2://app:s3cr3t-pw@127.0.0.1:1/nowhere"
@@ -314,3 +314,22 @@ def test_dependency_generator_without_fastapi(tmp_path: Path) -> None:
         assert s.execute(sa.text("SELECT x FROM t")).scalars().all() == [1]
     assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     db.dispose()
+
+
+def test_translation_conflict_names_its_origin(write_config: Callable[..., Path]) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              main:
+                url: postgresql+psycopg2://app@db/app
+                timeouts: {connect: 5s}
+                connect_args: {connect_timeout: 3}
+        """
+    )
+    with pytest.raises(ConfigError) as info:
+        dbconf.load("p", path=path, environ={})
+    (problem,) = info.value.problems
+    assert problem.origin == f"{path}:6:20"
+    assert problem.path == "profiles.p.databases.main.timeouts.connect"
