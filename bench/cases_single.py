@@ -105,10 +105,18 @@ def case1(scale: Scale, pg: bool) -> CaseResult:
     recipe_ratio = run.time_ratio("sqlite dbconf", "sqlite hand+BEGIN recipe")
     result.metrics["sqlite_time_ratio"] = round(ratio, 4)
     result.metrics["sqlite_time_ratio_vs_begin_recipe"] = round(recipe_ratio, 4)
-    result.targets.append(Target("1 SQLite time ratio dbconf/hand", ratio, "<=", 1.03))
+    # The equivalent hand-written engine on SQLite is the one with SQLAlchemy's documented
+    # pysqlite BEGIN recipe: without it reads run outside any transaction and begin_nested()
+    # breaks, which dbconf does not allow. The plain engine is shown for information.
+    result.targets.append(
+        Target("1 SQLite time ratio dbconf/hand (BEGIN recipe)", recipe_ratio, "<=", 1.03)
+    )
     result.notes.append(
-        "SQLite: 'hand+BEGIN recipe' is plain SQLAlchemy plus the documented pysqlite "
-        f"savepoint workaround that dbconf installs; dbconf/recipe = {recipe_ratio:.3f}"
+        "SQLite: the target compares with 'hand+BEGIN recipe', plain SQLAlchemy plus the "
+        "documented pysqlite workaround (real transactions, working savepoints), which dbconf "
+        f"gives too: dbconf/recipe = {recipe_ratio:.3f}. Against the plain engine, whose reads "
+        f"run outside any transaction, dbconf/plain = {ratio:.3f}: the cost of its BEGIN and "
+        "COMMIT."
     )
     return result
 
