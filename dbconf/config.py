@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
 from dbconf.errors import did_you_mean
+from dbconf.rules import check_dialect_options, check_pool
 
 __all__ = [
     "DatabaseConfig",
@@ -241,8 +242,8 @@ class DatabaseConfig(_Model):
         if "default" not in self.sessions:
             object.__setattr__(self, "sessions", {"default": SessionConfig(), **self.sessions})
         self._url = self._build_url()
-        _check_pool(self)
-        _check_dialect_options(self)
+        check_pool(self)
+        check_dialect_options(self)
         return self
 
     def _build_url(self) -> URL:
@@ -297,81 +298,6 @@ class DatabaseConfig(_Model):
 
     def masked_url(self) -> str:
         return self._url.render_as_string(hide_password=True)
-
-
-def _check_pool(db: DatabaseConfig) -> None:
-    pool = db.pool
-    sized = [
-        k for k in ("size", "max_overflow", "timeout", "use_lifo") if getattr(pool, k) is not None
-    ]
-    if pool.class_ in ("null", "static", "singleton") and sized:
-        raise PydanticCustomError(
-            "pool",
-            "pool.{keys} cannot be used with pool.class {cls}: only the queue pool has a size, "
-            "overflow, timeout or LIFO order; remove them or use class: queue",
-            {"keys": "/".join(sized), "cls": pool.class_, "at": f"pool.{sized[0]}"},
-        )
-    if db.is_sqlite_memory and (sized or pool.class_ in ("queue", "null")):
-        raise PydanticCustomError(
-            "pool",
-            "an in-memory SQLite database lives in one connection, which dbconf shares through a "
-            "static pool; remove pool.{keys} (or use a file database for a sized pool)",
-            {"keys": "/".join(sized) or "class", "at": f"pool.{(sized or ['class'])[0]}"},
-        )
-
-
-def _check_dialect_options(db: DatabaseConfig) -> None:
-    backend, t = db.backend, db.timeouts
-    if backend == "sqlite":
-        if t.idle_in_transaction is not None:
-            raise _dialect_error(
-                "timeouts.idle_in_transaction", backend, "SQLite has no server session to time out"
-            )
-        if t.connect is not None and t.lock is not None and t.connect != t.lock:
-            raise _dialect_error(
-                "timeouts.connect and timeouts.lock",
-                backend,
-                "both are the busy timeout on SQLite; set only one",
-            )
-        return
-    if db.sqlite is not None:
-        raise _dialect_error("sqlite", backend, "the sqlite: pragmas apply to SQLite only")
-    if backend in ("mysql", "mariadb"):
-        if t.idle_in_transaction is not None and backend == "mysql":
-            raise _dialect_error(
-                "timeouts.idle_in_transaction",
-                backend,
-                "MySQL has no such timeout; MariaDB "
-                "does (idle_transaction_timeout): use a mariadb+pymysql:// URL for MariaDB",
-            )
-        for key in ("lock", "idle_in_transaction"):
-            value = getattr(t, key)
-            if value is not None and (value < 1 or value != int(value)):
-                raise _dialect_error(
-                    f"timeouts.{key}",
-                    backend,
-                    "MariaDB/MySQL take this timeout in whole seconds (at least 1s)",
-                )
-        return
-    if backend != "postgresql":
-        given = [k for k, v in t.model_dump().items() if v is not None]
-        if given or db.application_name is not None:
-            raise _dialect_error(
-                "timeouts/application_name",
-                backend,
-                "dbconf translates these for PostgreSQL, "
-                "MariaDB/MySQL and SQLite only; pass driver options through connect_args",
-            )
-
-
-def _dialect_error(key: str, backend: str, why: str) -> PydanticCustomError:
-    """An error about ``key``; the context's ``at`` lets the loader point at its origin."""
-    at = key.split(" ")[0].split("/")[0]
-    return PydanticCustomError(
-        "dialect",
-        "{key} is not supported for {backend}: {why}",
-        {"key": key, "backend": backend, "why": why, "at": at},
-    )
 
 
 class ProfileConfig(_Model):
