@@ -58,7 +58,9 @@ def main() -> None:
         print(f"  after rollback and savepoint: {bodies}")
         assert bodies == ["written by quickstart", "outer work"], bodies
 
-        print(f"  pool status: {primary.engine.pool.status()}")
+        status = primary.pool_status()
+        print(f"  pool status: size {status.size}, checked out {status.checked_out}", end="")
+        print(f", idle {status.idle}")
     print("ok: every engine disposed")
 
 
