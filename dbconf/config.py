@@ -8,6 +8,7 @@ can honour) are checked here so that a bad profile fails at load, not inside cre
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -45,6 +46,14 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 SERVER_BACKENDS = frozenset({"postgresql", "mysql", "mariadb"})
+# A URL without a driver gets the driver dbconf ships and tests (SQLAlchemy's own default
+# differs between versions: psycopg 3 on 2.1); "postgres://" is Heroku's spelling.
+DEFAULT_DRIVERS = {
+    "postgres": "postgresql+psycopg2",
+    "postgresql": "postgresql+psycopg2",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
 URL_PARTS = ("driver", "host", "port", "username", "password", "password_file", "database", "query")
 
 
@@ -60,6 +69,8 @@ def parse_duration(value: Any) -> float:
         raise PydanticCustomError(
             "duration", "expected a duration such as 250ms, 30s, 5m, 1h or a number of seconds"
         )
+    if not math.isfinite(seconds):
+        raise PydanticCustomError("duration", "a duration must be a finite number of seconds")
     if seconds < 0:
         raise PydanticCustomError("duration", "a duration must not be negative")
     return seconds
@@ -222,8 +233,11 @@ class DatabaseConfig(_Model):
     def _parse_url(cls, value: Any) -> Any:
         if isinstance(value, str):
             try:
-                make_url(value)
+                url = make_url(value)
             except Exception:
+                url = None
+            if url is None or "@" in (url.host or ""):
+                # Never echo the URL: a raw '@' in a password splits it into a bogus host.
                 raise PydanticCustomError(
                     "url",
                     "is not a valid database URL; expected driver://user:password@host:port/"
@@ -247,6 +261,11 @@ class DatabaseConfig(_Model):
         return self
 
     def _build_url(self) -> URL:
+        url = self._combined_url()
+        driver = DEFAULT_DRIVERS.get(url.drivername)
+        return url.set(drivername=driver) if driver else url
+
+    def _combined_url(self) -> URL:
         base = make_url(self.url.get_secret_value()) if self.url else None
         if base is None and not self.driver:
             raise PydanticCustomError(

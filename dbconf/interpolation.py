@@ -8,7 +8,7 @@ from typing import Any
 
 from dbconf.errors import Problem
 from dbconf.layers import Origins, scalar
-from dbconf.origin import KeyPath, Origin, find_origin
+from dbconf.origin import KeyPath, Origin, find_origin, is_secret_path
 
 __all__ = ["interpolate", "interpolate_tree"]
 
@@ -31,7 +31,7 @@ def interpolate_tree(
         return node
     errors: list[str] = []
     used: list[str] = []
-    value = interpolate(node, env, errors, used)
+    value = interpolate(node, env, errors, used, secret=is_secret_path(path))
     for error in errors:
         problems.append(Problem(str(origin), ".".join(path), error))
     if used and path in origins:
@@ -46,8 +46,13 @@ def interpolate_tree(
     return scalar(path[-1], value) if whole and path else value
 
 
-def interpolate(text: str, env: Mapping[str, str], errors: list[str], used: list[str]) -> str:
-    """Expand ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?msg}``, ``$$``."""
+def interpolate(
+    text: str, env: Mapping[str, str], errors: list[str], used: list[str], *, secret: bool = False
+) -> str:
+    """Expand ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?msg}``, ``$$``.
+
+    With ``secret`` (a password or URL), error messages never quote the text itself.
+    """
 
     def expand(match: re.Match[str]) -> str:
         if match.group(1):
@@ -55,12 +60,16 @@ def interpolate(text: str, env: Mapping[str, str], errors: list[str], used: list
         body, closed = match.group(2), match.group(3)
         expr = _EXPR.match(body) if closed else None
         if expr is None:
+            shown = "a ${ (not shown: secret value)" if secret else f"${{{body}{closed or ''}"
             errors.append(
-                f"malformed ${{{body}{closed or ''}: write ${{VAR}}, ${{VAR:-default}}, "
+                f"malformed {shown}: write ${{VAR}}, ${{VAR:-default}}, "
                 "${VAR:?message}, or $$ for a literal $"
             )
             return ""
         var, op, arg = expr.groups()
+        if arg and "${" in arg:
+            errors.append(f"${{{var}…}}: a ${{…}} inside a default or message is not supported")
+            return ""
         used.append(var)
         value = env.get(var)
         missing = value is None or (value == "" and op is not None and op.startswith(":"))

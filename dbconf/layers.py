@@ -38,6 +38,7 @@ __all__ = [
     "read_secret",
     "scalar",
     "secrets_layer",
+    "unreadable",
     "url_layer",
 ]
 
@@ -219,15 +220,28 @@ def secrets_layer(
         return {}, {}
     items = []
     for entry in sorted(root.iterdir()):
-        if entry.name.upper().startswith(ENV_PREFIX) and entry.is_file():
-            items.append((entry.name, read_secret(entry), Origin("secret", str(entry))))
+        name = entry.name.upper()
+        if name.startswith(ENV_PREFIX) and name not in RESERVED_ENV and entry.is_file():
+            origin = Origin("secret", str(entry))
+            try:
+                items.append((entry.name, read_secret(entry), origin))
+            except (OSError, UnicodeDecodeError) as e:
+                problems.append(Problem(str(origin), "", f"cannot read it: {unreadable(e)}"))
     return _env_keyed_layer(items, tree, problems)
 
 
 def read_secret(path: Path) -> str:
+    """A secret file's text, trailing newline stripped; warns when others can read it."""
     if path.stat().st_mode & stat.S_IROTH:
         log.warning("secret file %s is readable by every user; chmod o-r it", path)
     return path.read_text(encoding="utf-8").rstrip("\r\n")
+
+
+def unreadable(e: OSError | UnicodeDecodeError) -> str:
+    """Why a file could not be read, without quoting any of its content."""
+    if isinstance(e, UnicodeDecodeError):
+        return "it is not UTF-8 text"
+    return e.strerror or type(e).__name__
 
 
 def code_layer(overrides: Mapping[str, Any]) -> tuple[Tree, Origins]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dbconf.config import ProfileConfig
+from dbconf.config import DatabaseConfig, ProfileConfig
 from dbconf.errors import ConfigError, Problem, did_you_mean
 from dbconf.interpolation import interpolate_tree
 from dbconf.layers import (
@@ -36,9 +36,11 @@ from dbconf.layers import (
     merge,
     read_secret,
     secrets_layer,
+    unreadable,
     url_layer,
 )
 from dbconf.origin import KeyPath, Origin, validation_problems
+from dbconf.rules import build_problems
 from dbconf.yamlfile import read_yaml
 
 __all__ = ["DEFAULT_PATH", "LoadedProfile", "list_profiles", "load_profile", "resolve_path"]
@@ -185,10 +187,23 @@ def load_profile(
             for p in validation_problems(e, ProfileConfig, origins, prefix, profile_origin)
             if not any(_related(p.path, path) for path in seen)
         ]
+        problems += build_problems(_valid_databases(tree), origins, name)
         raise ConfigError(problems) from e
+    problems += build_problems(config.databases, origins, name)
     if problems:
         raise ConfigError(problems)
     return LoadedProfile(name, file, config, origins)
+
+
+def _valid_databases(tree: Tree) -> dict[str, DatabaseConfig]:
+    """The databases that validate on their own, to check them further while others fail."""
+    valid = {}
+    for name, db in (tree.get("databases") or {}).items():
+        try:
+            valid[name] = DatabaseConfig.model_validate(db)
+        except ValidationError:
+            continue
+    return valid
 
 
 def _related(a: str, b: str) -> bool:
@@ -256,13 +271,13 @@ def _read_password_files(tree: Tree, origins: Origins, file: Path, problems: lis
             secret = file.parent / secret
         try:
             db["password"] = read_secret(secret)
-        except OSError as e:
+        except (OSError, UnicodeDecodeError) as e:
             problems.append(
                 Problem(
                     str(origin),
                     key,
                     f"cannot read password file {secret} "
-                    f"({e.strerror}); fix the path or mount the secret",
+                    f"({unreadable(e)}); fix the path or mount the secret",
                 )
             )
             continue

@@ -20,12 +20,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from dbconf import resilience
-from dbconf.builder import build_engine, build_sessionmaker, describe_pool, engine_kwargs
+from dbconf.builder import build_engine, build_sessionmaker, describe_pool
 from dbconf.config import DatabaseConfig, ProfileConfig, SessionConfig
 from dbconf.errors import ConfigError, Problem, UnknownDatabaseError, UnknownSessionFlavourError
 from dbconf.leaks import PoolStatus, pool_status
 from dbconf.loader import load_profile
-from dbconf.origin import KeyPath, Origin, find_origin
+from dbconf.origin import KeyPath, Origin
+from dbconf.rules import build_problems
 from dbconf.session import session_scope, transaction_scope
 
 __all__ = ["Database", "DatabaseReport", "Registry", "load"]
@@ -260,16 +261,9 @@ class Registry:
         self.profile = profile
         self.config = config
         self.origins: Mapping[KeyPath, Origin] = origins or {}
-        problems: list[Problem] = []
-        for name, db in config.databases.items():
-            try:
-                engine_kwargs(db)  # pure: surfaces translation conflicts at load, builds nothing
-            except ConfigError as e:
-                for p in e.problems:
-                    path = ("databases", name, *p.path.split("."))
-                    origin = find_origin(self.origins, path) if p.path else None
-                    key = ".".join(("profiles", profile, *path))
-                    problems.append(Problem(str(origin) if origin else p.origin, key, p.message))
+        # The loader has run these checks already; a Registry built from a model runs them
+        # too (they only import drivers and translate settings: well under 1 ms a database).
+        problems = build_problems(config.databases, self.origins, profile)
         if problems:
             raise ConfigError(problems)
         self._databases = {name: Database(name, db) for name, db in config.databases.items()}

@@ -7,14 +7,78 @@ the model is validated, so a bad profile fails at load with the key's origin, no
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pydantic_core import PydanticCustomError
+from sqlalchemy.exc import NoSuchModuleError
+
+from dbconf.errors import ConfigError, Problem, did_you_mean
+from dbconf.origin import KeyPath, Origin, find_origin
 
 if TYPE_CHECKING:
     from dbconf.config import DatabaseConfig
 
-__all__ = ["check_dialect_options", "check_pool"]
+__all__ = ["build_problems", "check_dialect_options", "check_pool"]
+
+KNOWN_DRIVERS = (
+    "postgresql",
+    "postgresql+psycopg2",
+    "postgresql+psycopg",
+    "mysql",
+    "mysql+pymysql",
+    "mariadb",
+    "mariadb+pymysql",
+    "sqlite",
+    "sqlite+pysqlite",
+)
+_EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+
+
+def build_problems(
+    databases: Mapping[str, DatabaseConfig], origins: Mapping[KeyPath, Origin], profile: str
+) -> list[Problem]:
+    """What would fail when building these databases: unknown or missing drivers, and
+    translation conflicts (a setting given twice). Imports drivers; connects to nothing."""
+    from dbconf.builder import engine_kwargs  # builder imports config, which imports us
+
+    problems: list[Problem] = []
+
+    def problem(name: str, key: str, message: str, fallback: str = "") -> None:
+        path = ("databases", name, *key.split(".")) if key else ("databases", name)
+        origin = find_origin(origins, path)
+        where = ".".join(("profiles", profile, *path))
+        problems.append(Problem(str(origin) if origin else fallback, where, message))
+
+    for name, db in databases.items():
+        url = db.sqlalchemy_url
+        key = "driver" if db.driver else "url"
+        try:
+            url.get_dialect().import_dbapi()
+        except NoSuchModuleError:
+            hint = did_you_mean(url.drivername, KNOWN_DRIVERS)
+            problem(
+                name,
+                key,
+                f"unknown database driver {url.drivername!r}{hint}; dbconf "
+                "supports postgresql+psycopg2, mariadb+pymysql, mysql+pymysql and sqlite",
+            )
+            continue
+        except ImportError as e:
+            extra = _EXTRAS.get(url.get_backend_name(), url.get_backend_name())
+            problem(
+                name,
+                key,
+                f"the driver for {url.drivername} is not installed ({e.name}); "
+                f"pip install 'dbconf[{extra}]'",
+            )
+            continue
+        try:
+            engine_kwargs(db)
+        except ConfigError as e:
+            for p in e.problems:
+                problem(name, p.path, p.message, p.origin)
+    return problems
 
 
 def check_pool(db: DatabaseConfig) -> None:

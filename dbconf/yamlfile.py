@@ -85,13 +85,14 @@ def read_yaml(path: Path) -> tuple[Any, dict[KeyPath, Origin]]:
     """Parse ``path``; return plain Python data and the origin of every mapping key."""
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
+        why = "it is not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror
         raise ConfigError(
             [
                 Problem(
                     str(path),
                     "",
-                    f"cannot read the configuration file ({e.strerror}); "
+                    f"cannot read the configuration file ({why}); "
                     "pass path= or set DBCONF_CONFIG to the right file",
                 )
             ]

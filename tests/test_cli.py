@@ -90,7 +90,7 @@ def test_show_json(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert data["profile"] == "production"
     primary = data["config"]["databases"]["primary"]
     assert primary["pool"] == {"size": 5, "recycle": 1800.0}
-    assert primary["effective_url"] == "postgresql://app:***@db/app"
+    assert primary["effective_url"] == "postgresql+psycopg2://app:***@db/app"
     assert data["origins"]["databases.primary.url"] == "env DATABASE_URL"
     assert data["origins"]["default_database"] == "default (the first database declared)"
     assert PASSWORD not in out

@@ -188,7 +188,7 @@ def test_interpolated_value_remembers_the_variable(write_config: WriteConfig) ->
         """
     )
     loaded = load_profile("p", path=path, environ={"PORT": "6543"})
-    assert url_of(loaded) == "postgresql://localhost:6543/db"
+    assert url_of(loaded) == "postgresql+psycopg2://localhost:6543/db"
     origin = loaded.origin("databases", "primary", "url")
     assert origin == Origin("file", str(path), 5, 9, via="${HOST}, ${PORT}")
     assert str(origin) == f"{path}:5:9 (via ${{HOST}}, ${{PORT}})"
@@ -676,7 +676,7 @@ def test_url_in_a_higher_layer_drops_lower_url_parts(write_config: WriteConfig) 
 def test_url_without_password_keeps_the_lower_password(write_config: WriteConfig) -> None:
     loaded = load_profile("p", path=write_config(PARTS), environ={})
     primary = loaded.config.databases["primary"]
-    assert url_of(loaded) == "postgresql://u:base-password@url-host/url-db"
+    assert url_of(loaded) == "postgresql+psycopg2://u:base-password@url-host/url-db"
     assert primary.sqlalchemy_url.password == "base-password"
     assert (primary.host, primary.port, primary.query) == (None,) * 3
 
@@ -722,14 +722,14 @@ def test_database_url_env_drops_file_url_parts(write_config: WriteConfig) -> Non
         """
     )
     loaded = load_profile("p", path=path, environ={"DATABASE_URL": "postgresql://env-host/env-db"})
-    assert url_of(loaded) == "postgresql://env-host/env-db"
+    assert url_of(loaded) == "postgresql+psycopg2://env-host/env-db"
 
 
 def test_parts_above_a_url_refine_it(write_config: WriteConfig) -> None:
     environ = {"DATABASE_URL": "postgresql://u:pw@env-host/env-db"}
     overrides = {"databases.primary.host": "code-host"}
     loaded = load_profile("p", path=write_config(PARTS), environ=environ, overrides=overrides)
-    assert url_of(loaded) == "postgresql://u:pw@code-host/env-db"
+    assert url_of(loaded) == "postgresql+psycopg2://u:pw@code-host/env-db"
 
 
 def test_url_and_password_in_one_layer_password_wins(write_config: WriteConfig) -> None:
@@ -1437,7 +1437,7 @@ def test_password_is_used_but_masked(tmp_path: Path, source: str) -> None:
     loaded = load_profile("p", path=path, environ=environ)
     primary = loaded.config.databases["primary"]
     assert primary.sqlalchemy_url.password == PASSWORD
-    assert primary.masked_url() == "postgresql://app:***@db.example/app"
+    assert primary.masked_url() == "postgresql+psycopg2://app:***@db.example/app"
     assert_hidden(
         repr(loaded.config),
         str(loaded.config),
@@ -1547,3 +1547,138 @@ def test_null_pool_class(write_config: WriteConfig) -> None:
     )
     loaded = load_profile("p", path=path, environ={})
     assert loaded.config.databases["primary"].pool.class_ == "null"
+
+
+# -- review fixes: leaks through odd inputs, crashes, drivers, every problem at once -------
+
+
+def test_raw_at_sign_in_an_interpolated_password_is_rejected_unquoted(
+    write_config: WriteConfig,
+) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary: {url: "postgresql+psycopg2://u:${PW}@127.0.0.1/test"}
+        """
+    )
+    (problem,) = problems_of(path, environ={"PW": "Secr@tPart"})
+    assert "profiles.p.databases.primary.url" in problem
+    assert "percent-encode @" in problem
+    assert "tPart" not in problem
+    assert "Secr" not in problem
+
+
+def test_malformed_interpolation_in_a_password_is_not_quoted(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary: {url: "postgresql://u@h/db", password: 'ab${cdSECRET'}
+        """
+    )
+    (problem,) = problems_of(path, environ={})
+    assert "malformed a ${ (not shown: secret value)" in problem
+    assert "SECRET" not in problem
+
+
+def test_nested_interpolation_in_a_default_is_an_error(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary: {url: "${A:-${B:-sqlite://}}"}
+        """
+    )
+    (problem,) = problems_of(path, environ={})
+    assert "a ${…} inside a default or message is not supported" in problem
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_non_finite_durations_are_config_errors(write_config: WriteConfig, value: str) -> None:
+    path = write_config(
+        f"""
+        profiles:
+          p:
+            databases:
+              primary: {{url: "sqlite:///x.db", timeouts: {{statement: {value}}}}}
+        """
+    )
+    (problem,) = problems_of(path, environ={})
+    assert "profiles.p.databases.primary.timeouts.statement" in problem
+
+
+def test_non_utf8_files_are_config_errors(write_config: WriteConfig, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\xff\xfeprofiles: {}")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_profile("p", path=bad, environ={})
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary: {url: "postgresql://u@h/db", password_file: pw.bin}
+        """
+    )
+    (tmp_path / "pw.bin").write_bytes(b"\xff\xfesecret")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "DBCONF_DATABASES__PRIMARY__USERNAME").write_bytes(b"\xff")
+    problems = problems_of(path, environ={"DBCONF_SECRETS_DIR": str(secrets)})
+    assert len(problems) == 2
+    assert all("it is not UTF-8 text" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgres://u@h/db", "postgresql+psycopg2"),
+        ("postgresql://u@h/db", "postgresql+psycopg2"),
+        ("mysql://u@h/db", "mysql+pymysql"),
+        ("mariadb://u@h/db", "mariadb+pymysql"),
+        ("postgresql+psycopg2://u@h/db", "postgresql+psycopg2"),
+        ("sqlite:///x.db", "sqlite"),
+    ],
+)
+def test_a_url_without_driver_gets_the_supported_one(
+    write_config: WriteConfig, url: str, driver: str
+) -> None:
+    path = write_config(f'profiles: {{p: {{databases: {{primary: {{url: "{url}"}}}}}}}}')
+    loaded = load_profile("p", path=path, environ={})
+    assert loaded.config.databases["primary"].sqlalchemy_url.drivername == driver
+
+
+def test_unknown_driver_fails_at_load_with_a_suggestion(write_config: WriteConfig) -> None:
+    path = write_config(
+        'profiles: {p: {databases: {primary: {url: "postgressql+psycopg2://h/d"}}}}'
+    )
+    (problem,) = problems_of(path, environ={})
+    assert problem.startswith(f"{path}:1:38 profiles.p.databases.primary.url: unknown database")
+    assert "(did you mean 'postgresql+psycopg2'?)" in problem
+
+
+def test_every_problem_at_once_across_databases(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        x-oops: 1
+        profiles:
+          p:
+            databases:
+              broken: {url: "sqlite:///x.db", echo: maybe}
+              conflict:
+                url: postgresql+psycopg2://app@db/app
+                timeouts: {connect: 5s}
+                connect_args: {connect_timeout: 3}
+        """
+    )
+    problems = problems_of(path, environ={})
+    assert len(problems) == 2, problems
+    assert any("databases.broken.echo" in p for p in problems)
+    assert any(
+        p.startswith(f"{path}:8:20 profiles.p.databases.conflict.timeouts.connect")
+        for p in problems
+    )
