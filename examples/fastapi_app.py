@@ -28,7 +28,7 @@ def create_app(dbs: dbconf.Registry) -> FastAPI:
     with db.session() as s:
         s.execute(sa.text("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)"))
 
-    DbSession = SessionDep(db)  # noqa: N806  Annotated[Session, Depends(db.dependency())]
+    DbSession = SessionDep(db)  # noqa: N806  Annotated[Session, Depends(db.dependency(), …)]
     BatchSession = SessionDep(db, "batch")  # noqa: N806  another flavour of the same database
 
     @app.post("/notes")

@@ -79,6 +79,34 @@ def test_dependency_commits_on_success_and_rolls_back_on_http_exception(
     assert left == 0
 
 
+def test_a_failed_commit_is_an_error_response_not_a_200(
+    pg_url: str, pg_admin: sa.Engine, table: str
+) -> None:
+    """The commit runs before the response is sent: a deferred constraint that fails at COMMIT
+    gives the client a 500, and nothing is stored."""
+    with pg_admin.connect() as conn:
+        conn.exec_driver_sql(
+            f"ALTER TABLE {table} ADD CONSTRAINT {table}_u UNIQUE (id) "
+            "DEFERRABLE INITIALLY DEFERRED"
+        )
+        conn.exec_driver_sql(f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey")
+    dbs = Registry(ProfileConfig.model_validate({"databases": {"main": {"url": pg_url}}}))
+    app = FastAPI(lifespan=lifespan(dbs))
+    MainSession = SessionDep(dbs["main"])  # noqa: N806 (a type alias)
+
+    @app.post("/twice/{item}")
+    def twice(item: int, session: MainSession) -> dict[str, int]:  # type: ignore[valid-type]
+        cast(Session, session).execute(
+            sa.text(f"INSERT INTO {table} VALUES (:i), (:i)"), {"i": item}
+        )
+        return {"id": item}
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post("/twice/1").status_code == 500
+        assert client.post("/items-missing").status_code == 404
+    assert ids(pg_admin, table) == []
+
+
 def test_importing_dbconf_does_not_import_fastapi() -> None:
     code = (
         "import sys, dbconf, dbconf.registry, dbconf.integrations; "

@@ -12,10 +12,13 @@
     @app.post("/items")
     def create(session: PrimarySession) -> dict[str, str]: ...
 
-``SessionDep`` is ``Annotated[Session, Depends(db.dependency(flavour))]``: the session is
-committed when the endpoint returns, rolled back when it raises (``HTTPException`` included),
-and always closed. With ``from __future__ import annotations`` FastAPI resolves the alias by
-name in the module's globals, so define it at module level (as above).
+``SessionDep`` is ``Annotated[Session, Depends(db.dependency(flavour), scope="function")]``:
+the session is committed when the endpoint returns and *before the response is sent* (so a
+failed commit is a 500, never a 200 for work that was lost), rolled back when it raises
+(``HTTPException`` included), and always closed. Writing ``Depends(db.dependency())`` by hand,
+pass ``scope="function"`` too (FastAPI ≥ 0.121.1): FastAPI's default runs the code after
+``yield`` once the response has gone out. With ``from __future__ import annotations``
+FastAPI resolves the alias by name in the module's globals, so define it at module level.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ __all__ = ["SessionDep", "lifespan"]
 
 
 def SessionDep(db: Database, flavour: str = "default") -> Any:  # noqa: N802 (a type alias)
-    """``Annotated[Session, Depends(db.dependency(flavour))]`` for endpoint parameters."""
-    return Annotated[Session, Depends(db.dependency(flavour))]
+    """``Annotated[Session, Depends(db.dependency(flavour), scope="function")]``."""
+    return Annotated[Session, Depends(db.dependency(flavour), scope="function")]
 
 
 def lifespan(registry: Registry) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
