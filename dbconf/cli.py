@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
-from dbconf.config import FileConfig
+from dbconf.config import SECRET_KEY, FileConfig, mask_url
 from dbconf.errors import DbconfError
 from dbconf.loader import LoadedProfile, list_profiles, load_profile, resolve_path
 from dbconf.origin import KeyPath
@@ -26,7 +25,6 @@ from dbconf.origin import KeyPath
 __all__ = ["json_schema", "main", "masked_tree"]
 
 MASK = "***"
-_SECRET_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
 SCHEMA_ID = "https://dbconf.dev/schema/databases.json"
 
 
@@ -43,12 +41,12 @@ def masked_tree(value: Any, key: str = "") -> Any:
     """Plain data of a config with every secret masked and URLs rendered without password."""
     if isinstance(value, SecretStr):
         if key == "url":
-            return make_url(value.get_secret_value()).render_as_string(hide_password=True)
+            return mask_url(make_url(value.get_secret_value()))
         return MASK
     if isinstance(value, Mapping):
         return {
             str(k): MASK
-            if _SECRET_KEY.search(str(k))
+            if SECRET_KEY.search(str(k))
             and not isinstance(v, Mapping | SecretStr)
             and v is not None
             and str(k) != "password_file"

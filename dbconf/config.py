@@ -57,6 +57,18 @@ DEFAULT_DRIVERS = {
 URL_PARTS = ("driver", "host", "port", "username", "password", "password_file", "database", "query")
 
 
+SECRET_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
+
+
+def mask_url(url: URL) -> str:
+    """Render ``url`` with its password and any secret-looking query value (``?password=``,
+    ``sslpassword``, ``token``) replaced by ``***``."""
+    hidden = {k: "***" for k in url.query if SECRET_KEY.search(k)}
+    if hidden:
+        url = url.update_query_dict(hidden)
+    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+
+
 def parse_duration(value: Any) -> float:
     """Parse ``250ms``, ``30s``, ``5m``, ``1h`` or a number of seconds into float seconds."""
     if isinstance(value, bool):
@@ -211,12 +223,12 @@ class DatabaseConfig(_Model):
     password: SecretStr | None = None
     password_file: str | None = None
     database: str | None = None
-    query: dict[str, str] | None = None
+    query: dict[str, str] | None = Field(None, repr=False)  # may hold a password
     echo: bool = False
     hide_parameters: bool = True
     isolation_level: str | None = None
     application_name: str | None = None
-    connect_args: dict[str, Any] | None = None
+    connect_args: dict[str, Any] | None = Field(None, repr=False)  # may hold a password
     execution_options: dict[str, Any] | None = None
     pool: PoolConfig = PoolConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
@@ -316,7 +328,8 @@ class DatabaseConfig(_Model):
         )
 
     def masked_url(self) -> str:
-        return self._url.render_as_string(hide_password=True)
+        """The URL for display: password and secret-looking query values masked."""
+        return mask_url(self._url)
 
 
 class ProfileConfig(_Model):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dbconf.cli import json_schema, main
+from dbconf.loader import load_profile
 
 PASSWORD = "p@ss:w%rd"
 ENCODED = "p%40ss%3Aw%25rd"
@@ -162,3 +163,28 @@ def test_python_dash_m_entry_point(config: Path) -> None:
     )
     assert result.returncode == 0
     assert "production  (extends base)" in result.stdout
+
+
+def test_secret_query_values_and_connect_args_are_masked(
+    write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              a:
+                url: "postgresql://u@h/db?password=S3cr3tQ&sslmode=require"
+                connect_args: {sslpassword: CAxyz}
+        """
+    )
+    for argv in (["show", "--origin"], ["show", "--format", "json", "--origin"]):
+        code, out, err = run(capsys, *argv, "-p", "p", "-c", str(path))
+        assert code == 0, err
+        assert "password=***&sslmode=require" in out
+        assert "S3cr3tQ" not in out
+        assert "CAxyz" not in out
+    loaded = load_profile("p", path=path, environ={})
+    assert "S3cr3tQ" not in repr(loaded)
+    assert "CAxyz" not in repr(loaded)
+    assert loaded.config.databases["a"].sqlalchemy_url.query["password"] == "S3cr3tQ"
