@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    StringConstraints,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -101,6 +102,14 @@ Duration = Annotated[
         }
     ),
 ]
+
+
+def _sqlstate(value: Any) -> Any:
+    """YAML reads 25006 as a number: SQLSTATEs are five characters, so pad it back."""
+    return f"{value:05d}" if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+SqlState = Annotated[str, BeforeValidator(_sqlstate), StringConstraints(pattern=r"^[0-9A-Z]{5}$")]
 
 
 class _Model(BaseModel):
@@ -226,7 +235,12 @@ class DatabaseConfig(_Model):
     query: dict[str, str] | None = Field(None, repr=False)  # may hold a password
     echo: bool = False
     hide_parameters: bool = True
-    isolation_level: str | None = None
+    isolation_level: (
+        Literal[
+            "AUTOCOMMIT", "READ COMMITTED", "READ UNCOMMITTED", "REPEATABLE READ", "SERIALIZABLE"
+        ]
+        | None
+    ) = None
     application_name: str | None = None
     connect_args: dict[str, Any] | None = Field(None, repr=False)  # may hold a password
     execution_options: dict[str, Any] | None = None
@@ -235,7 +249,7 @@ class DatabaseConfig(_Model):
     sqlite: SqliteConfig | None = None
     leak_detection: LeakDetectionConfig | None = None
     retry: RetryConfig | None = None
-    disconnect_sqlstates: list[str] | None = None
+    disconnect_sqlstates: list[SqlState] | None = None
     sessions: dict[str, SessionConfig] = Field(default_factory=dict)
 
     _url: URL = PrivateAttr()

@@ -104,6 +104,18 @@ def check_pool(db: DatabaseConfig) -> None:
 
 def check_dialect_options(db: DatabaseConfig) -> None:
     backend, t = db.backend, db.timeouts
+    if db.disconnect_sqlstates is not None and backend != "postgresql":
+        raise _dialect_error(
+            "disconnect_sqlstates",
+            backend,
+            "only PostgreSQL errors carry a SQLSTATE that dbconf can match",
+        )
+    if backend == "sqlite" and db.isolation_level in ("READ COMMITTED", "REPEATABLE READ"):
+        raise _dialect_error(
+            "isolation_level",
+            backend,
+            "SQLite offers SERIALIZABLE, READ UNCOMMITTED and AUTOCOMMIT",
+        )
     if backend == "sqlite":
         if t.idle_in_transaction is not None:
             raise _dialect_error(

@@ -317,3 +317,35 @@ def test_profile_needs_a_database() -> None:
 def test_database_names_must_fit_env_vars(name: str) -> None:
     with pytest.raises(ValidationError, match=f"database name '{name}' must be lower-case"):
         ProfileConfig.model_validate({"databases": {name: {"url": PG}}})
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"), [(25006, "25006"), ("25006", "25006"), (8006, "08006")]
+)
+def test_disconnect_sqlstates_are_five_characters(given: Any, stored: str) -> None:
+    config = db(url="postgresql://h/d", disconnect_sqlstates=[given])
+    assert config.disconnect_sqlstates == [stored]
+
+
+@pytest.mark.parametrize("bad", ["nonsense!!", "2500", "250066"])
+def test_bad_sqlstates_are_rejected(bad: str) -> None:
+    error = error_of(url="postgresql://h/d", disconnect_sqlstates=[bad])
+    assert error.errors()[0]["loc"] == ("disconnect_sqlstates", 0)
+
+
+@pytest.mark.parametrize("url", ["mariadb+pymysql://h/d", "sqlite:///x.db"])
+def test_disconnect_sqlstates_only_on_postgresql(url: str) -> None:
+    error = error_of(url=url, disconnect_sqlstates=["25006"])
+    assert "only PostgreSQL errors carry a SQLSTATE" in str(error)
+
+
+def test_isolation_level_is_checked() -> None:
+    assert "Input should be 'AUTOCOMMIT'" in str(
+        error_of(url="sqlite://", isolation_level="SERIAL")
+    )
+    assert "SQLite offers SERIALIZABLE" in str(
+        error_of(url="sqlite:///x.db", isolation_level="READ COMMITTED")
+    )
+    assert db(url="postgresql://h/d", isolation_level="REPEATABLE READ").isolation_level == (
+        "REPEATABLE READ"
+    )
