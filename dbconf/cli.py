@@ -34,7 +34,28 @@ def json_schema() -> dict[str, Any]:
     schema["properties"]["profiles"]["description"] = "Named profiles (development, test, …)."
     schema["patternProperties"] = {"^(x-|\\.)": {"description": "free for YAML anchors"}}
     schema["title"] = "dbconf database profiles"
+    for model in schema["$defs"].values():
+        for name, prop in model.get("properties", {}).items():
+            model["properties"][name] = _allow_interpolation(prop)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+
+
+_INTERPOLATION = {"type": "string", "pattern": "^\\$\\{[^}]+\\}$", "description": "${VAR…}"}
+
+
+def _allow_interpolation(prop: dict[str, Any]) -> dict[str, Any]:
+    """A number or boolean may also be written as one ``${VAR…}`` (read as a YAML scalar)."""
+    options = prop.get("anyOf", [prop])
+    if not any(o.get("type") in ("integer", "number", "boolean") for o in options):
+        return prop
+    extra = {k: v for k, v in prop.items() if k in ("default", "description", "title")}
+    typed = (
+        [o for o in options if o.get("type") != "null"]
+        if "anyOf" in prop
+        else [{k: v for k, v in prop.items() if k not in extra}]
+    )
+    nullable = [o for o in options if o.get("type") == "null"] if "anyOf" in prop else []
+    return {"anyOf": [*typed, _INTERPOLATION, *nullable], **extra}
 
 
 def masked_tree(value: Any, key: str = "") -> Any:

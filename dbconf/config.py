@@ -97,6 +97,7 @@ Duration = Annotated[
             "anyOf": [
                 {"type": "number", "minimum": 0},
                 {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
+                {"type": "string", "pattern": r"^\$\{[^}]+\}$"},
             ],
             "description": "a duration: 250ms, 30s, 5m, 1h, or a number of seconds",
         }

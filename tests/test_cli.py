@@ -188,3 +188,21 @@ def test_secret_query_values_and_connect_args_are_masked(
     assert "S3cr3tQ" not in repr(loaded)
     assert "CAxyz" not in repr(loaded)
     assert loaded.config.databases["a"].sqlalchemy_url.query["password"] == "S3cr3tQ"
+
+
+def test_schema_allows_interpolation_where_the_file_may_use_it() -> None:
+    defs = json_schema()["$defs"]
+    for model, field in [
+        ("PoolConfig", "size"),
+        ("DatabaseConfig", "port"),
+        ("DatabaseConfig", "echo"),
+        ("ProfileConfig", "workers"),
+    ]:
+        options = defs[model]["properties"][field]["anyOf"]
+        assert {
+            "type": "string",
+            "pattern": "^\\$\\{[^}]+\\}$",
+            "description": "${VAR…}",
+        } in options
+    timeout = json.dumps(defs["PoolConfig"]["properties"]["timeout"])
+    assert '"pattern": "^\\\\$\\\\{[^}]+\\\\}$"' in timeout
