@@ -213,7 +213,7 @@ def _related(a: str, b: str) -> bool:
 
 def _profile_name(profile: str | None, env: Mapping[str, str]) -> tuple[str, str]:
     if profile is not None:
-        return profile, "profile= in code"
+        return profile, "the profile asked for (profile= or --profile)"
     if env.get("DBCONF_PROFILE"):
         return env["DBCONF_PROFILE"], "env DBCONF_PROFILE"
     return DEFAULT_PROFILE, "default profile"

@@ -84,7 +84,7 @@ def test_missing_dbconf_config_file_is_a_config_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("profile", "environ", "origin"),
     [
-        ("tset", {}, "profile= in code"),
+        ("tset", {}, "the profile asked for (profile= or --profile)"),
         (None, {"DBCONF_PROFILE": "tset"}, "env DBCONF_PROFILE"),
     ],
 )
