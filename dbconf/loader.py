@@ -72,7 +72,7 @@ def resolve_path(path: str | os.PathLike[str] | None, environ: Mapping[str, str]
     return Path(environ["DBCONF_CONFIG"]) if environ.get("DBCONF_CONFIG") else DEFAULT_PATH
 
 
-def read_profiles(path: Path) -> tuple[dict[str, Tree], Origins]:
+def read_profiles(path: Path) -> tuple[dict[str, Tree], Origins, list[Problem]]:
     """The raw ``profiles:`` mapping of a file, with origins keyed from ``("profiles", …)``."""
     data, origins = read_yaml(path)
     where = str(path)
@@ -97,11 +97,14 @@ def read_profiles(path: Path) -> tuple[dict[str, Tree], Origins]:
         for key in data
         if key != "profiles" and not key.startswith(("x-", "."))
     ]
+    shape = [
+        Problem(str(origins[("profiles", name)]), f"profiles.{name}", "a profile must be a mapping")
+        for name, body in data["profiles"].items()
+        if not isinstance(body, dict)
+    ]
+    if shape:  # nothing can be merged from a profile that is not a mapping
+        raise ConfigError(shape + problems)
     for name, body in data["profiles"].items():
-        if not isinstance(body, dict):
-            origin = origins[("profiles", name)]
-            problems.append(Problem(str(origin), f"profiles.{name}", "a profile must be a mapping"))
-            continue
         for db_name, db in (body.get("databases") or {}).items():
             pool = db.get("pool") if isinstance(db, dict) else None
             if isinstance(pool, dict) and "class" in pool and pool["class"] is None:
@@ -115,16 +118,18 @@ def read_profiles(path: Path) -> tuple[dict[str, Tree], Origins]:
                         "SQLAlchemy's NullPool, or remove the key",
                     )
                 )
-    if problems:
-        raise ConfigError(problems)
-    return data["profiles"], origins
+    return data["profiles"], origins, problems
 
 
 def list_profiles(
     path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
 ) -> dict[str, str | None]:
     """Profile names in file order, each with the profile it extends (or None)."""
-    profiles, _ = read_profiles(resolve_path(path, os.environ if environ is None else environ))
+    profiles, _, problems = read_profiles(
+        resolve_path(path, os.environ if environ is None else environ)
+    )
+    if problems:
+        raise ConfigError(problems)
     return {name: body.get("extends") for name, body in profiles.items()}
 
 
@@ -138,9 +143,13 @@ def load_profile(
     """Read, merge, interpolate and validate one profile. Raises :class:`ConfigError`."""
     env = os.environ if environ is None else environ
     file = resolve_path(path, env)
-    profiles, file_origins = read_profiles(file)
+    # Problems in the file outside the profile are reported with the profile's own problems.
+    profiles, file_origins, file_problems = read_profiles(file)
     name, name_origin = _profile_name(profile, env)
-    chain = _extends_chain(name, name_origin, profiles, file_origins)
+    try:
+        chain = _extends_chain(name, name_origin, profiles, file_origins)
+    except ConfigError as e:
+        raise ConfigError(file_problems + list(e.problems)) from None
 
     tree: Tree = {}
     origins: Origins = {}
@@ -171,7 +180,7 @@ def load_profile(
     interpolate_tree(tree, origins, env, problems, ())
     _read_password_files(tree, origins, file, problems)
     prefix = ("profiles", name)
-    problems = [
+    problems = file_problems + [
         Problem(p.origin, ".".join((*prefix, p.path)) if p.path else "", p.message)
         for p in problems
     ]

@@ -130,8 +130,9 @@ def test_config_error_is_a_value_error_and_a_dbconf_error(write_config: WriteCon
     ],
 )
 def test_file_shape_errors(write_config: WriteConfig, text: str, message: str) -> None:
-    (problem,) = problems_of(write_config(text), environ={})
+    problem, *more = problems_of(write_config(text), environ={})
     assert message in problem
+    assert all("no profile 'p'" in p for p in more)  # reported together, not one at a time
 
 
 # -- interpolation ---------------------------------------------------------------------------
@@ -1682,3 +1683,19 @@ def test_every_problem_at_once_across_databases(write_config: WriteConfig) -> No
         p.startswith(f"{path}:8:20 profiles.p.databases.conflict.timeouts.connect")
         for p in problems
     )
+
+
+def test_top_level_and_profile_problems_are_reported_together(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        extra: 1
+        profiles:
+          p:
+            databases:
+              primary: {url: "sqlite:///x.db", echo: maybe}
+        """
+    )
+    problems = problems_of(path, environ={})
+    assert len(problems) == 2
+    assert "extra: unknown top-level key" in problems[0]
+    assert "profiles.p.databases.primary.echo" in problems[1]
