@@ -8,6 +8,7 @@ password with ``@ : % /`` so that raw and percent-encoded forms differ.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,7 @@ def test_connection_killed_mid_transaction_shows_no_password(
     """A fault on an authenticated connection: the disconnect error and the recovery logs."""
     from dbconf.config import ProfileConfig
 
-    app = "dbconf_secrets_kill"
+    app = f"dbconf_secrets_kill_{uuid.uuid4().hex[:10]}"  # terminate only this run's backend
     config = ProfileConfig.model_validate(
         {"databases": {"main": {"url": pg_secret_url, "application_name": app}}}
     )
