@@ -308,8 +308,9 @@ def test_idle_in_transaction_timeout_kills_the_session_and_the_next_scope_recove
         s = scope.__enter__()
         s.execute(sa.text(f"INSERT INTO {table} VALUES (1)"))
         time.sleep(2)  # the server ends the session after 1 s idle in the transaction
-        with pytest.raises(sa.exc.DBAPIError) as caught:  # DisconnectError subclasses it
+        with pytest.raises(dbconf.DisconnectError) as caught:  # the README's promise
             scope.__exit__(None, None, None)  # the commit
+        assert isinstance(caught.value, sa.exc.DBAPIError)  # and still the SQLAlchemy error
         assert caught.value.connection_invalidated  # seen as a disconnect: discarded
         with db.session() as s:
             s.execute(sa.text(f"INSERT INTO {table} VALUES (2)"))
