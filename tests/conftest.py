@@ -176,6 +176,27 @@ def _edit_hba(conn: sa.Connection, edit: Callable[[list[str]], list[str]]) -> No
     conn.execute(sa.text("SELECT pg_reload_conf()"))
 
 
+_ROLE_PREFIX = "dbconf_secret_"
+
+
+def _drop_stale_roles(conn: sa.Connection) -> None:
+    """Drop the ``dbconf_secret_<pid>`` roles of earlier test sessions whose pid is dead."""
+    roles = conn.execute(
+        sa.text("SELECT rolname FROM pg_roles WHERE rolname ~ :pattern"),
+        {"pattern": f"^{_ROLE_PREFIX}[0-9]+$"},
+    ).scalars()
+    for stale in [r for r in roles if not _pid_alive(int(r[len(_ROLE_PREFIX) :]))]:
+        conn.execute(
+            sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"),
+            {"r": stale},
+        )
+        try:
+            conn.exec_driver_sql(f'DROP OWNED BY "{stale}"')
+            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{stale}"')
+        except sa.exc.DBAPIError:  # still exiting, or owns objects elsewhere: next session
+            pass
+
+
 def _drop_stale_lines(lines: list[str]) -> list[str]:
     """Lines of earlier test sessions that died without cleaning up."""
     keep = []
@@ -195,7 +216,7 @@ def pg_secret_url(pg_url: str) -> Iterator[str]:
     The default pg_hba.conf trusts 127.0.0.1, so a line asking this role for scram-sha-256
     over TCP is put at the top for the session (through the server: ``lo_export`` as its OS
     user), then removed; the role is dropped. Each session has its own role and line, so
-    concurrent test runs do not undo each other; lines of dead sessions are removed.
+    concurrent test runs do not undo each other; lines and roles of dead sessions are removed.
     """
     url = sa.make_url(pg_url)
     if url.host not in ("127.0.0.1", "localhost"):
@@ -209,6 +230,7 @@ def pg_secret_url(pg_url: str) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _HBA_LOCK})
         try:
+            _drop_stale_roles(conn)
             conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
             conn.exec_driver_sql(
                 f'CREATE ROLE "{role}" LOGIN PASSWORD %(pw)s', {"pw": SECRET_PASSWORD}
