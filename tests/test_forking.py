@@ -15,6 +15,7 @@ import signal
 import time
 import traceback
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -192,9 +193,19 @@ def test_register_engine_is_weak_and_idempotent() -> None:
     assert len(forking.registered_engines()) == before  # a weak reference only
 
 
-def test_dispose_in_child_gives_fresh_pool_without_closing(pg_url: str) -> None:
-    """The hook itself, without a fork: the old pool's connections are left untouched."""
+def test_dispose_in_child_gives_fresh_pool_without_closing(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook itself, without a fork: the old pool's connections are left untouched.
+
+    The hook runs on a private engine set (and lock, and no other at-fork resets): called on
+    the real ones it would swap the pools of every live engine of other tests in this process
+    and reset dbconf's other process-wide state."""
+    monkeypatch.setattr(forking, "_engines", weakref.WeakSet())
+    monkeypatch.setattr(forking, "_lock", forking._lock)  # the hook replaces it: restore after
+    monkeypatch.setattr(forking, "_child_calls", [], raising=False)  # other process-wide resets
     engine = forking.register_engine(sa.create_engine(pg_url, pool_size=1, max_overflow=0))
+    assert forking.registered_engines() == [engine]
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
