@@ -146,6 +146,12 @@ def assert_no_secret_fixture() -> Callable[[Iterable[object], str], None]:
     return assert_no_secret
 
 
+@pytest.fixture(scope="session")
+def secret_password() -> str:
+    """:data:`SECRET_PASSWORD`, the password of the ``pg_secret_url`` role."""
+    return SECRET_PASSWORD
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -9,17 +9,26 @@ a statement timeout) and records what the callers saw into :class:`FaultStats`. 
 
 Every test uses its own ``application_name`` (``dbconf-faults-<hex>``) so that it terminates,
 counts and inspects only its own backends; tables are created per test and dropped after.
+
+PostgreSQL tests connect as the password-authenticated role of ``pg_secret_url``
+(scram-sha-256 over TCP, see tests/conftest.py) through ``pg_app_url``; the trust superuser of
+``pg_url`` is used only for admin actions (terminating and counting backends, creating and
+reading tables). The autouse :func:`secret_watch` captures every log record at DEBUG
+(``dbconf``, ``sqlalchemy``, root) and the exceptions the tests' callers saw, and fails the
+test if the role's password appears in any of them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
+import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,19 +142,58 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
 # --- servers -------------------------------------------------------------------------------
 
 
-def pg_isready(timeout: float = 1.0) -> bool:
-    result = subprocess.run(
-        ["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432", "-t", str(max(1, int(timeout)))],
-        check=False,
-    )
-    return result.returncode == 0
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def pg_cluster(action: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    """``pg_ctlcluster <version> main <action>`` (the one cluster of the test machine)."""
-    versions = sorted(os.listdir("/etc/postgresql"))
+def pg_address(url: str) -> tuple[str | None, int]:
+    """Host (None: libpq's default socket) and port of the server ``url`` names."""
+    parsed = sa.make_url(url)
+    host = parsed.host or parsed.query.get("host")
+    return (host if isinstance(host, str) and host else None), parsed.port or 5432
+
+
+def pg_isready(url: str, timeout: float = 1.0) -> bool:
+    """``pg_isready`` against the host and port of ``url`` (False if the tool is missing)."""
+    host, port = pg_address(url)
+    cmd = ["pg_isready", "-q", "-p", str(port), "-t", str(max(1, int(timeout)))]
+    if host is not None:
+        cmd += ["-h", host]
+    try:
+        return subprocess.run(cmd, check=False, timeout=timeout + 10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def local_cluster(url: str) -> tuple[str, str] | None:
+    """``(version, name)`` of the cluster of this machine serving ``url``'s port, per
+    ``pg_lsclusters``; None when the server is not on this machine or no cluster matches."""
+    host, port = pg_address(url)
+    if host is not None and host not in LOCAL_HOSTS and not host.startswith("/"):
+        return None
+    try:
+        listing = subprocess.run(
+            ["pg_lsclusters", "--no-header"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    matches = [
+        (parts[0], parts[1])
+        for parts in (line.split() for line in listing.stdout.splitlines())
+        if len(parts) >= 3 and parts[2] == str(port)
+    ]
+    return matches[0] if len(matches) == 1 else None
+
+
+def pg_cluster(
+    cluster: tuple[str, str], action: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``pg_ctlcluster <version> <name> <action>`` for a cluster from :func:`local_cluster`."""
     return subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", action, *extra],
+        ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, action, *extra],
         check=False,
         capture_output=True,
         text=True,
@@ -153,17 +201,21 @@ def pg_cluster(action: str, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def ensure_pg_up() -> None:
-    """Start PostgreSQL if it is down and wait until it accepts connections."""
-    if pg_isready():
+def ensure_pg_up(url: str) -> None:
+    """Start the local cluster serving ``url`` if it is down and wait until it accepts
+    connections. A server that is not on this machine is left alone (no error)."""
+    if pg_isready(url):
         return
-    pg_cluster("start")
+    cluster = local_cluster(url)
+    if cluster is None:
+        return
+    pg_cluster(cluster, "start")
     deadline = time.monotonic() + PG_READY_TIMEOUT
     while time.monotonic() < deadline:
-        if pg_isready():
+        if pg_isready(url):
             return
         time.sleep(0.2)
-    raise RuntimeError("PostgreSQL did not come back up within 60 s")
+    raise RuntimeError(f"PostgreSQL cluster {' '.join(cluster)} did not come back within 60 s")
 
 
 # --- per-test helpers ----------------------------------------------------------------------
@@ -218,25 +270,40 @@ def backends(admin: sa.Engine, app_name: str, state: str | None = None) -> int:
 
 
 @pytest.fixture
-def pg_faults(pg_admin: sa.Engine, app_name: str) -> Iterator[sa.Engine]:
+def pg_faults(pg_url: str, pg_admin: sa.Engine, app_name: str) -> Iterator[sa.Engine]:
     """The admin engine; after the test, PostgreSQL is up and this test's backends are gone."""
     yield pg_admin
-    ensure_pg_up()
+    ensure_pg_up(pg_url)
     try:
         terminate(pg_admin, app_name)
     except sa.exc.DBAPIError:
-        ensure_pg_up()
+        ensure_pg_up(pg_url)
         terminate(pg_admin, app_name)
 
 
+@pytest.fixture(scope="session")
+def pg_app_url(pg_url: str, request: pytest.FixtureRequest) -> str:
+    """The URL the fault tests' databases use: the password-authenticated role of
+    ``pg_secret_url`` when the server is on this machine. A remote server is used with the
+    credentials of TEST_POSTGRES_URL (pg_secret_url cannot edit its pg_hba.conf)."""
+    host, _ = pg_address(pg_url)
+    if host not in ("127.0.0.1", "localhost"):  # where pg_secret_url works
+        return pg_url
+    return str(request.getfixturevalue("pg_secret_url"))
+
+
 @pytest.fixture
-def pg_table(pg_faults: sa.Engine) -> Iterator[str]:
-    """A fresh ``(id bigint primary key, tag text)`` table, dropped after the test."""
+def pg_table(pg_url: str, pg_app_url: str, pg_faults: sa.Engine) -> Iterator[str]:
+    """A fresh ``(id bigint primary key, tag text)`` table the app role may read and insert
+    into, dropped after the test (with its grant)."""
     name = f"faults_{uuid.uuid4().hex[:10]}"
+    role = sa.make_url(pg_app_url).username
     with pg_faults.connect() as conn:
         conn.execute(sa.text(f"CREATE TABLE {name} (id bigint PRIMARY KEY, tag text)"))
+        if role and role != sa.make_url(pg_url).username:
+            conn.exec_driver_sql(f'GRANT SELECT, INSERT ON {name} TO "{role}"')
     yield name
-    ensure_pg_up()
+    ensure_pg_up(pg_url)
     with pg_faults.connect() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
 
@@ -244,3 +311,48 @@ def pg_table(pg_faults: sa.Engine) -> Iterator[str]:
 def table_ids(admin: sa.Engine, table: str) -> set[int]:
     with admin.connect() as conn:
         return {int(i) for i in conn.execute(sa.text(f"SELECT id FROM {table}")).scalars()}
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+class SecretWatch(logging.Handler):
+    """Every log record of the test, and the exceptions its callers saw (:meth:`saw`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.errors: list[object] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def saw(self, error: object) -> Any:
+        """Record an exception (or an error text) a caller saw; returns it."""
+        self.errors.append(error)
+        return error
+
+
+WATCHED_LOGGERS = ("dbconf", "sqlalchemy", "")
+
+
+@pytest.fixture(autouse=True)
+def secret_watch(
+    secret_password: str, assert_no_secret: Callable[[Iterable[object], str], None]
+) -> Iterator[SecretWatch]:
+    """Issue 4 item 9 for every fault test: the role's password is in no log record (DEBUG on
+    ``dbconf``, ``sqlalchemy`` and root) and in no exception a caller saw."""
+    watch = SecretWatch()
+    loggers = [logging.getLogger(name) for name in WATCHED_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(watch)
+    try:
+        yield watch
+    finally:
+        logging.getLogger().removeHandler(watch)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+    assert watch.records, "no log record captured: the secret check would be vacuous"
+    assert_no_secret([*watch.records, *watch.errors], secret_password)

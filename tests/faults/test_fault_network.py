@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 import dbconf
 
-from .conftest import FaultStats, backends
+from .conftest import FaultStats, SecretWatch, backends
 from .proxy import FaultProxy
 
 pytestmark = pytest.mark.faults
@@ -52,19 +52,29 @@ def _run(threads: list[threading.Thread], bound: float) -> list[threading.Thread
 
 
 def test_connect_timeout_against_stalled_server(
-    load_db: LoadDb, pg_url: str, app_name: str, proxy: FaultProxy, fault_stats: FaultStats
+    load_db: LoadDb,
+    pg_app_url: str,
+    app_name: str,
+    proxy: FaultProxy,
+    fault_stats: FaultStats,
+    secret_watch: SecretWatch,
 ) -> None:
     """Fault: the server's address accepts TCP connections and never answers (stalled proxy).
     Guarantee: with timeouts.connect 2s (libpq's minimum) the scope fails with a DBAPIError
     within 2 s + 1 s instead of hanging."""
     proxy.set_mode("stall")
     db = load_db(
-        {"url": _via(pg_url, proxy), "application_name": app_name, "timeouts": {"connect": "2s"}}
+        {
+            "url": _via(pg_app_url, proxy),
+            "application_name": app_name,
+            "timeouts": {"connect": "2s"},
+        }
     )
     start = time.monotonic()
     with pytest.raises(sa.exc.DBAPIError) as info, db.session() as s:
         s.execute(sa.text("SELECT 1"))
     elapsed = time.monotonic() - start
+    secret_watch.saw(info.value)
     assert "timeout expired" in str(info.value)
     assert proxy.accepted == 1
     assert 1.5 <= elapsed <= 2.0 + 1.0
@@ -80,7 +90,12 @@ def test_connect_timeout_against_stalled_server(
 
 
 def test_stall_mid_statement_and_pool_timeout_no_thread_hangs(
-    load_db: LoadDb, pg_url: str, app_name: str, proxy: FaultProxy, fault_stats: FaultStats
+    load_db: LoadDb,
+    pg_app_url: str,
+    app_name: str,
+    proxy: FaultProxy,
+    fault_stats: FaultStats,
+    secret_watch: SecretWatch,
 ) -> None:
     """Fault: the network stalls after connect, while 2 threads are sending a statement
     (a half-open connection: the peer stops reading), and 4 more threads want a connection
@@ -89,7 +104,7 @@ def test_stall_mid_statement_and_pool_timeout_no_thread_hangs(
     (2 s, with keepalives on) + 2 s; the waiters get PoolExhaustedError within 1 s + 1 s."""
     db = load_db(
         {
-            "url": _via(pg_url, proxy),
+            "url": _via(pg_app_url, proxy),
             "application_name": app_name,
             "pool": {"size": 2, "max_overflow": 0, "timeout": "1s"},
             "timeouts": {"connect": "2s"},
@@ -136,6 +151,7 @@ def test_stall_mid_statement_and_pool_timeout_no_thread_hangs(
     for t in senders:
         t.join(timeout=max(0.0, deadline - time.monotonic()))
     hung += [t for t in senders if t.is_alive()]
+    secret_watch.errors += [e for _, _, e in outcomes.values() if e is not None]
     assert not hung, f"{len(hung)} threads hang"
 
     for name in ("s0", "s1"):
@@ -164,11 +180,12 @@ def test_stall_mid_statement_and_pool_timeout_no_thread_hangs(
 
 def test_connections_dropped_mid_query(
     load_db: LoadDb,
-    pg_url: str,
+    pg_app_url: str,
     app_name: str,
     proxy: FaultProxy,
     pg_faults: sa.Engine,
     fault_stats: FaultStats,
+    secret_watch: SecretWatch,
 ) -> None:
     """Fault: every connection is closed by the network (proxy drop) while 4 threads wait
     for a 5 s query. Guarantee: each thread gets one DisconnectError within 1 s of the drop,
@@ -176,7 +193,7 @@ def test_connections_dropped_mid_query(
     succeed with no error."""
     db = load_db(
         {
-            "url": _via(pg_url, proxy),
+            "url": _via(pg_app_url, proxy),
             "application_name": app_name,
             "pool": {"size": 4, "max_overflow": 0, "timeout": "5s"},
             "timeouts": {"connect": "2s"},
@@ -204,6 +221,7 @@ def test_connections_dropped_mid_query(
     for t in threads:
         t.join(timeout=max(0.0, dropped_at + 1.0 - time.monotonic()))
     hung = [t for t in threads if t.is_alive()]
+    secret_watch.errors += [e for _, e in outcomes.values() if e is not None]
     assert not hung
     for when, error in outcomes.values():
         assert isinstance(error, dbconf.DisconnectError), error

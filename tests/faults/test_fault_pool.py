@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 import dbconf
 
-from .conftest import FaultStats, backends, table_ids
+from .conftest import FaultStats, SecretWatch, backends, table_ids
 
 pytestmark = pytest.mark.faults
 LoadDb = Callable[[dict[str, Any]], dbconf.Database]
@@ -27,7 +27,12 @@ class AppError(Exception):
 
 
 def test_pool_exhaustion_every_waiter_answered(
-    load_db: LoadDb, pg_url: str, app_name: str, pg_faults: sa.Engine, fault_stats: FaultStats
+    load_db: LoadDb,
+    pg_app_url: str,
+    app_name: str,
+    pg_faults: sa.Engine,
+    fault_stats: FaultStats,
+    secret_watch: SecretWatch,
 ) -> None:
     """Fault: 20 threads at once on a pool of size 2, max_overflow 0, timeout 1s, each holding
     its connection 250 ms. Guarantee: every thread either gets a connection or a
@@ -35,7 +40,7 @@ def test_pool_exhaustion_every_waiter_answered(
     holds the connections, within 1 s + 1 s; never more than 2 server connections."""
     db = load_db(
         {
-            "url": pg_url,
+            "url": pg_app_url,
             "application_name": app_name,
             "pool": {"size": 2, "max_overflow": 0, "timeout": "1s"},
             "leak_detection": {"threshold": "30s"},
@@ -74,6 +79,7 @@ def test_pool_exhaustion_every_waiter_answered(
         t.join(timeout=max(0.0, deadline - time.monotonic()))
     stop.set()
     mon.join()
+    secret_watch.errors += [e for _, _, e in outcomes if e is not None]
     assert not [t for t in threads if t.is_alive()], "a waiter hangs"
     assert len(outcomes) == 20
 
@@ -111,11 +117,12 @@ def test_pool_exhaustion_every_waiter_answered(
 
 def test_ten_thousand_scopes_a_third_raising(
     load_db: LoadDb,
-    pg_url: str,
+    pg_app_url: str,
     app_name: str,
     pg_faults: sa.Engine,
     pg_table: str,
     fault_stats: FaultStats,
+    secret_watch: SecretWatch,
 ) -> None:
     """Fault: 10,000 scopes across 8 threads on a pool of size 4 + overflow 2, every third
     raising an application error after its INSERT. Guarantee: afterwards no connection is
@@ -123,7 +130,7 @@ def test_ten_thousand_scopes_a_third_raising(
     size + overflow connections from us, and exactly the non-raising inserts are committed."""
     total, nthreads = 10_000, 8
     db = load_db(
-        {"url": pg_url, "application_name": app_name, "pool": {"size": 4, "max_overflow": 2}}
+        {"url": pg_app_url, "application_name": app_name, "pool": {"size": 4, "max_overflow": 2}}
     )
     unexpected: list[BaseException] = []
     raised = [0] * nthreads
@@ -140,7 +147,7 @@ def test_ten_thousand_scopes_a_third_raising(
             except AppError:
                 raised[n] += 1
             except BaseException as e:
-                unexpected.append(e)
+                unexpected.append(secret_watch.saw(e))
                 return
 
     def monitor() -> None:
@@ -187,7 +194,7 @@ def test_ten_thousand_scopes_a_third_raising(
 
 def test_leaked_session_warns_with_acquiring_line(
     write_config: Callable[..., Path],
-    pg_url: str,
+    pg_app_url: str,
     app_name: str,
     pg_faults: sa.Engine,
     caplog: pytest.LogCaptureFixture,
@@ -202,7 +209,7 @@ def test_leaked_session_warns_with_acquiring_line(
           faults:
             databases:
               orders:
-                url: {pg_url}
+                url: "{pg_app_url}"
                 application_name: {app_name}
                 leak_detection: {{threshold: 1s}}
         """
