@@ -3,7 +3,8 @@
 Every test here injects a real fault into the real servers (terminated backends, a server
 restart, a stalled or dropping TCP proxy, an exhausted pool, a fork, a short ``wait_timeout``,
 a statement timeout) and records what the callers saw into :class:`FaultStats`. The summary
-(scopes run, faults injected, caller-visible errors, rows lost) is printed by
+(scopes run, infrastructure faults injected, application exceptions raised on purpose,
+caller-visible errors, rows lost) is printed by
 ``pytest_terminal_summary`` and written as JSON to ``var/faults-summary.json`` (or to the path in
 ``FAULTS_SUMMARY_PATH``; not ``DBCONF_*``, which is read as configuration).
 
@@ -54,9 +55,10 @@ class FaultRecord:
     test: str
     fault: str
     scopes: int = 0
-    faults: int = 0
+    faults: int = 0  # infrastructure faults injected (kills, restarts, stalls, forks…)
     errors: int = 0
     rows_lost: int = 0
+    app_exceptions: int = 0  # application exceptions raised inside scopes on purpose
     numbers: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,9 +78,12 @@ class FaultStats:
         faults: int,
         errors: int,
         rows_lost: int = 0,
+        app_exceptions: int = 0,
         **numbers: Any,
     ) -> FaultRecord:
-        rec = FaultRecord(test, fault, scopes, faults, errors, rows_lost, dict(numbers))
+        rec = FaultRecord(
+            test, fault, scopes, faults, errors, rows_lost, app_exceptions, dict(numbers)
+        )
         with self._lock:
             self.records.append(rec)
         return rec
@@ -88,23 +93,36 @@ class FaultStats:
             "tests": len(self.records),
             "scopes": sum(r.scopes for r in self.records),
             "faults": sum(r.faults for r in self.records),
+            "app_exceptions": sum(r.app_exceptions for r in self.records),
             "errors": sum(r.errors for r in self.records),
             "rows_lost": sum(r.rows_lost for r in self.records),
         }
 
     def lines(self) -> list[str]:
-        out = [f"{'test':<34} {'scopes':>7} {'faults':>6} {'errors':>6} {'lost':>4}  numbers"]
+        # infra: infrastructure faults injected; app_ex: application exceptions raised on purpose
+        out = [
+            f"{'test':<34} {'scopes':>6} {'infra':>6} {'app_ex':>6} {'errors':>6} {'lost':>4}"
+            "  numbers"
+        ]
         for r in self.records:
-            row = f"{r.test[:34]:<34} {r.scopes:>7} {r.faults:>6} {r.errors:>6} {r.rows_lost:>4}"
+            row = (
+                f"{r.test[:34]:<34} {r.scopes:>6} {r.faults:>6} {r.app_exceptions:>6} "
+                f"{r.errors:>6} {r.rows_lost:>4}"
+            )
             nums = " ".join(f"{k}={_fmt(v)}" for k, v in r.numbers.items())
             if len(row) + 2 + len(nums) <= 100:
                 out.append(f"{row}  {nums}".rstrip())
             else:  # keep the screen 100 columns wide
-                out += [row, f"{'':>4}{nums}"]
+                pad = " " * 4
+                out += [row, *textwrap.wrap(nums, 100, initial_indent=pad, subsequent_indent=pad)]
         t = self.totals()
         out.append(
-            f"{'TOTAL (' + str(t['tests']) + ' tests)':<34} {t['scopes']:>7} {t['faults']:>6} "
-            f"{t['errors']:>6} {t['rows_lost']:>4}"
+            f"{'TOTAL (' + str(t['tests']) + ' tests)':<34} {t['scopes']:>6} {t['faults']:>6} "
+            f"{t['app_exceptions']:>6} {t['errors']:>6} {t['rows_lost']:>4}"
+        )
+        out.append(
+            f"infrastructure faults injected: {t['faults']}; application exceptions raised on "
+            f"purpose: {t['app_exceptions']}"
         )
         return out
 

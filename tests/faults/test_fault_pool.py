@@ -182,9 +182,10 @@ def test_ten_thousand_scopes_a_third_raising(
     assert not lost
     fault_stats.record(
         "10,000 scopes, 1/3 raising, 8 thr",
-        "exception inside the scope",
+        "AppError raised in 1/3 of scopes",
         scopes=total,
-        faults=sum(raised),
+        faults=0,
+        app_exceptions=sum(raised),
         errors=0,
         rows_lost=len(lost),
         peak_server_conns=peak[0],
