@@ -16,9 +16,10 @@ on the wire when garbage collected (psycopg2 does not close a connection in a pr
 than the one that opened it; pymysql only closes the file descriptor). The new pool also has
 fresh locks, so a lock held by another parent thread at fork time cannot block the child.
 
-Why this module holds process-global state (the only such state in dbconf): a fork is a
-process-wide event and ``os.register_at_fork`` is a process-wide registration that cannot be
-undone, so the set of engines to dispose must be process-wide too. It is a
+Why this module holds process-global state (with dbconf.leaks' monitor, whose reset in the
+child runs from this same hook, see :func:`call_in_forked_child`): a fork is a process-wide
+event and ``os.register_at_fork`` is a process-wide registration that cannot be undone, so
+the set of engines to dispose must be process-wide too. It is a
 :class:`weakref.WeakSet`, so registering an engine never keeps it alive, and the hook is
 registered once, when the first engine is registered (importing dbconf has no side effect).
 
@@ -44,22 +45,29 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
-__all__ = ["register_engine", "registered_engines"]
+__all__ = ["call_in_forked_child", "register_engine", "registered_engines"]
 
 log = logging.getLogger("dbconf.forking")
 
 _engines: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 _lock = threading.Lock()
 _hook_registered = False
+_child_calls: list[Callable[[], None]] = []  # other process-wide resets (dbconf.leaks)
 
 
 def _after_fork_in_child() -> None:
     """Give every registered engine a fresh pool; never touch the inherited connections."""
     global _lock
     _lock = threading.Lock()  # another parent thread may have held it at fork time
+    for call in list(_child_calls):
+        try:
+            call()
+        except Exception:  # pragma: no cover - an exception cannot leave a fork hook
+            log.error("at-fork reset %r failed in child %d", call, os.getpid(), exc_info=True)
     for engine in list(_engines):
         try:
             engine.dispose(close=False)
@@ -79,13 +87,26 @@ def register_engine(engine: sa.Engine) -> sa.Engine:
 
     Idempotent; keeps only a weak reference. The at-fork hook is registered on the first call.
     """
-    global _hook_registered
     with _lock:
-        if not _hook_registered and hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_after_fork_in_child)
-            _hook_registered = True
+        _register_hook()
         _engines.add(engine)
     return engine
+
+
+def call_in_forked_child(call: Callable[[], None]) -> None:
+    """Run ``call()`` in every forked child (before the engines are disposed), through the
+    same single at-fork hook; for dbconf's other process-wide state (the leak monitor)."""
+    with _lock:
+        _register_hook()
+        _child_calls.append(call)
+
+
+def _register_hook() -> None:
+    """Register the at-fork hook once per process (call with ``_lock`` held)."""
+    global _hook_registered
+    if not _hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _hook_registered = True
 
 
 def registered_engines() -> list[sa.Engine]:

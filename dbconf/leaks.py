@@ -1,11 +1,23 @@
 """Leak detection, long-transaction warnings, pool status and typed pool exhaustion.
 
-With ``leak_detection:`` set, pool ``checkout``/``checkin`` events record who holds each
-pooled connection (since when, which thread, up to 16 ``(code, instruction)`` pairs of the
-caller's stack with SQLAlchemy/dbconf/contextlib frames skipped; resolved to file:line only
-when shown). ONE lazily started daemon thread per process scans every tracked engine (weak
+With ``leak_detection:`` set, every checkout records who holds the pooled connection (since
+when, which thread, up to 16 ``(code, instruction)`` pairs of the caller's stack with
+SQLAlchemy/dbconf/contextlib frames skipped; resolved to file:line only when shown). dbconf's
+:class:`QueuePool` reports its checkouts and checkins itself; other pools through pool
+events. ONE lazily started daemon thread per process scans every tracked engine (weak
 references) a few times per threshold and logs a WARNING on ``dbconf.leaks``, once per
-checkout past ``threshold`` and once per transaction past ``long_transaction``.
+checkout past ``threshold`` and once per transaction past ``long_transaction`` (timed by
+wrapping the engine's own dialect, :func:`dbconf.leak_records.watch_transactions`).
+
+Process-wide state exists only once an engine with ``leak_detection`` is built (importing
+dbconf creates none): the monitor (one thread, a weak set of trackers), whose reset in a
+forked child runs from dbconf's single ``os.register_at_fork`` hook
+(:func:`dbconf.forking.call_in_forked_child`). Each engine's tracker hangs on the engine.
+
+Cost per checkout (``python -m bench``, case 4): no event dispatch on a QueuePool; a stack
+walk that tells library frames by a per-tracker ``{filename: skipped}`` cache and keeps
+code objects unresolved; one reused :class:`~dbconf.leak_records.Checkout` per pooled
+connection; each transaction hook stores one ``time.monotonic()`` (or None).
 
 :class:`QueuePool` is SQLAlchemy's ``QueuePool`` (same name, options and behaviour) whose
 checkout timeout raises :class:`~dbconf.errors.PoolExhaustedError`; the builder uses it
@@ -14,17 +26,12 @@ wherever SQLAlchemy would use a ``QueuePool``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from types import CodeType
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,6 +43,17 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from dbconf.config import DatabaseConfig, LeakDetectionConfig
 from dbconf.errors import PoolExhaustedError
+from dbconf.forking import call_in_forked_child
+from dbconf.leak_records import (
+    MAX_FRAMES,
+    SKIP,
+    Checkout,
+    ConnectionHolder,
+    PoolStatus,
+    format_stack,
+    watch_transactions,
+    where,
+)
 
 __all__ = [
     "ConnectionHolder",
@@ -49,167 +67,83 @@ __all__ = [
 
 log = logging.getLogger("dbconf.leaks")
 
-Frame = tuple[str, int, str]
-_MAX_FRAMES = 16
-_SKIP = (
-    str(Path(sa.__file__).parent) + os.sep,
-    str(Path(__file__).parent) + os.sep,
-    contextlib.__file__,
-    "<sqlalchemy ",  # SQLAlchemy's generated wrappers
-)
-_KEY = "dbconf.leaks.checkout"
-_TRACKERS: weakref.WeakKeyDictionary[sa.Engine, LeakTracker] = weakref.WeakKeyDictionary()
-
-
-def _capture() -> list[tuple[CodeType, int]]:
-    """Up to 16 ``(code, last instruction)`` of the caller's code, innermost first.
-
-    Nothing is resolved here (not even line numbers): :func:`_resolve` does it when needed.
-    """
-    frames: list[tuple[CodeType, int]] = []
-    append = frames.append
-    f: Any = sys._getframe(1)
-    skip = _SKIP
-    while f is not None:
-        code = f.f_code
-        if not code.co_filename.startswith(skip):
-            append((code, f.f_lasti))
-            if len(frames) >= _MAX_FRAMES:
-                break
-        f = f.f_back
-    return frames
-
-
-def _lineno(code: CodeType, lasti: int) -> int:
-    for start, end, line in code.co_lines():
-        if start <= lasti < end and line is not None:
-            return line
-    return code.co_firstlineno
-
-
-def _resolve(raw: list[tuple[CodeType, int]]) -> tuple[Frame, ...]:
-    return tuple((code.co_filename, _lineno(code, lasti), code.co_name) for code, lasti in raw)
-
-
-def _where(stack: tuple[Frame, ...]) -> str:
-    return f"{stack[0][0]}:{stack[0][1]}" if stack else "<unknown>"
-
-
-def _format_stack(stack: tuple[Frame, ...]) -> str:
-    return "\n".join(
-        f'  File "{filename}", line {lineno}, in {name}'
-        for filename, lineno, name in reversed(stack)
-    )
-
-
-class _Checkout:
-    """One checkout in progress (mutable; read by the monitor without a lock)."""
-
-    __slots__ = ("_stack", "raw", "since", "thread", "tx_since", "tx_warned", "warned")
-
-    def __init__(self, since: float, thread: str, raw: list[tuple[CodeType, int]]) -> None:
-        self.since = since
-        self.thread = thread
-        self.raw = raw
-        self._stack: tuple[Frame, ...] | None = None
-        self.warned = False
-        self.tx_since: float | None = None
-        self.tx_warned = False
-
-    @property
-    def stack(self) -> tuple[Frame, ...]:
-        if self._stack is None:
-            self._stack = _resolve(self.raw)
-        return self._stack
-
-
-@dataclass(frozen=True)
-class ConnectionHolder:
-    """Who holds a checked-out connection: thread, where it was acquired, for how long."""
-
-    thread: str
-    acquired_at: str
-    age: float
-    transaction_age: float | None
-    stack: tuple[Frame, ...]
-
-    def describe(self) -> str:
-        tx = self.transaction_age
-        tx_text = "" if tx is None else f", in a transaction for {tx:.1f}s"
-        return f"thread {self.thread!r} at {self.acquired_at} for {self.age:.1f}s{tx_text}"
-
-
-@dataclass(frozen=True)
-class PoolStatus:
-    """A snapshot of a database's pool; counts are None for pools that do not keep them.
-
-    ``holders`` lists the current checkouts (oldest first) only when ``leak_detection`` is
-    set for the database; without it nothing is recorded and ``holders`` is empty.
-    """
-
-    database: str
-    pool: str
-    size: int | None
-    checked_out: int | None
-    overflow: int | None
-    idle: int | None
-    timeout: float | None
-    tracking: bool
-    holders: tuple[ConnectionHolder, ...]
-
-
-def _entry(conn: Any) -> _Checkout | None:
-    try:
-        entry: _Checkout | None = conn.info.get(_KEY)
-    except Exception:  # first-connect adapters and raw DBAPI connections keep no pool info
-        return None
-    return entry
+_TRACKER = "_dbconf_leak_tracker"  # the engine: its LeakTracker
 
 
 class LeakTracker:
     """The checkouts of one engine, and the thresholds to warn at."""
 
-    def __init__(self, database: str, config: LeakDetectionConfig) -> None:
+    def __init__(self, database: str, config: LeakDetectionConfig, monitor: _Monitor) -> None:
         self.database = database
         self.threshold = config.threshold
         self.long_transaction = config.long_transaction
-        self.checkouts: dict[int, _Checkout] = {}
+        self.checkouts: dict[int, Checkout] = {}
+        self.monitor = monitor
+        self._skip: dict[str, bool] = {}  # filename -> a library frame (not shown)
 
-    def on_checkout(self, _dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
-        entry = _Checkout(time.monotonic(), threading.current_thread().name, _capture())
+    def checked_out(self, record: Any) -> None:
+        """``record`` (a pool entry) was handed out: note when, by whom, from where."""
+        try:
+            entry: Checkout = record._dbconf_leak
+        except AttributeError:  # the entry's first checkout; the Checkout is reused after
+            entry = record._dbconf_leak = Checkout()
+        # the caller's stack: up to MAX_FRAMES (code, lasti) pairs, library frames skipped
+        raw: list[Any] = []
+        append = raw.append
+        skip = self._skip
+        kept = 0
+        f: Any = sys._getframe(1)
+        while f is not None:
+            code = f.f_code
+            filename = code.co_filename
+            skipped = skip.get(filename)
+            if skipped is None:
+                skipped = skip[filename] = filename.startswith(SKIP)
+            if not skipped:
+                append(code)
+                append(f.f_lasti)
+                kept += 1
+                if kept >= MAX_FRAMES:
+                    break
+            f = f.f_back
+        entry.raw = raw
+        entry._stack = None
+        entry.thread = threading.current_thread()
+        entry.tx_since = None
+        entry.since = time.monotonic()
         self.checkouts[id(record)] = entry
-        record.info[_KEY] = entry
-        if _monitor.thread is None:
-            _monitor.start()
+        if self.monitor.thread is None:
+            self.monitor.start()
+
+    def checked_in(self, record: Any) -> None:
+        entry = self.checkouts.pop(id(record), None)
+        if entry is not None:
+            entry.since = entry.tx_since = None
+
+    # pool events, for pools other than dbconf's QueuePool (which calls the two above)
+    def on_checkout(self, _dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        self.checked_out(record)
 
     def on_checkin(self, _dbapi: Any, record: ConnectionPoolEntry) -> None:
-        self.checkouts.pop(id(record), None)
-        record.info.pop(_KEY, None)
-
-    def on_begin(self, conn: Any) -> None:
-        """``conn``: a pool-proxied connection or a Connection (both share the record's info)."""
-        entry = _entry(conn)
-        if entry is not None:
-            entry.tx_since = time.monotonic()
-            entry.tx_warned = False
-
-    def on_end(self, conn: Any) -> None:
-        entry = _entry(conn)
-        if entry is not None:
-            entry.tx_since = None
+        self.checked_in(record)
 
     def holders(self) -> tuple[ConnectionHolder, ...]:
         now = time.monotonic()
-        entries = sorted(self.checkouts.copy().values(), key=lambda e: e.since)
+        found = []
+        for e in self.checkouts.copy().values():
+            since, tx = e.since, e.tx_since
+            if since is not None:
+                found.append((since, tx, e))
+        found.sort(key=lambda item: item[0])
         return tuple(
             ConnectionHolder(
-                thread=e.thread,
-                acquired_at=_where(e.stack),
-                age=now - e.since,
-                transaction_age=None if (tx := e.tx_since) is None else now - tx,
+                thread=e.thread_name,
+                acquired_at=where(e.stack),
+                age=now - since,
+                transaction_age=None if tx is None else now - tx,
                 stack=e.stack,
             )
-            for e in entries
+            for since, tx, e in found
         )
 
     def interval(self) -> float:
@@ -219,20 +153,25 @@ class LeakTracker:
     def scan(self, now: float) -> None:
         threshold, long_tx = self.threshold, self.long_transaction
         for entry in list(self.checkouts.copy().values()):
-            if threshold is not None and not entry.warned and now - entry.since >= threshold:
-                entry.warned = True
-                self._warn("a connection has been checked out", now - entry.since, entry)
-            tx = entry.tx_since
+            since, tx = entry.since, entry.tx_since
+            if since is None:
+                continue
+            if threshold is not None and entry.warned != since and now - since >= threshold:
+                entry.warned = since
+                self._warn("a connection has been checked out", now - since, entry, since)
             if (
                 long_tx is not None
                 and tx is not None
+                and entry.tx_warned != tx
                 and now - tx >= long_tx
-                and not entry.tx_warned
             ):
-                entry.tx_warned = True
-                self._warn("a transaction has been open", now - tx, entry)
+                entry.tx_warned = tx
+                self._warn("a transaction has been open", now - tx, entry, since)
 
-    def _warn(self, what: str, age: float, entry: _Checkout) -> None:
+    def _warn(self, what: str, age: float, entry: Checkout, since: float) -> None:
+        stack, thread = entry.stack, entry.thread_name
+        if entry.since != since:  # checked in (and maybe out again) meanwhile: not a leak
+            return
         limit = "threshold" if what.startswith("a connection") else "long_transaction"
         log.warning(
             "database %r: %s for %.1fs (leak_detection.%s %gs) by thread %r, acquired at %s; "
@@ -243,13 +182,13 @@ class LeakTracker:
             age,
             limit,
             getattr(self, limit),
-            entry.thread,
-            _where(entry.stack),
-            _format_stack(entry.stack),
+            thread,
+            where(stack),
+            format_stack(stack),
             extra={
                 "dbconf_database": self.database,
                 "dbconf_age": age,
-                "dbconf_acquired_at": _where(entry.stack),
+                "dbconf_acquired_at": where(stack),
             },
         )
 
@@ -262,6 +201,7 @@ class _Monitor:
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
         self.wake = threading.Event()
+        self.pid = os.getpid()
 
     def add(self, tracker: LeakTracker) -> None:
         self.trackers.add(tracker)
@@ -275,6 +215,7 @@ class _Monitor:
                 self.thread = thread
 
     def _run(self) -> None:
+        wake = self.wake
         while True:
             trackers = list(self.trackers)
             interval = min((t.interval() for t in trackers), default=1.0)
@@ -285,30 +226,48 @@ class _Monitor:
                 except Exception:  # never let the monitor die
                     log.exception("leak monitor: scanning %r failed", tracker.database)
             del trackers
-            self.wake.wait(min(max(interval, 0.01), 1.0))
-            self.wake.clear()
+            wake.wait(min(max(interval, 0.01), 1.0))
+            wake.clear()
 
     def after_fork(self) -> None:
-        self.thread = None  # threads do not survive fork(); the next checkout starts one
+        """In a forked child (threads do not survive fork): fresh lock and event, no thread
+        (the next checkout starts one), none of the parent's checkouts. A no-op in the
+        process that created the monitor (the hook can be called without a fork)."""
+        if os.getpid() == self.pid:
+            return
+        self.pid = os.getpid()
+        self.thread = None
         self.lock = threading.Lock()
+        self.wake = threading.Event()
         for tracker in list(self.trackers):
             tracker.checkouts.clear()  # the parent's checkouts; the child gets a fresh pool
 
 
-_monitor = _Monitor()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_monitor.after_fork)
+_monitor: _Monitor | None = None  # created by the first install() with leak_detection
+
+
+def _get_monitor() -> _Monitor:
+    global _monitor
+    if _monitor is None:
+        _monitor = _Monitor()
+        call_in_forked_child(_monitor.after_fork)
+    return _monitor
 
 
 class QueuePool(sa_pool.QueuePool):
-    """SQLAlchemy's QueuePool whose checkout timeout raises :class:`PoolExhaustedError`."""
+    """SQLAlchemy's QueuePool whose checkout timeout raises :class:`PoolExhaustedError`.
+
+    With leak detection it tells the tracker of each checkout and checkin itself: pool
+    ``checkout``/``checkin`` listeners would cost an event dispatch each and, without
+    pre-ping, move every checkout onto SQLAlchemy's slower listener path.
+    """
 
     _dbconf_database = "?"
     _dbconf_tracker: LeakTracker | None = None
 
     def _do_get(self) -> ConnectionPoolEntry:
         try:
-            return super()._do_get()
+            record = super()._do_get()
         except PoolExhaustedError:
             raise  # from a nested _do_get (SQLAlchemy retries by recursion)
         except sa_exc.TimeoutError as e:
@@ -317,6 +276,14 @@ class QueuePool(sa_pool.QueuePool):
             raise PoolExhaustedError(
                 self._dbconf_database, self.size(), self._max_overflow, self._timeout, holders
             ) from e
+        if self._dbconf_tracker is not None:
+            self._dbconf_tracker.checked_out(record)
+        return record
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        if self._dbconf_tracker is not None:
+            self._dbconf_tracker.checked_in(record)
+        super()._do_return_conn(record)
 
     def recreate(self) -> QueuePool:
         pool = super().recreate()
@@ -338,43 +305,21 @@ def pool_class_kwargs(cfg: DatabaseConfig) -> dict[str, Any]:
     return {}
 
 
-def _watch_transactions(dialect: sa.Dialect, tracker: LeakTracker) -> None:
-    """Wrap this engine's dialect ``do_begin``/``do_commit``/``do_rollback`` (and two-phase).
-
-    Not engine ``begin``/``commit`` events: any engine-level event listener switches every
-    statement of the engine onto SQLAlchemy's slower event path (measured: +12% per scope on
-    PostgreSQL); the dialect instance belongs to this engine alone, and the pool's
-    reset-on-return rollback goes through ``do_rollback`` too.
-    """
-
-    def wrap(method: str, mark: Callable[[Any], None]) -> None:
-        original = getattr(dialect, method)
-
-        def wrapper(conn: Any, *args: Any, **kwargs: Any) -> Any:
-            mark(conn)
-            return original(conn, *args, **kwargs)
-
-        setattr(dialect, method, wrapper)
-
-    wrap("do_begin", tracker.on_begin)
-    wrap("do_begin_twophase", tracker.on_begin)
-    for method in ("do_commit", "do_rollback", "do_commit_twophase", "do_rollback_twophase"):
-        wrap(method, tracker.on_end)
-
-
 def install(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> None:
     """Name the pool for its errors; with ``leak_detection`` set, track checkouts."""
     pool = engine.pool
     tracker = None
     if cfg.leak_detection is not None:
-        tracker = LeakTracker(name, cfg.leak_detection)
-        event.listen(engine, "checkout", tracker.on_checkout)
-        event.listen(engine, "checkin", tracker.on_checkin)
-        event.listen(engine, "detach", tracker.on_checkin)
+        monitor = _get_monitor()
+        tracker = LeakTracker(name, cfg.leak_detection, monitor)
+        if not isinstance(pool, QueuePool):  # dbconf's QueuePool calls the tracker itself
+            event.listen(engine, "checkout", tracker.on_checkout)
+            event.listen(engine, "checkin", tracker.on_checkin)
+        event.listen(engine, "detach", tracker.on_checkin)  # never returns to the pool
         if tracker.long_transaction is not None:
-            _watch_transactions(engine.dialect, tracker)
-        _TRACKERS[engine] = tracker
-        _monitor.add(tracker)
+            watch_transactions(engine.dialect)
+        setattr(engine, _TRACKER, tracker)
+        monitor.add(tracker)
     if isinstance(pool, QueuePool):
         pool._dbconf_database = name
         pool._dbconf_tracker = tracker
@@ -383,7 +328,7 @@ def install(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> None:
 def pool_status(name: str, engine: sa.Engine) -> PoolStatus:
     """The pool counts of ``engine`` and, with leak detection on, who holds connections."""
     pool = engine.pool
-    tracker = _TRACKERS.get(engine)
+    tracker: LeakTracker | None = getattr(engine, _TRACKER, None)
     holders = tracker.holders() if tracker is not None else ()
     queue = pool if isinstance(pool, sa_pool.QueuePool) else None
     return PoolStatus(
