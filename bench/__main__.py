@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         if needs_pg and why_no_pg:
             result = CaseResult(number, f"case {number}", skipped=why_no_pg)
+            result.targets.append(Target(f"{number} ran", None, "==", 1, note=why_no_pg))
         else:
             try:
                 result = run(scale)
@@ -83,8 +84,27 @@ def main(argv: list[str] | None = None) -> int:
     title = f"dbconf bench {meta['when']} — {info.get('cpu')}, {info.get('cores')} cores"
     drawn = write_chart(chart, cases, title)
     print(f"\nwrote {out}" + (f" and {chart}" if drawn else " (no matplotlib: no chart)"))
+    return verdict(cases)
+
+
+def verdict(cases: list[CaseResult]) -> int:
+    """0 when every target is met; 1 when one is NOT MET; 2 when none fails but one could not
+    be measured (n/a: PostgreSQL down, leak probe silent, a case skipped), so that a skipped
+    case never looks green. The reasons go to stderr."""
     failed = [t for c in cases for t in c.targets if t.status == "NOT MET"]
-    return 1 if failed else 0
+    unmeasured = [t for c in cases for t in c.targets if t.status == "n/a"]
+    unmeasured += [
+        Target(f"{c.id} ran", None, "==", 1, note=c.skipped)
+        for c in cases
+        if c.skipped and not c.targets
+    ]
+    for t in failed:
+        print(f"NOT MET: {t.name}: {t.value} (goal {t.op} {t.threshold})", file=sys.stderr)
+    for t in unmeasured:
+        print(f"n/a: {t.name}: {t.note or 'not measured'}", file=sys.stderr)
+    if failed:
+        return 1
+    return 2 if unmeasured else 0
 
 
 if __name__ == "__main__":

@@ -75,54 +75,80 @@ def case1(scale: Scale, pg: bool) -> CaseResult:
         ratio = run.time_ratio("pg dbconf", "pg hand")
         result.metrics["pg_time_ratio"] = round(ratio, 4)
         result.targets.append(Target("1 PostgreSQL time ratio dbconf/hand", ratio, "<=", 1.03))
+    else:
+        result.targets.append(
+            Target("1 PostgreSQL time ratio dbconf/hand", None, "<=", 1.03, note="no PostgreSQL")
+        )
     with sqlite_file() as url:
         dbs = registry({"primary": {"url": url}})
         args: dict[str, Any] = {
             "hide_parameters": True,
             "connect_args": {"check_same_thread": False},
         }
+        same = hand_engine(url, **args)
+        _hand_do_begin(same)
         plain = hand_engine(url, **args)
         recipe = hand_engine(url, **args)
         _pysqlite_begin_recipe(recipe)
         try:
             db = dbs["primary"]
-            _equivalence(result, db.engine, plain, "sqlite")
+            _equivalence(result, db.engine, same, "sqlite")
             run = interleave(
                 {
                     "sqlite dbconf": dbconf_op(db),
-                    "sqlite hand": hand_op(hand_maker(plain)),
-                    "sqlite hand+BEGIN recipe": hand_op(hand_maker(recipe)),
+                    "sqlite hand, same BEGIN (do_begin)": hand_op(hand_maker(same)),
+                    "sqlite hand, plain engine": hand_op(hand_maker(plain)),
+                    "sqlite hand, event recipe": hand_op(hand_maker(recipe)),
                 },
                 scale.n(1000),
                 scale,
             )
         finally:
             dbs.dispose()
+            same.dispose()
             plain.dispose()
             recipe.dispose()
     _fill(result, run)
-    ratio = run.time_ratio("sqlite dbconf", "sqlite hand")
-    recipe_ratio = run.time_ratio("sqlite dbconf", "sqlite hand+BEGIN recipe")
+    ratio = run.time_ratio("sqlite dbconf", "sqlite hand, same BEGIN (do_begin)")
+    plain_ratio = run.time_ratio("sqlite dbconf", "sqlite hand, plain engine")
+    recipe_ratio = run.time_ratio("sqlite dbconf", "sqlite hand, event recipe")
     result.metrics["sqlite_time_ratio"] = round(ratio, 4)
-    result.metrics["sqlite_time_ratio_vs_begin_recipe"] = round(recipe_ratio, 4)
-    # The equivalent hand-written engine on SQLite is the one with SQLAlchemy's documented
-    # pysqlite BEGIN recipe: without it reads run outside any transaction and begin_nested()
-    # breaks, which dbconf does not allow. The plain engine is shown for information.
-    result.targets.append(
-        Target("1 SQLite time ratio dbconf/hand (BEGIN recipe)", recipe_ratio, "<=", 1.03)
+    result.metrics["sqlite_time_ratio_vs_plain"] = round(plain_ratio, 4)
+    result.metrics["sqlite_time_ratio_vs_event_recipe"] = round(recipe_ratio, 4)
+    # The target compares with the cheapest hand-written engine that behaves like dbconf's:
+    # the same do_begin override, so the ratio is dbconf's own overhead only.
+    result.targets.append(Target("1 SQLite time ratio dbconf/hand (same BEGIN)", ratio, "<=", 1.03))
+    result.notes.append(
+        "SQLite target: 'hand, same BEGIN (do_begin)' is plain SQLAlchemy with the dialect "
+        "do_begin override dbconf installs, written by hand (real BEGIN/COMMIT, working "
+        f"savepoints): dbconf/hand = {ratio:.3f}, dbconf's own overhead."
     )
     result.notes.append(
-        "SQLite: the target compares with 'hand+BEGIN recipe', plain SQLAlchemy plus the "
-        "documented pysqlite workaround (real transactions, working savepoints), which dbconf "
-        f"gives too: dbconf/recipe = {recipe_ratio:.3f}. Against the plain engine, whose reads "
-        f"run outside any transaction, dbconf/plain = {ratio:.3f}: the cost of its BEGIN and "
-        "COMMIT."
+        "SQLite, information only: 'hand, plain engine' runs its reads outside any "
+        f"transaction (no BEGIN/COMMIT, begin_nested() broken): dbconf/plain = {plain_ratio:.3f}."
+    )
+    result.notes.append(
+        "SQLite, information only: 'hand, event recipe' is SQLAlchemy's documented pysqlite "
+        "recipe (connect + begin events; an engine event puts every statement on the slow "
+        f"event path): dbconf/recipe = {recipe_ratio:.3f}."
     )
     return result
 
 
+def _hand_do_begin(engine: sa.Engine) -> None:
+    """What dbconf installs on SQLite, written by hand the cheapest way: emit BEGIN from the
+    dialect's ``do_begin`` (no engine event), unless AUTOCOMMIT or already in a transaction."""
+
+    def do_begin(dbapi_connection: Any) -> None:
+        raw = dbapi_connection.dbapi_connection
+        if raw.isolation_level is not None and not raw.in_transaction:
+            raw.execute("BEGIN")
+
+    engine.dialect.do_begin = do_begin  # type: ignore[method-assign]
+
+
 def _pysqlite_begin_recipe(engine: sa.Engine) -> None:
-    """SQLAlchemy's documented pysqlite recipe (emit BEGIN ourselves), for attribution."""
+    """SQLAlchemy's documented pysqlite recipe (emit BEGIN ourselves), for information."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -240,10 +266,14 @@ def case4(scale: Scale) -> CaseResult:
     long_tx = 1 / run.time_ratio("leak on + long_transaction 60s", "leak off")
     result.metrics["throughput_ratio_on_off"] = round(ratio, 4)
     result.metrics["throughput_ratio_long_transaction_off"] = round(long_tx, 4)
-    result.targets.append(Target("4 throughput leak on/off", ratio, ">=", 0.95))
+    result.targets.append(Target("4 throughput leak (threshold) on/off", ratio, ">=", 0.95))
+    result.targets.append(
+        Target("4 throughput leak (threshold + long_transaction) on/off", long_tx, ">=", 0.95)
+    )
     result.notes.append(
-        "long_transaction adds engine-level Connection events (begin/commit/rollback); "
-        f"throughput with it vs off = {long_tx:.3f} (informational, no target)"
+        "leak detection: per checkout a short stack walk (no pool event on dbconf's "
+        "QueuePool); long_transaction adds wrappers around this engine's dialect "
+        "do_begin/do_commit/do_rollback that store one timestamp each (no engine events)"
     )
     return result
 

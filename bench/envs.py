@@ -170,7 +170,7 @@ def machine() -> dict[str, Any]:
     try:
         import psycopg2
 
-        info["psycopg2"] = psycopg2.__version__.split()[0]
+        info["psycopg2"] = str(getattr(psycopg2, "__version__", "?")).split()[0]
         engine = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
         with engine.connect() as conn:
             info["postgresql"] = conn.execute(sa.text("show server_version")).scalar_one()
