@@ -150,12 +150,11 @@ def test_postgres_restart_under_load(
     ids = table_ids(pg_faults, pg_table)
     lost = set(committed) - ids
     error_times = sorted(when for when, _ in errors)
-    # "Down" starts at the first error after the restart began; the first success after it
-    # is the first scope that worked on the restarted server.
-    down = error_times[0] if error_times else t_back
+    # Callers' errors span from the first to the last error; the first success after the
+    # last error is the first scope that worked on the restarted server.
+    down = error_times[-1] if error_times else t_back
     after_down = sorted(when for when in committed.values() if when > down)
     first_ok = after_down[0] if after_down else None
-    late = [w for w in error_times if first_ok is not None and w > first_ok]
     after_ready = [w - t_back for w in error_times if w > t_back]
     in_flight = sum(isinstance(e, dbconf.DisconnectError) for _, e in errors)
     fault_stats.record(
@@ -168,10 +167,10 @@ def test_postgres_restart_under_load(
         committed=len(committed),
         restart_cmd_s=round(t_back - t_restart, 2),  # pg_ctlcluster returned + pg_isready
         first_ok_after_restart_cmd_s=round(first_ok - t_restart, 2) if first_ok else None,
-        caller_blackout_s=round(first_ok - down, 2) if first_ok and error_times else 0.0,
+        caller_error_window_s=round(error_times[-1] - error_times[0], 2) if error_times else 0.0,
+        first_ok_after_last_error_ms=round((first_ok - down) * 1000, 1) if first_ok else None,
         disconnects=in_flight,
         connect_failures=len(errors) - in_flight,
-        errors_after_first_ok=len(late),
         errors_after_ready=len(after_ready),
         idle_db_errors=len(idle_errors),
         outcome_unknown=len(ids - set(committed) - set(idle_ids)),
@@ -186,8 +185,11 @@ def test_postgres_restart_under_load(
     assert first_ok is not None, "no scope succeeded after the restart"
     assert first_ok - t_back < 5.0
     assert not lost, f"{len(lost)} committed rows lost"
-    assert not late, (
-        f"{len(late)} errors after the first success on the restarted server "
-        f"(up to {max(late) - first_ok:.3f} s after it; pg_isready at "
-        f"{first_ok - t_back:+.3f} s from it)"
+    # The contract: callers see errors only while the server is down. Once it accepts
+    # connections again (pg_ctlcluster returned and pg_isready answered), no caller errs.
+    # (Scopes may still commit on the old server while a fast shutdown is under way, so "the
+    # first success after the first error" is not a reliable "server is back" mark.)
+    assert not after_ready, (
+        f"{len(after_ready)} errors after the server accepted connections again "
+        f"(up to {max(after_ready):.3f} s after pg_isready)"
     )
