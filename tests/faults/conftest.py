@@ -326,6 +326,16 @@ def pg_table(pg_url: str, pg_app_url: str, pg_faults: sa.Engine) -> Iterator[str
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
 
 
+def insert_row(session: Any, table: str, i: int) -> None:
+    """Insert row ``i`` into a fault table (columns id, tag)."""
+    session.execute(sa.text(f"INSERT INTO {table} (id, tag) VALUES (:i, 'x')"), {"i": i})
+
+
+def backend_pid(session: Any) -> int:
+    """The PostgreSQL backend PID serving ``session``."""
+    return int(session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
 def table_ids(admin: sa.Engine, table: str) -> set[int]:
     with admin.connect() as conn:
         return {int(i) for i in conn.execute(sa.text(f"SELECT id FROM {table}")).scalars()}

@@ -16,21 +16,15 @@ import dbconf
 from .conftest import (
     FaultStats,
     SecretWatch,
+    backend_pid,
     backends,
+    insert_row,
     table_ids,
     terminate,
 )
 
 pytestmark = pytest.mark.faults
 LoadDb = Callable[[dict[str, Any]], dbconf.Database]
-
-
-def _insert(session: Any, table: str, i: int) -> None:
-    session.execute(sa.text(f"INSERT INTO {table} (id, tag) VALUES (:i, 'x')"), {"i": i})
-
-
-def _pid(session: Any) -> int:
-    return int(session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
 
 
 def _wait_gone(admin: sa.Engine, app_name: str, timeout: float = 5.0) -> None:
@@ -59,7 +53,7 @@ def test_backends_terminated_between_scopes(
     def warm(i: int) -> None:
         try:
             with db.session() as s:
-                _insert(s, pg_table, i)
+                insert_row(s, pg_table, i)
                 barrier.wait(timeout=10)  # four connections checked out at once
         except BaseException as e:
             warm_errors.append(secret_watch.saw(e))
@@ -86,8 +80,8 @@ def test_backends_terminated_between_scopes(
     for i in range(4, 24):
         try:
             with db.session() as s:
-                _insert(s, pg_table, i)
-                pids.add(_pid(s))
+                insert_row(s, pg_table, i)
+                pids.add(backend_pid(s))
         except Exception as e:
             secret_watch.saw(e)
             errors += 1
@@ -121,17 +115,17 @@ def test_backend_terminated_mid_transaction(
     db = load_db({"url": pg_app_url, "application_name": app_name, "pool": {"size": 2}})
     with db.session() as s:
         for i in range(10):
-            _insert(s, pg_table, i)
+            insert_row(s, pg_table, i)
 
     caught: list[BaseException] = []
     try:
         with db.session() as s:
-            _insert(s, pg_table, 100)
-            _insert(s, pg_table, 101)
-            killed_pid = _pid(s)
+            insert_row(s, pg_table, 100)
+            insert_row(s, pg_table, 101)
+            killed_pid = backend_pid(s)
             assert terminate(pg_faults, app_name) == [killed_pid]
             _wait_gone(pg_faults, app_name)
-            _insert(s, pg_table, 102)
+            insert_row(s, pg_table, 102)
     except Exception as e:
         caught.append(secret_watch.saw(e))
 
@@ -142,8 +136,8 @@ def test_backend_terminated_mid_transaction(
     assert error.connection_invalidated
 
     with db.session() as s:
-        _insert(s, pg_table, 200)
-        assert _pid(s) != killed_pid
+        insert_row(s, pg_table, 200)
+        assert backend_pid(s) != killed_pid
     ids = table_ids(pg_faults, pg_table)
     lost = (set(range(10)) | {200}) - ids
     assert not lost

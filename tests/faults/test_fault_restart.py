@@ -17,7 +17,9 @@ import dbconf
 from .conftest import (
     FaultStats,
     SecretWatch,
+    backend_pid,
     ensure_pg_up,
+    insert_row,
     local_cluster,
     pg_address,
     pg_cluster,
@@ -27,14 +29,6 @@ from .conftest import (
 
 pytestmark = pytest.mark.faults
 LoadDb = Callable[[dict[str, Any]], dbconf.Database]
-
-
-def _insert(session: Any, table: str, i: int) -> None:
-    session.execute(sa.text(f"INSERT INTO {table} (id, tag) VALUES (:i, 'x')"), {"i": i})
-
-
-def _pid(session: Any) -> int:
-    return int(session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
 
 
 def _restartable_cluster(pg_url: str) -> tuple[str, str]:
@@ -84,7 +78,7 @@ def test_postgres_restart_under_load(
     )
     with ExitStack() as stack:  # warm: three connections at once, then all checked in
         sessions = [stack.enter_context(idle.session()) for _ in range(3)]
-        idle_before = {_pid(s) for s in sessions}
+        idle_before = {backend_pid(s) for s in sessions}
     assert len(idle_before) == 3
     assert idle.engine.pool.checkedin() == 3
     idle_ids = [-1, -2, -3, -4]
@@ -104,7 +98,7 @@ def test_postgres_restart_under_load(
                 i = next(next_id)
             try:
                 with db.session() as s:
-                    _insert(s, pg_table, i)
+                    insert_row(s, pg_table, i)
                 with lock:
                     committed[i] = time.monotonic()
             except sa.exc.DBAPIError as e:
@@ -131,13 +125,13 @@ def test_postgres_restart_under_load(
         t_back = time.monotonic()
         try:  # the idle database's next scope, then all three of its connections at once
             with idle.session() as s:
-                _insert(s, pg_table, idle_ids[0])
-                idle_after.add(_pid(s))
+                insert_row(s, pg_table, idle_ids[0])
+                idle_after.add(backend_pid(s))
             with ExitStack() as stack:
                 sessions = [stack.enter_context(idle.session()) for _ in range(3)]
                 for s, i in zip(sessions, idle_ids[1:], strict=True):
-                    _insert(s, pg_table, i)
-                    idle_after.add(_pid(s))
+                    insert_row(s, pg_table, i)
+                    idle_after.add(backend_pid(s))
         except Exception as e:
             idle_errors.append(secret_watch.saw(e))
         time.sleep(max(1.0, 10.0 - (time.monotonic() - start)))
