@@ -240,12 +240,11 @@ class Database:
 
     def _one_line(self, exc: BaseException) -> str:
         orig = getattr(exc, "orig", None) or exc
-        lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
-        text = f"{type(orig).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+        name = type(orig).__name__
+        if not str(orig).strip():
+            return name
         password = self.config.sqlalchemy_url.password
-        if password:
-            text = text.replace(str(password), "***")
-        return text
+        return f"{name}: {resilience.first_line(orig, str(password) if password else None)}"
 
 
 class Registry:

@@ -60,6 +60,7 @@ from dbconf.session import session_scope
 __all__ = [
     "DEFAULT_RETRY",
     "RetryPolicy",
+    "first_line",
     "install_error_types",
     "retry_reason",
     "retrying",
@@ -95,7 +96,8 @@ def _mysql_errno(orig: BaseException | None) -> int | None:
     return args[0] if args and type(args[0]) is int else None
 
 
-def _first_line(orig: BaseException | None, password: str | None) -> str:
+def first_line(orig: BaseException | None, password: str | None) -> str:
+    """The first non-blank line of an error's text (else its class name), password masked."""
     lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
     text = lines[0] if lines else type(orig).__name__
     return text.replace(password, "***") if password else text
@@ -128,7 +130,7 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
         if ctx.is_pre_ping or not isinstance(error, sa_exc.DBAPIError):
             return None
         orig = ctx.original_exception
-        said = _first_line(orig, secret)
+        said = first_line(orig, secret)
         if ctx.is_disconnect:
             state = _sqlstate(orig)
             if state in declared:
