@@ -23,7 +23,22 @@ __all__ = [
 
 
 class DbconfError(Exception):
-    """Base class of every error raised by dbconf."""
+    """Base class of every error raised by dbconf.
+
+    Every dbconf error pickles (multiprocessing, Celery): an unpickled copy has the same
+    class, ``args``, ``str()`` and attributes. The copy is made without calling ``__init__``
+    (whose parameters differ from ``args`` in most subclasses), so a subclass needs nothing
+    of its own for this as long as its state lives in ``args`` and ``__dict__``.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore, (type(self), self.args), dict(self.__dict__)
+
+
+def _restore(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    new = cls.__new__(cls)
+    new.args = args
+    return new
 
 
 @dataclass(frozen=True)
@@ -98,7 +113,7 @@ class _WrappedDbapiError(DbconfError, sa_exc.OperationalError):
     driver's exception.
     """
 
-    _variants: ClassVar[dict[type[Exception], type[Any]]]
+    _variants: ClassVar[dict[type[Exception], type[Any]]] = {}  # each subclass has its own
     database: str | None = None
     dbconf_message: str = ""
 
@@ -139,6 +154,7 @@ class _WrappedDbapiError(DbconfError, sa_exc.OperationalError):
         return new
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # a variant made by _variant() is not importable by name: pickle how to remake it
         base = next(k for k in type(self).__mro__ if k.__dict__.get("_variants") is not None)
         wrapped = type(self).__dict__.get("_wraps", sa_exc.OperationalError)
         return _restore_wrapped, (base, wrapped, self.args), dict(self.__dict__)
@@ -146,11 +162,8 @@ class _WrappedDbapiError(DbconfError, sa_exc.OperationalError):
 
 def _restore_wrapped(
     base: type[_WrappedDbapiError], wrapped: type[Exception], args: tuple[Any, ...]
-) -> Any:
-    cls = base._variant(wrapped)
-    new: Any = BaseException.__new__(cls)
-    new.args = args
-    return new
+) -> BaseException:
+    return _restore(base._variant(wrapped), args)
 
 
 class DisconnectError(_WrappedDbapiError):
@@ -193,10 +206,6 @@ class PoolExhaustedError(DbconfError, sa_exc.TimeoutError):
             f"{who}. Close sessions sooner (with blocks), or raise pool.size, "
             "pool.max_overflow or pool.timeout"
         )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        args = (self.database, self.size, self.max_overflow, self.timeout, self.holders)
-        return (type(self), args)
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
