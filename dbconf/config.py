@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -215,11 +215,15 @@ class LeakDetectionConfig(_Model):
 
 
 class RetryConfig(_Model):
-    """Defaults for ``Database.run_in_transaction``."""
+    """Defaults for ``Database.run_in_transaction``. ``retries`` is at most
+    :attr:`MAX_RETRIES`, each backoff at most :attr:`MAX_BACKOFF` seconds (one hour)."""
 
-    retries: int | None = Field(None, ge=0)
-    backoff: Duration | None = None
-    max_backoff: Duration | None = None
+    MAX_RETRIES: ClassVar[int] = 100
+    MAX_BACKOFF: ClassVar[float] = 3600.0
+
+    retries: int | None = Field(None, ge=0, le=MAX_RETRIES)
+    backoff: Duration | None = Field(None, le=MAX_BACKOFF)
+    max_backoff: Duration | None = Field(None, le=MAX_BACKOFF)
 
 
 class DatabaseConfig(_Model):

@@ -143,7 +143,11 @@ class Database:
             problem = "is autocommit: it has no transaction to retry"
             raise ConfigError([Problem("", f"sessions.{flavour}", problem)])
         policy = resilience.RetryPolicy.resolve(
-            self.config.retry, retries=retries, backoff=backoff, max_backoff=max_backoff
+            self.config.retry,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            origin="db.run_in_transaction() arguments in code",
         )
         return resilience.run_in_transaction(
             lambda: self.sessionmaker(flavour)(), fn, policy=policy, database=self.name
@@ -160,6 +164,13 @@ class Database:
         """Decorator form of :meth:`run_in_transaction` for ``fn(session, *args, **kwargs)``;
         the decorated function is called without the session."""
         self._flavour(flavour)
+        resilience.RetryPolicy.resolve(  # bad arguments fail here, where the decorator is used
+            self.config.retry,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            origin="db.retrying() arguments in code",
+        )
         return resilience.retrying(
             lambda fn: self.run_in_transaction(
                 fn, retries=retries, backoff=backoff, max_backoff=max_backoff, flavour=flavour

@@ -33,15 +33,18 @@ open after 1205, rolling back only the statement), statement timeouts, SQLite ``
 locked`` (the busy timeout already waited), and connection failures at connect time.
 
 Backoff is exponential with full jitter: before retry *n* (1-based) dbconf sleeps
-``uniform(0, min(max_backoff, backoff * 2 ** (n - 1)))``. Defaults: the database's ``retry:``
-block, then :data:`DEFAULT_RETRY` (3 retries, 50 ms, 2 s). A disconnect during COMMIT leaves
-the outcome unknown (the server may have committed), so a retried function must be idempotent.
+``uniform(0, min(max_backoff, backoff * 2 ** (n - 1)))`` (computed without overflow for any
+*n*). Defaults: the database's ``retry:`` block, then :data:`DEFAULT_RETRY` (3 retries, 50 ms,
+2 s); at most 100 retries and 3600 s per backoff, in YAML and in code. A disconnect during
+COMMIT leaves the outcome unknown (the server may have committed), so a retried function must
+be idempotent.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -54,7 +57,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from dbconf.config import DatabaseConfig, RetryConfig
-from dbconf.errors import DisconnectError, StatementTimeoutError
+from dbconf.errors import ConfigError, DisconnectError, Problem, StatementTimeoutError
 from dbconf.session import session_scope
 
 __all__ = [
@@ -168,15 +171,24 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
 @dataclass(frozen=True)
 class RetryPolicy:
     """How :func:`run_in_transaction` retries: at most ``retries`` re-runs, full-jitter
-    exponential backoff starting at ``backoff`` seconds, each sleep at most ``max_backoff``."""
+    exponential backoff starting at ``backoff`` seconds, each sleep at most ``max_backoff``.
+
+    The bounds are those of the YAML ``retry:`` block (:class:`~dbconf.config.RetryConfig`):
+    ``retries`` a whole number from 0 to 100, each backoff from 0 to 3600 seconds; anything
+    else is a :class:`~dbconf.errors.ConfigError`.
+    """
 
     retries: int = 3
     backoff: float = 0.05
     max_backoff: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.retries < 0 or self.backoff < 0 or self.max_backoff < 0:
-            raise ValueError(f"retry settings must not be negative: {self}")
+        problems = _check_settings(
+            "RetryPolicy(...) in code",
+            {"retries": self.retries, "backoff": self.backoff, "max_backoff": self.max_backoff},
+        )
+        if problems:
+            raise ConfigError(problems)
 
     @classmethod
     def resolve(
@@ -186,8 +198,14 @@ class RetryPolicy:
         retries: int | None = None,
         backoff: float | None = None,
         max_backoff: float | None = None,
+        origin: str = "retry arguments in code",
     ) -> RetryPolicy:
-        """Arguments first, then the database's ``retry:`` block, then the defaults."""
+        """Arguments first, then the database's ``retry:`` block, then the defaults. Bad
+        arguments are a :class:`~dbconf.errors.ConfigError` naming ``origin``."""
+        given = {"retries": retries, "backoff": backoff, "max_backoff": max_backoff}
+        problems = _check_settings(origin, given)
+        if problems:
+            raise ConfigError(problems)
         cfg = config or RetryConfig()
         return cls(
             retries=_first(retries, cfg.retries, DEFAULT_RETRY.retries),
@@ -196,8 +214,34 @@ class RetryPolicy:
         )
 
     def cap(self, retry: int) -> float:
-        """The upper bound of the sleep before retry number ``retry`` (1-based)."""
-        return min(self.max_backoff, self.backoff * 2.0 ** (retry - 1))
+        """The upper bound of the sleep before retry number ``retry`` (1-based):
+        ``min(max_backoff, backoff * 2 ** (retry - 1))``, for any ``retry`` without overflow."""
+        # the exponent is capped before exponentiation: past 2 ** 1100 every backoff > 0
+        # exceeds any max_backoff (floats end near 2 ** 1024, the smallest one is 2 ** -1074)
+        exponent = min(max(retry - 1, 0), 1100)
+        try:
+            grown = math.ldexp(self.backoff, exponent)  # backoff * 2 ** exponent, exactly
+        except OverflowError:
+            return self.max_backoff
+        return min(self.max_backoff, grown)
+
+
+def _check_settings(origin: str, values: dict[str, Any]) -> list[Problem]:
+    """Problems with retry settings given in code (None = not given)."""
+    problems = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key == "retries":
+            ok = type(value) is int and 0 <= value <= RetryConfig.MAX_RETRIES
+            allowed = f"a whole number from 0 to {RetryConfig.MAX_RETRIES}"
+        else:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value) and 0 <= value <= RetryConfig.MAX_BACKOFF
+            allowed = f"a number of seconds from 0 to {RetryConfig.MAX_BACKOFF:g}"
+        if not ok:
+            problems.append(Problem(origin, key, f"got {value!r}; use {allowed}"))
+    return problems
 
 
 DEFAULT_RETRY = RetryPolicy()

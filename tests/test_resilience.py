@@ -8,6 +8,7 @@ a lock-order deadlock between two threads. Only the backoff *schedule* uses an i
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import subprocess
 import sys
@@ -17,11 +18,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 import dbconf
@@ -489,6 +493,76 @@ def test_retry_defaults_from_yaml_then_builtin(pg_url: str, pg_table: str) -> No
         assert len(pids) == 1  # the argument wins
     finally:
         db.dispose()
+
+
+BAD_RETRIES = st.one_of(
+    st.integers(max_value=-1),
+    st.integers(min_value=RetryConfig.MAX_RETRIES + 1),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.text(max_size=5),
+)
+BAD_SECONDS = st.one_of(
+    st.floats(max_value=-1e-9),
+    st.floats(min_value=RetryConfig.MAX_BACKOFF, exclude_min=True),
+    st.sampled_from([math.nan, math.inf, -math.inf, True, "1s"]),
+    st.integers(min_value=3601),
+)
+
+
+@given(key=st.sampled_from(["retries", "backoff", "max_backoff"]), data=st.data())
+def test_bad_retry_settings_in_code_are_config_errors(
+    lite: Database, key: str, data: st.DataObject
+) -> None:
+    value = data.draw(BAD_RETRIES if key == "retries" else BAD_SECONDS)
+    calls: list[Callable[[], object]] = [
+        lambda: lite.run_in_transaction(lambda s: None, **{key: value}),
+        lambda: lite.retrying(**{key: value}),  # fails at decoration, not at the first call
+        lambda: RetryPolicy(**{key: value}),
+    ]
+    origins = [
+        "db.run_in_transaction() arguments in code",
+        "db.retrying() arguments in code",
+        "RetryPolicy(...) in code",
+    ]
+    for call, origin in zip(calls, origins, strict=True):
+        with pytest.raises(ConfigError) as err:
+            call()
+        (problem,) = err.value.problems
+        assert (problem.origin, problem.path) == (origin, key)
+        assert problem.message.startswith(f"got {value!r}; use a ")
+
+
+def test_retry_bounds_in_yaml(write_config: Callable[[str], Path]) -> None:
+    path = write_config(
+        """
+        profiles:
+          default:
+            databases:
+              main: {url: "sqlite://", retry: {retries: 101, max_backoff: 2h}}
+        """
+    )
+    with pytest.raises(ConfigError) as err:
+        dbconf.load("default", path=path, environ={})
+    assert [p.path.rsplit(".", 1)[1] for p in err.value.problems] == ["retries", "max_backoff"]
+    assert all(":4:" in p.origin for p in err.value.problems)
+    RetryConfig.model_validate({"retries": 100, "backoff": "1h", "max_backoff": 3600})
+
+
+@given(
+    retry=st.integers(min_value=1, max_value=10**30),
+    backoff=st.floats(min_value=0, max_value=RetryConfig.MAX_BACKOFF),
+    max_backoff=st.floats(min_value=0, max_value=RetryConfig.MAX_BACKOFF),
+)
+def test_backoff_cap_never_overflows_and_is_exact(
+    retry: int, backoff: float, max_backoff: float
+) -> None:
+    policy = RetryPolicy(retries=3, backoff=backoff, max_backoff=max_backoff)
+    cap = policy.cap(retry)
+    assert 0 <= cap <= max_backoff
+    exact = min(Fraction(max_backoff), Fraction(backoff) * 2 ** min(retry - 1, 2000))
+    assert cap == exact  # 2 ** 2000 times any backoff > 0 exceeds any max_backoff
+    assert policy.cap(retry + 1) >= cap  # never shrinks
 
 
 def test_public_names() -> None:
