@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import CodeType
+from types import CodeType, FrameType
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,18 +28,43 @@ __all__ = [
     "ConnectionHolder",
     "PoolStatus",
     "format_stack",
+    "is_library_frame",
     "watch_transactions",
     "where",
 ]
 
 Frame = tuple[str, int, str]
 MAX_FRAMES = 16
-SKIP = (
+_LIBRARY_FILES = (
     str(Path(sa.__file__).parent) + os.sep,
     str(Path(__file__).parent) + os.sep,
     contextlib.__file__,
-    "<sqlalchemy ",  # SQLAlchemy's generated wrappers
+    "<sqlalchemy ",  # SQLAlchemy 2.1's generated wrappers
 )
+_LIBRARY_MODULES = ("sqlalchemy", "dbconf", "contextlib")
+
+
+def is_library_frame(frame: FrameType) -> bool:
+    """Whether ``frame`` is not where the application took a connection: code of SQLAlchemy,
+    dbconf or contextlib (by file, or by module for generated code such as SQLAlchemy 2.0's
+    ``<string>`` wrappers), or a method of a subclass of a SQLAlchemy class (SQLModel's
+    Session, an application's Session or AsyncSession subclass) called on its instance.
+
+    Decided once per code object (callers cache it): it looks at names, not at the stack.
+    """
+    code = frame.f_code
+    if code.co_filename.startswith(_LIBRARY_FILES):
+        return True
+    module = frame.f_globals.get("__name__")
+    if isinstance(module, str) and module.partition(".")[0] in _LIBRARY_MODULES:
+        return True
+    if not code.co_argcount:
+        return False
+    cls = type(frame.f_locals.get(code.co_varnames[0]))
+    mro = cls.__mro__
+    if not any(k.__module__.partition(".")[0] == "sqlalchemy" for k in mro):
+        return False
+    return any(getattr(vars(k).get(code.co_name), "__code__", None) is code for k in mro)
 
 
 def _lineno(code: CodeType, lasti: int) -> int:

@@ -2,7 +2,8 @@
 
 With ``leak_detection:`` set, every checkout records who holds the pooled connection (since
 when, which thread, up to 16 ``(code, instruction)`` pairs of the caller's stack with
-SQLAlchemy/dbconf/contextlib frames skipped; resolved to file:line only when shown). dbconf's
+library frames skipped (SQLAlchemy, dbconf, contextlib, methods of Session subclasses: see
+:func:`dbconf.leak_records.is_library_frame`); resolved to file:line only when shown). dbconf's
 :class:`QueuePool` reports its checkouts and checkins itself; other pools through pool
 events. ONE lazily started daemon thread per process scans every tracked engine (weak
 references) a few times per threshold and logs a WARNING on ``dbconf.leaks``, once per
@@ -15,7 +16,7 @@ forked child runs from dbconf's single ``os.register_at_fork`` hook
 (:func:`dbconf.forking.call_in_forked_child`). Each engine's tracker hangs on the engine.
 
 Cost per checkout (``python -m bench``, case 4): no event dispatch on a QueuePool; a stack
-walk that tells library frames by a per-tracker ``{filename: skipped}`` cache and keeps
+walk that tells library frames by a per-tracker ``{id(code): (code, skipped)}`` cache and keeps
 code objects unresolved; one reused :class:`~dbconf.leak_records.Checkout` per pooled
 connection; each transaction hook stores one ``time.monotonic()`` (or None).
 
@@ -32,6 +33,7 @@ import sys
 import threading
 import time
 import weakref
+from types import CodeType
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,11 +48,11 @@ from dbconf.errors import PoolExhaustedError
 from dbconf.forking import call_in_forked_child
 from dbconf.leak_records import (
     MAX_FRAMES,
-    SKIP,
     Checkout,
     ConnectionHolder,
     PoolStatus,
     format_stack,
+    is_library_frame,
     watch_transactions,
     where,
 )
@@ -68,6 +70,7 @@ __all__ = [
 log = logging.getLogger("dbconf.leaks")
 
 _TRACKER = "_dbconf_leak_tracker"  # the engine: its LeakTracker
+_SKIP_CACHE = 4096  # code objects remembered per tracker as library frames or not
 
 
 class LeakTracker:
@@ -79,7 +82,7 @@ class LeakTracker:
         self.long_transaction = config.long_transaction
         self.checkouts: dict[int, Checkout] = {}
         self.monitor = monitor
-        self._skip: dict[str, bool] = {}  # filename -> a library frame (not shown)
+        self._skip: dict[int, tuple[CodeType, bool]] = {}  # id(code) -> code, library frame?
 
     def checked_out(self, record: Any) -> None:
         """``record`` (a pool entry) was handed out: note when, by whom, from where."""
@@ -95,10 +98,14 @@ class LeakTracker:
         f: Any = sys._getframe(1)
         while f is not None:
             code = f.f_code
-            filename = code.co_filename
-            skipped = skip.get(filename)
-            if skipped is None:
-                skipped = skip[filename] = filename.startswith(SKIP)
+            known = skip.get(id(code))  # by id: equal code objects can differ in module
+            if known is not None and known[0] is code:
+                skipped = known[1]
+            else:
+                if len(skip) >= _SKIP_CACHE:  # code made at run time (exec) must not pile up
+                    skip.clear()
+                skipped = is_library_frame(f)
+                skip[id(code)] = (code, skipped)  # holding the code keeps its id unique
             if not skipped:
                 append(code)
                 append(f.f_lasti)

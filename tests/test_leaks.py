@@ -6,6 +6,7 @@ database name of each test, so warnings of other tests' engines cannot be counte
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import pickle
 import sys
@@ -182,6 +183,85 @@ def test_pool_status_matches_reality(pg_url: str, make_db: Callable[..., Databas
             t.join(10)
     status = db.pool_status()
     assert (status.checked_out, status.idle, status.holders) == (0, 2, ())
+
+
+# Session subclasses in a module of their own, as SQLModel's Session or an application's are.
+SUBCLASSES = """
+from sqlalchemy.orm import Session
+
+
+class AppSession(Session):  # like SQLModel's: execute wrapped, an exec() of its own
+    def execute(self, statement, *args, **kwargs):
+        return super().execute(statement, *args, **kwargs)
+
+    def exec(self, statement):
+        return self.execute(statement)
+
+
+class AuditedSession(AppSession):  # a subclass of a subclass, overriding connection()
+    def connection(self, *args, **kwargs):
+        return super().connection(*args, **kwargs)
+
+    def scalar_one(self, statement):
+        return self.execute(statement).scalar_one()
+"""
+
+
+@pytest.fixture(scope="module")
+def session_classes(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    path = tmp_path_factory.mktemp("elsewhere") / "app_sessions.py"
+    path.write_text(SUBCLASSES)
+    spec = importlib.util.spec_from_file_location("app_sessions", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("cls", "method"),
+    [
+        ("AppSession", "execute"),
+        ("AppSession", "exec"),
+        ("AuditedSession", "exec"),
+        ("AuditedSession", "scalar_one"),
+        ("AuditedSession", "connection"),
+    ],
+)
+def test_session_subclass_frames_are_skipped(
+    sqlite_url: str,
+    make_db: Callable[..., Database],
+    session_classes: Any,
+    cls: str,
+    method: str,
+) -> None:
+    db = make_db(sqlite_url, leak_detection={"threshold": "30s"})
+    maker = sa.orm.sessionmaker(bind=db.engine, class_=getattr(session_classes, cls))
+    with maker() as session:
+        acquired = line() + 1
+        getattr(session, method)(*(() if method == "connection" else (SELECT_1,)))
+        (holder,) = db.pool_status().holders
+    assert holder.acquired_at == f"{__file__}:{acquired}"
+    assert session_classes.__file__ not in {frame[0] for frame in holder.stack}
+
+
+def test_generated_code_is_skipped_by_its_module_not_its_file_name(
+    sqlite_url: str, make_db: Callable[..., Database]
+) -> None:
+    """SQLAlchemy 2.0 generates wrappers with file name ``<string>`` in its own modules'
+    namespace; code an application runs with ``exec`` (``python -c``) is also ``<string>``."""
+    db = make_db(sqlite_url, leak_detection={"threshold": "30s"})
+    source = "def connect(engine):\n    return engine.connect()\n"
+    library: dict[str, Any] = {"__name__": "sqlalchemy.engine.generated"}
+    application: dict[str, Any] = {"__name__": "__main__"}
+    for namespace in (library, application):
+        exec(compile(source, "<string>", "exec"), namespace)
+    acquired = line() + 1
+    with library["connect"](db.engine):
+        assert db.pool_status().holders[0].acquired_at == f"{__file__}:{acquired}"
+    with application["connect"](db.engine):
+        assert db.pool_status().holders[0].acquired_at == "<string>:2"
 
 
 def test_pool_status_without_leak_detection_has_counts_only(
