@@ -15,6 +15,7 @@ __all__ = [
     "DisconnectError",
     "PoolExhaustedError",
     "Problem",
+    "RegistryClosedError",
     "StatementTimeoutError",
     "UnknownDatabaseError",
     "UnknownSessionFlavourError",
@@ -101,6 +102,19 @@ class UnknownSessionFlavourError(DbconfError, LookupError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class RegistryClosedError(DbconfError, RuntimeError):
+    """A database of a closed :class:`~dbconf.Registry` (its ``with`` block ended, or
+    ``close()`` was called) was used: it builds no engine and opens no connection any more."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        super().__init__(
+            f"database {database!r} belongs to a closed Registry (its with block ended, or "
+            "close() was called) and opens no more connections; use it inside the with "
+            "block, or load the profile again (dbconf.load) for a new Registry"
+        )
 
 
 class _WrappedDbapiError(DbconfError, sa_exc.OperationalError):

@@ -1,8 +1,13 @@
 """The runtime objects: a :class:`Registry` of named :class:`Database` objects.
 
 Nothing connects and no engine is created until first use: ``Database.engine`` is built once,
-lazily and thread-safely; sessionmakers are cached per flavour. Leaving a ``with Registry``
-block disposes every engine that was built.
+lazily and thread-safely; sessionmakers are cached per flavour.
+
+Leaving a ``with Registry`` block closes it (:meth:`Registry.close`): every idle pooled
+connection is closed, a connection still checked out (a thread mid-scope) is closed when it is
+returned instead of going back to a pool, and any further use of the registry or of its
+databases raises :class:`~dbconf.errors.RegistryClosedError` instead of building a new pool.
+:meth:`Registry.dispose` only empties the pools; the registry stays usable.
 """
 
 from __future__ import annotations
@@ -17,12 +22,20 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from dbconf import resilience
 from dbconf.builder import build_engine, build_sessionmaker, describe_pool
 from dbconf.config import DatabaseConfig, ProfileConfig, SessionConfig
-from dbconf.errors import ConfigError, Problem, UnknownDatabaseError, UnknownSessionFlavourError
+from dbconf.errors import (
+    ConfigError,
+    Problem,
+    RegistryClosedError,
+    UnknownDatabaseError,
+    UnknownSessionFlavourError,
+)
 from dbconf.leaks import PoolStatus, pool_status
 from dbconf.loader import load_profile
 from dbconf.origin import KeyPath, Origin
@@ -72,6 +85,7 @@ class Database:
         self._lock = threading.Lock()
         self._engine: sa.Engine | None = None
         self._makers: dict[str, sessionmaker[Session]] = {}
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<Database {self.name} {self.config.masked_url()}>"
@@ -79,9 +93,13 @@ class Database:
     @property
     def engine(self) -> sa.Engine:
         """The engine, created on first access (creating it does not connect)."""
+        if self._closed:
+            raise RegistryClosedError(self.name)
         engine = self._engine
         if engine is None:
             with self._lock:
+                if self._closed:
+                    raise RegistryClosedError(self.name)
                 if self._engine is None:
                     self._engine = build_engine(self.name, self.config)
                 engine = self._engine
@@ -96,6 +114,8 @@ class Database:
         return tuple(self.config.sessions)
 
     def _flavour(self, flavour: str) -> SessionConfig:
+        if self._closed:
+            raise RegistryClosedError(self.name)
         try:
             return self.config.sessions[flavour]
         except KeyError:
@@ -103,6 +123,8 @@ class Database:
 
     def sessionmaker(self, flavour: str = "default") -> sessionmaker[Session]:
         """The sessionmaker of ``flavour`` (``sessions:`` in the config), built once."""
+        if self._closed:
+            raise RegistryClosedError(self.name)
         maker = self._makers.get(flavour)
         if maker is None:
             settings = self._flavour(flavour)
@@ -221,8 +243,26 @@ class Database:
         if engine is not None:
             engine.dispose()
 
+    def close(self) -> None:
+        """Close for good: idle pooled connections now, checked-out ones when they are returned
+        (never pooled again); from now on every use raises :class:`RegistryClosedError`."""
+        with self._lock:
+            self._closed = True
+            engine = self._engine
+        if engine is not None:
+            # pool listeners pass to the pool dispose() makes, which a session that was
+            # already open may still check a connection out of
+            event.listen(engine.pool, "checkin", _close_returned)
+            engine.dispose()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def check(self) -> DatabaseReport:
         """Connect, run a round trip, and report; never raises for an unreachable server."""
+        if self._closed:
+            raise RegistryClosedError(self.name)
         url = self.config.sqlalchemy_url
 
         def report(ok: bool, **kw: Any) -> DatabaseReport:
@@ -258,8 +298,13 @@ class Database:
         return f"{name}: {resilience.first_line(orig, str(password) if password else None)}"
 
 
+def _close_returned(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    """A connection returned to a closed database's pool: close it instead of pooling it."""
+    record.invalidate()
+
+
 class Registry:
-    """The databases of one loaded profile, by name. A context manager that disposes them."""
+    """The databases of one loaded profile, by name. A context manager that closes them."""
 
     def __init__(
         self,
@@ -277,6 +322,7 @@ class Registry:
         if problems:
             raise ConfigError(problems)
         self._databases = {name: Database(name, db) for name, db in config.databases.items()}
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<Registry profile={self.profile!r} databases={list(self._databases)}>"
@@ -288,13 +334,16 @@ class Registry:
 
     @property
     def default(self) -> Database:
-        return self._databases[self.config.default_name]
+        return self[self.config.default_name]
 
     def __getitem__(self, name: str) -> Database:
         try:
-            return self._databases[name]
+            db = self._databases[name]
         except KeyError:
             raise UnknownDatabaseError(name, self.names, self.profile) from None
+        if self._closed:
+            raise RegistryClosedError(name)
+        return db
 
     def __contains__(self, name: object) -> bool:
         return name in self._databases
@@ -310,9 +359,19 @@ class Registry:
         return [self[name].check() for name in (names or self.names)]
 
     def dispose(self) -> None:
-        """Dispose every engine that was built."""
+        """Dispose every engine that was built (the registry stays usable: new pools)."""
         for db in self._databases.values():
             db.dispose()
+
+    def close(self) -> None:
+        """Close every database (:meth:`Database.close`); what ``with`` does at the end."""
+        self._closed = True
+        for db in self._databases.values():
+            db.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __enter__(self) -> Registry:
         return self
@@ -323,7 +382,7 @@ class Registry:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.dispose()
+        self.close()
 
 
 def load(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 import uuid
@@ -237,6 +238,85 @@ def test_dispose_closes_every_server_connection(pg_url: str, pg_admin: sa.Engine
             s.execute(sa.text("SELECT 1"))
         assert backends(pg_admin, app) == 1
     assert wait_for(lambda: backends(pg_admin, app) == 0)  # leaving the block disposes
+
+
+def test_closing_with_threads_mid_scope_closes_their_connections_when_returned(
+    pg_url: str, pg_admin: sa.Engine
+) -> None:
+    app = unique("dbconf_close")
+    dbs = registry({"main": {"url": pg_url, "application_name": app, "pool": {"size": 5}}})
+    inside, release = threading.Barrier(6), threading.Event()
+    errors: list[BaseException] = []
+
+    def mid_scope() -> None:
+        try:
+            with dbs["main"].session() as s:
+                s.execute(sa.text("SELECT 1"))
+                inside.wait(10)
+                release.wait(10)
+                s.execute(sa.text("SELECT 2"))  # the held connection still works
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=mid_scope) for _ in range(5)]
+    gc.disable()  # closed at once, not whenever the garbage collector runs
+    try:
+        with dbs:
+            for t in threads:
+                t.start()
+            inside.wait(10)
+            assert backends(pg_admin, app) == 5
+        release.set()
+        for t in threads:
+            t.join(10)
+        assert errors == []
+        # the server sees a closed connection go away asynchronously: poll, with a deadline
+        assert wait_for(lambda: backends(pg_admin, app) == 0, seconds=10)
+    finally:
+        gc.enable()
+        release.set()
+
+
+def _uses(dbs: Registry) -> dict[str, Callable[[], object]]:
+    db = dbs._databases["main"]
+    return {
+        "registry[name]": lambda: dbs["main"],
+        "registry.default": lambda: dbs.default,
+        "registry.check()": dbs.check,
+        "db.engine": lambda: db.engine,
+        "db.sessionmaker()": db.sessionmaker,
+        "db.session()": db.session,
+        "db.transaction()": db.transaction,
+        "db.run_in_transaction()": lambda: db.run_in_transaction(lambda s: None),
+        "db.retrying()": db.retrying,
+        "db.dependency()": db.dependency,
+        "db.async_session()": lambda: asyncio.run(db.async_session().__aenter__()),
+        "db.pool_status()": db.pool_status,
+        "db.check()": db.check,
+    }
+
+
+@pytest.mark.parametrize("built", [False, True], ids=["engine unbuilt", "engine built"])
+def test_a_closed_registry_raises_instead_of_building_a_new_pool(built: bool) -> None:
+    dbs = registry({"main": {"url": UNREACHABLE}})
+    db = dbs["main"]
+    if built:
+        engine = db.engine
+    with dbs:
+        pass
+    assert dbs.closed
+    assert db.closed
+    for use, call in _uses(dbs).items():
+        with pytest.raises(dbconf.RegistryClosedError) as err:
+            call()
+        assert isinstance(err.value, DbconfError), use
+        assert "'main' belongs to a closed Registry" in str(err.value), use
+        assert "s3cr3t-pw" not in str(err.value)
+    assert db.engine_built == built
+    if built:
+        assert db._engine is engine
+    assert dbs.names == ("main",)  # describing it still works
+    dbs.close()  # closing twice is harmless
 
 
 def test_check_reports_reachable_and_unreachable(pg_url: str, maria_url: str) -> None:
