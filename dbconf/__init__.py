@@ -11,6 +11,7 @@ from dbconf.config import (
 )
 from dbconf.errors import (
     ConfigError,
+    ConnectError,
     DbconfError,
     DisconnectError,
     PoolExhaustedError,
@@ -25,6 +26,7 @@ from dbconf.resilience import RetryPolicy
 
 __all__ = [
     "ConfigError",
+    "ConnectError",
     "ConnectionHolder",
     "Database",
     "DatabaseConfig",

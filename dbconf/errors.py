@@ -11,6 +11,7 @@ import sqlalchemy.exc as sa_exc
 
 __all__ = [
     "ConfigError",
+    "ConnectError",
     "DbconfError",
     "DisconnectError",
     "PoolExhaustedError",
@@ -185,6 +186,13 @@ class DisconnectError(_WrappedDbapiError):
     ``disconnect_sqlstates``). The connection was discarded from the pool; uncommitted work
     is gone. Retry the whole transaction (``db.run_in_transaction``); a disconnect during
     COMMIT leaves its outcome unknown, so retried work must be idempotent."""
+
+
+class ConnectError(_WrappedDbapiError):
+    """Connecting to the database failed (wrong credentials, server down or unreachable,
+    database missing). The message names the database and its masked URL and says what to
+    check; it is also the SQLAlchemy error it replaces (usually ``OperationalError``), with
+    the driver's exception as ``orig``. Raised at every failed connect, not retried."""
 
 
 class StatementTimeoutError(_WrappedDbapiError):

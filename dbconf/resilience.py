@@ -8,6 +8,9 @@ handler may return a new exception, which is raised ``from`` the driver's except
   ``disconnect_sqlstates``) by :class:`~dbconf.errors.DisconnectError`; SQLAlchemy has already
   invalidated the connection, and with ``pre_ping`` the pool's older connections are checked
   before reuse, so the next scope runs on a fresh connection;
+- a failure to connect (no connection yet: wrong credentials, server down or unreachable,
+  database missing) by :class:`~dbconf.errors.ConnectError`, naming the database, its masked
+  URL and what to check (:func:`dbconf.driver_errors.connect_hint`);
 - a statement cancelled by a statement timeout by :class:`~dbconf.errors.StatementTimeoutError`:
   PostgreSQL SQLSTATE 57014 (``query_canceled``: ``statement_timeout``, and also
   ``pg_cancel_backend``), MariaDB error 1969 (``max_statement_time``), MySQL error 3024
@@ -16,7 +19,9 @@ handler may return a new exception, which is raised ``from`` the driver's except
   pool after the scope rolls back.
 
 Pre-ping failures are left alone (the pool handles them silently), and so are exceptions that
-SQLAlchemy does not wrap (``KeyboardInterrupt``, cancellation).
+SQLAlchemy does not wrap (``KeyboardInterrupt``, cancellation). With ``hide_parameters`` on,
+the bound values the server echoed are first removed from every error's text
+(:func:`dbconf.driver_errors.hide_values`).
 
 **Retries.** :func:`run_in_transaction` runs ``fn(session)`` in one session scope (commit on
 success, rollback on error) and re-runs the whole function in a new session when the failure
@@ -57,7 +62,14 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from dbconf.config import DatabaseConfig, RetryConfig
-from dbconf.errors import ConfigError, DisconnectError, Problem, StatementTimeoutError
+from dbconf.driver_errors import connect_hint, hide_values
+from dbconf.errors import (
+    ConfigError,
+    ConnectError,
+    DisconnectError,
+    Problem,
+    StatementTimeoutError,
+)
 from dbconf.session import session_scope
 
 __all__ = [
@@ -126,14 +138,24 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
     declared = frozenset(cfg.disconnect_sqlstates or ())
     timeout = cfg.timeouts.statement
     sqlite_deadline = cfg.backend == "sqlite" and bool(timeout)
+    hide_parameters = cfg.hide_parameters
 
     @event.listens_for(engine, "handle_error")
     def _typed(ctx: sa.engine.ExceptionContext) -> BaseException | None:
         error = ctx.sqlalchemy_exception
         if ctx.is_pre_ping or not isinstance(error, sa_exc.DBAPIError):
             return None
+        if hide_parameters:
+            hide_values(error)  # before anything quotes the driver's text
         orig = ctx.original_exception
         said = first_line(orig, secret)
+        if ctx.connection is None:  # no connection yet: connecting (or reconnecting) failed
+            return cast(
+                BaseException,
+                ConnectError.wrapping(
+                    error, f"{where}: could not connect: {said}; {connect_hint(orig)}", name
+                ),
+            )
         if ctx.is_disconnect:
             state = _sqlstate(orig)
             if state in declared:

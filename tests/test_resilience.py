@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +32,13 @@ from sqlalchemy.orm import Session
 import dbconf
 from dbconf import resilience
 from dbconf.config import DatabaseConfig, RetryConfig
-from dbconf.errors import ConfigError, DbconfError, DisconnectError, StatementTimeoutError
+from dbconf.errors import (
+    ConfigError,
+    ConnectError,
+    DbconfError,
+    DisconnectError,
+    StatementTimeoutError,
+)
 from dbconf.registry import Database
 from dbconf.resilience import RetryPolicy
 
@@ -90,7 +97,7 @@ def terminate(pg_admin: sa.Engine, pid: int) -> None:
 
         def gone() -> bool:
             sql = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p")
-            return conn.execute(sql, {"p": pid}).scalar_one() == 0
+            return bool(conn.execute(sql, {"p": pid}).scalar_one() == 0)
 
         assert wait_for(gone)
 
@@ -180,6 +187,64 @@ def test_wrapped_errors_pickle_with_their_message(pg_url: str, pg_table: str) ->
     copy = pickle.loads(pickle.dumps(err.value))  # e.g. across a multiprocessing boundary
     assert type(copy) is type(err.value)
     assert str(copy) == str(err.value)
+
+
+# --- failures to connect -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+CONNECT_CASES = {
+    # case: (server fixture, how to break the URL, words of the hint)
+    "postgresql server down": ("pg_url", "down", "server is running and reachable"),
+    "postgresql database missing": ("pg_url", "missing", "create the database"),
+    "mariadb server down": ("maria_url", "down", "server is running and reachable"),
+    "mariadb database missing": ("maria_url", "missing", "create the database"),
+    "mariadb wrong password": ("maria_url", "password", "check the user name and password"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONNECT_CASES))
+def test_failures_to_connect_are_connect_errors_naming_the_database(
+    case: str, request: pytest.FixtureRequest, assert_no_secret: Callable[..., None]
+) -> None:
+    fixture, fault, hint = CONNECT_CASES[case]
+    url = sa.make_url(request.getfixturevalue(fixture))
+    if fault == "down":
+        url = url.set(port=free_port(), password=PASSWORD)
+    elif fault == "missing":
+        url = url.set(database=unique("no_such_db"))
+    else:  # root needs no password over loopback TCP: any password is a wrong one
+        url = url.set(password=PASSWORD)
+    db = database(url.render_as_string(hide_password=False), timeouts={"connect": "3s"})
+    calls: list[Session] = []
+
+    def select_1(session: Session) -> None:
+        calls.append(session)
+        session.execute(sa.text("SELECT 1"))
+
+    try:
+        with pytest.raises(dbconf.ConnectError) as err, db.session() as s:
+            s.execute(sa.text("SELECT 1"))
+        with pytest.raises(dbconf.ConnectError):
+            db.run_in_transaction(select_1, retries=3, backoff=0)
+    finally:
+        db.dispose()
+    error = err.value
+    assert isinstance(error, sa.exc.OperationalError)  # what SQLAlchemy raised before
+    assert isinstance(error, DbconfError)
+    assert type(error.orig).__module__.split(".")[0] in ("psycopg2", "pymysql")
+    assert error.database == "main"
+    message = str(error)
+    assert message.startswith(f"database 'main' ({db.config.masked_url()}): could not connect: ")
+    assert hint in message
+    assert len(calls) == 1  # not retried
+    assert_no_secret([error, message, repr(error)], PASSWORD)
 
 
 # --- statement timeouts --------------------------------------------------------------------
@@ -448,7 +513,8 @@ def test_exhausted_retries_reraise_the_last_typed_error_after_the_backoff_schedu
     assert sleeps == pytest.approx([0.1, 0.2, 0.25, 0.25])  # exponential, capped
     assert len(pids) == 5
     assert len(set(pids)) == 5  # every attempt on a fresh connection
-    assert "gave up after 5 attempts on database 'ro'" in err.value.__notes__[0]
+    notes = getattr(err.value, "__notes__", [])  # Python 3.11+ (add_note)
+    assert sys.version_info < (3, 11) or "gave up after 5 attempts on database 'ro'" in notes[0]
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 4
     assert messages[3].startswith("database 'ro': attempt 4 of 5 failed with DisconnectError")
@@ -514,11 +580,12 @@ BAD_SECONDS = st.one_of(
 def test_bad_retry_settings_in_code_are_config_errors(
     lite: Database, key: str, data: st.DataObject
 ) -> None:
-    value = data.draw(BAD_RETRIES if key == "retries" else BAD_SECONDS)
+    bad: dict[str, Any] = {key: data.draw(BAD_RETRIES if key == "retries" else BAD_SECONDS)}
+    value = bad[key]
     calls: list[Callable[[], object]] = [
-        lambda: lite.run_in_transaction(lambda s: None, **{key: value}),
-        lambda: lite.retrying(**{key: value}),  # fails at decoration, not at the first call
-        lambda: RetryPolicy(**{key: value}),
+        lambda: lite.run_in_transaction(lambda s: None, **bad),
+        lambda: lite.retrying(**bad),  # fails at decoration, not at the first call
+        lambda: RetryPolicy(**bad),
     ]
     origins = [
         "db.run_in_transaction() arguments in code",
@@ -569,6 +636,7 @@ def test_public_names() -> None:
     assert dbconf.DisconnectError is DisconnectError
     assert dbconf.StatementTimeoutError is StatementTimeoutError
     assert dbconf.RetryPolicy is RetryPolicy
+    assert dbconf.ConnectError is ConnectError
 
 
 def test_idempotent_retry_example_runs_on_sqlite(tmp_path: Path) -> None:

@@ -1,0 +1,161 @@
+"""What dbconf does with the text of driver errors: hints for failures to connect, and the
+bound values that servers echo into their messages, removed when ``hide_parameters`` is on.
+
+Both are used by the ``handle_error`` listener of :func:`dbconf.resilience.install_error_types`.
+
+**Connect failures** (:func:`connect_hint`): PostgreSQL (psycopg2) says what failed in the
+message text only (no SQLSTATE before the session exists); MariaDB/MySQL (PyMySQL) gives an
+error number. Each is sorted into wrong credentials, missing database or unreachable server.
+
+**Hidden values** (:func:`hide_values`). SQLAlchemy's ``hide_parameters`` leaves out the
+``[parameters: …]`` line, but the server's own message quotes values: PostgreSQL's primary
+message (``invalid input syntax for type integer: "4111-…"``), its ``DETAIL`` (``Key
+(card)=(4111-…) already exists``, ``Failing row contains (…)``) and ``LINE`` (the statement
+with psycopg2's client-side interpolated values); MariaDB's ``Duplicate entry '4111-…'`` and
+the ``near '…'`` excerpt of a syntax error (the statement with PyMySQL's interpolated values).
+For an error with bound parameters, the driver exception's text (``args``) and so the
+SQLAlchemy error's text are rewritten, in place:
+
+1. only the first line of the server's message is kept (PostgreSQL ``DETAIL``, ``HINT``,
+   ``LINE``, ``CONTEXT``… lines are dropped);
+2. a MariaDB/MySQL ``near '…'`` excerpt becomes ``near '***'``;
+3. in what is left, every occurrence of a bound value of 4 or more characters (as given, or
+   as the driver escapes it) becomes ``***``, and a quoted ``'…'``/``"…"`` token equal to a
+   shorter bound value becomes ``'***'``;
+4. if anything was removed, `` [SQLSTATE xxxxx; values hidden by hide_parameters]`` (PostgreSQL)
+   or `` [values hidden by hide_parameters]`` is appended.
+
+The SQLSTATE (``orig.pgcode``) and MySQL error number stay. Not rewritten: psycopg2's
+read-only ``orig.pgerror`` and ``orig.diag`` (the server's full text, for code that asks for
+it), the statement text (placeholders; literals written into the SQL itself are shown), and
+what the server itself logs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy.exc as sa_exc
+
+__all__ = ["connect_hint", "hide_values"]
+
+_MIN_CONTAINED = 4  # shorter values are masked only as a whole quoted token
+
+_CREDENTIALS = (
+    "check the user name and password (password, password_file or the URL) and that the "
+    "server lets this user connect from this host"
+)
+_DATABASE = (
+    "create the database on the server, or correct the database name (database: or the URL's path)"
+)
+_UNREACHABLE = (
+    "check that the server is running and reachable at the configured host and port "
+    "(host:, port:, firewall, DNS); timeouts.connect bounds the wait"
+)
+_OTHER = "check the URL, the credentials and that the server is reachable"
+
+_MYSQL_CONNECT = {
+    1044: _CREDENTIALS,  # access denied to the database
+    1045: _CREDENTIALS,  # access denied (password)
+    1049: _DATABASE,  # unknown database
+    2003: _UNREACHABLE,  # can't connect
+    2005: _UNREACHABLE,  # unknown host
+    2006: _UNREACHABLE,  # server has gone away
+    2013: _UNREACHABLE,  # lost connection during the handshake
+}
+_PG_CONNECT = (
+    (
+        re.compile(
+            r"password authentication failed|no password supplied|authentication failed"
+            r"|no pg_hba\.conf entry|role \".*\" does not exist"
+        ),
+        _CREDENTIALS,
+    ),
+    (re.compile(r"database \".*\" does not exist"), _DATABASE),
+    (
+        re.compile(
+            r"connection refused|could not connect|could not translate host name|timeout "
+            r"expired|no route to host|network is unreachable|server closed the connection",
+            re.IGNORECASE,
+        ),
+        _UNREACHABLE,
+    ),
+)
+
+
+def connect_hint(orig: BaseException | None) -> str:
+    """What to check when connecting failed with the driver error ``orig``."""
+    args = getattr(orig, "args", ())
+    if args and type(args[0]) is int:
+        return _MYSQL_CONNECT.get(args[0], _OTHER)
+    text = str(orig)
+    return next((hint for pattern, hint in _PG_CONNECT if pattern.search(text)), _OTHER)
+
+
+# --- hide_parameters ----------------------------------------------------------------------
+
+_MYSQL_NEAR = re.compile(r"near '.*' at line (\d+)", re.DOTALL)
+
+
+def _texts(params: Any) -> Iterator[str]:
+    """The text of every bound value in ``params`` (a dict, a sequence, or many of them)."""
+    if isinstance(params, dict):
+        for value in params.values():
+            yield from _texts(value)
+    elif isinstance(params, list | tuple):
+        for value in params:
+            yield from _texts(value)
+    elif isinstance(params, bytes | bytearray | memoryview):
+        yield bytes(params).decode("utf-8", "replace")
+    elif params is not None and not isinstance(params, bool):
+        yield str(params)
+
+
+def _variants(value: str) -> set[str]:
+    """``value`` as given and as the drivers escape it inside a quoted literal."""
+    mysql = value.replace("\\", "\\\\").replace("'", "\\'").replace('"', '\\"')
+    return {value, value.replace("'", "''"), mysql}
+
+
+def _mask(line: str, params: Any) -> str:
+    values = {v for text in _texts(params) for v in _variants(text) if v}
+    for value in sorted((v for v in values if len(v) >= _MIN_CONTAINED), key=len, reverse=True):
+        line = line.replace(value, "***")
+    for value in (v for v in values if len(v) < _MIN_CONTAINED):
+        for quote in "'\"":
+            line = line.replace(f"{quote}{value}{quote}", f"{quote}***{quote}")
+    return line
+
+
+def hide_values(error: sa_exc.DBAPIError) -> None:
+    """Remove the bound values the server echoed from ``error``'s text and from its driver
+    exception's ``args`` (see the module doc). A no-op for an error without parameters."""
+    orig = error.orig
+    if not error.params or orig is None:
+        return
+    args = orig.args
+    mysql = bool(args) and type(args[0]) is int and len(args) > 1 and isinstance(args[1], str)
+    if mysql:
+        message = args[1]
+    elif args and isinstance(args[0], str):
+        message = args[0]
+    else:
+        return
+    lines = [line for line in message.splitlines() if line.strip()]
+    kept = lines[0] if lines else message
+    kept = _MYSQL_NEAR.sub(r"near '***' at line \1", kept) if mysql else kept
+    kept = _mask(kept, error.params)
+    if kept == message.strip():
+        return
+    state = getattr(orig, "pgcode", None)
+    kept += (
+        f" [SQLSTATE {state}; values hidden by hide_parameters]"
+        if state
+        else (" [values hidden by hide_parameters]")
+    )
+    before = str(orig)
+    orig.args = (args[0], kept, *args[2:]) if mysql else (kept, *args[1:])
+    if error.args and isinstance(error.args[0], str):
+        error.args = (error.args[0].replace(before, str(orig), 1), *error.args[1:])
