@@ -150,11 +150,7 @@ def hide_values(error: sa_exc.DBAPIError) -> None:
     if kept == message.strip():
         return
     state = getattr(orig, "pgcode", None)
-    kept += (
-        f" [SQLSTATE {state}; values hidden by hide_parameters]"
-        if state
-        else (" [values hidden by hide_parameters]")
-    )
+    kept += f" [{f'SQLSTATE {state}; ' if state else ''}values hidden by hide_parameters]"
     before = str(orig)
     orig.args = (args[0], kept, *args[2:]) if mysql else (kept, *args[1:])
     if error.args and isinstance(error.args[0], str):

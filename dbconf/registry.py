@@ -93,17 +93,19 @@ class Database:
     @property
     def engine(self) -> sa.Engine:
         """The engine, created on first access (creating it does not connect)."""
-        if self._closed:
-            raise RegistryClosedError(self.name)
+        self._require_open()
         engine = self._engine
         if engine is None:
             with self._lock:
-                if self._closed:
-                    raise RegistryClosedError(self.name)
+                self._require_open()
                 if self._engine is None:
                     self._engine = build_engine(self.name, self.config)
                 engine = self._engine
         return engine
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise RegistryClosedError(self.name)
 
     @property
     def engine_built(self) -> bool:
@@ -114,8 +116,7 @@ class Database:
         return tuple(self.config.sessions)
 
     def _flavour(self, flavour: str) -> SessionConfig:
-        if self._closed:
-            raise RegistryClosedError(self.name)
+        self._require_open()
         try:
             return self.config.sessions[flavour]
         except KeyError:
@@ -123,8 +124,7 @@ class Database:
 
     def sessionmaker(self, flavour: str = "default") -> sessionmaker[Session]:
         """The sessionmaker of ``flavour`` (``sessions:`` in the config), built once."""
-        if self._closed:
-            raise RegistryClosedError(self.name)
+        self._require_open()
         maker = self._makers.get(flavour)
         if maker is None:
             settings = self._flavour(flavour)
@@ -261,8 +261,7 @@ class Database:
 
     def check(self) -> DatabaseReport:
         """Connect, run a round trip, and report; never raises for an unreachable server."""
-        if self._closed:
-            raise RegistryClosedError(self.name)
+        self._require_open()
         url = self.config.sqlalchemy_url
 
         def report(ok: bool, **kw: Any) -> DatabaseReport:

@@ -208,6 +208,7 @@ class RetryPolicy:
         problems = _check_settings(
             "RetryPolicy(...) in code",
             {"retries": self.retries, "backoff": self.backoff, "max_backoff": self.max_backoff},
+            required=True,
         )
         if problems:
             raise ConfigError(problems)
@@ -248,11 +249,11 @@ class RetryPolicy:
         return min(self.max_backoff, grown)
 
 
-def _check_settings(origin: str, values: dict[str, Any]) -> list[Problem]:
-    """Problems with retry settings given in code (None = not given)."""
+def _check_settings(origin: str, values: dict[str, Any], required: bool = False) -> list[Problem]:
+    """Problems with retry settings given in code (None = not given, unless ``required``)."""
     problems = []
     for key, value in values.items():
-        if value is None:
+        if value is None and not required:
             continue
         if key == "retries":
             ok = type(value) is int and 0 <= value <= RetryConfig.MAX_RETRIES
