@@ -112,54 +112,68 @@ class FakePgError(Exception):
     pgcode = "22P02"
 
 
-value_text = st.text(min_size=1, max_size=40).filter(lambda v: v.strip() == v and "\n" not in v)
+value_text = st.text(min_size=1, max_size=40).filter(
+    lambda v: v.strip() == v and "\n" not in v and v.strip("*") != ""  # "***" is the mask
+)
 
 
-@given(value=value_text, other=st.integers())
-def test_postgresql_echo_is_removed_for_any_value(value: str, other: int) -> None:
+def hidden_pg_error(value: str, other: int = 0) -> sa_exc.DBAPIError:
     message = (
         f'invalid input syntax for type integer: "{value}"\n'
         f"DETAIL:  Key (card)=({value}) already exists.\n"
         f"LINE 1: SELECT CAST('{value.replace(chr(39), chr(39) * 2)}' AS int)\n"
         "                    ^\n"
     )
-    error = sa_exc.DataError(
-        "SELECT CAST(%(v)s AS int)",
-        {"v": value, "n": other},
-        FakePgError(message),
-        hide_parameters=True,
-    )
+    params = {"v": value, "n": other}
+    error = sa_exc.DataError("SELECT CAST(%(v)s AS int)", params, FakePgError(message), True)
     hide_values(error)
+    return error
+
+
+def hidden_mysql_errors(value: str) -> list[sa_exc.DBAPIError]:
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace('"', '\\"')
+    errors = []
+    for message in (
+        f"Duplicate entry '{value}' for key 'PRIMARY'",
+        f"You have an error in your SQL syntax; near 'FROM t WHERE card = '{escaped}'' at line 1",
+    ):
+        orig = Exception(1062, message)
+        errors.append(sa_exc.IntegrityError("INSERT …", [{"v": value}], orig, True))
+        hide_values(errors[-1])
+    return errors
+
+
+def fixed_text(errors: list[sa_exc.DBAPIError]) -> str:
+    """The text of the same errors for a one-character value: what never depends on it."""
+    return " ".join(f"{e} {e.orig}" for e in errors)
+
+
+@given(value=value_text, other=st.integers())
+def test_postgresql_echo_is_removed_for_any_value(value: str, other: int) -> None:
+    error = hidden_pg_error(value, other)
     text = str(error)
     assert f'"{value}"' not in text
     assert "DETAIL" not in text
     assert "LINE 1" not in text
-    assert "invalid input syntax for type integer:" in text
+    if value not in "invalid input syntax for type integer:":  # (else masked there too)
+        assert "invalid input syntax for type integer:" in text
     assert "[SQLSTATE 22P02; values hidden by hide_parameters]" in text
     if len(value) >= 4:
-        assume(value not in "invalid input syntax for type integer: [SQLSTATE 22P02; values hidden")
+        assume(value not in fixed_text([hidden_pg_error("§")]))
         assert value not in text
         assert value not in str(error.orig)
 
 
 @given(value=value_text)
 def test_mysql_echo_is_removed_for_any_value(value: str) -> None:
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace('"', '\\"')
-    for message in (
-        f"Duplicate entry '{value}' for key 'PRIMARY'",
-        f"You have an error in your SQL syntax; near 'FROM t WHERE card = '{escaped}'' at line 1",
-    ):
-        error = sa_exc.IntegrityError(
-            "INSERT …", [{"v": value}], Exception(1062, message), hide_parameters=True
-        )
-        hide_values(error)
-        text = str(error)
-        assert f"'{value}'" not in text
+    errors = hidden_mysql_errors(value)
+    for error in errors:
+        assert f"'{value}'" not in str(error)
         assert error.orig is not None
         assert error.orig.args[0] == 1062
-        if len(value) >= 4:
-            assume(value not in "Duplicate entry for key 'PRIMARY' You have an error in your SQL")
-            assert value not in text
+    if len(value) >= 4:
+        assume(value not in fixed_text(hidden_mysql_errors("§")))
+        assert value not in fixed_text(errors)
 
 
 def test_errors_without_parameters_are_left_alone() -> None:
