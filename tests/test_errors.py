@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import multiprocessing
 import pickle
+import pkgutil
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,10 +23,23 @@ from dbconf.config import ProfileConfig
 from dbconf.errors import DbconfError
 from dbconf.registry import Registry
 
-# Every exception class of dbconf.errors, found by looking, so a new class is covered at once.
+
+def _subclasses(cls: type[Any]) -> Iterator[type[Any]]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+# Every exception class of dbconf, found by looking (dbconf.errors, and subclasses of
+# DbconfError in any dbconf module), so a new class is covered at once. The variants that
+# _WrappedDbapiError makes on demand are covered through their base class below.
+for _module in pkgutil.walk_packages(dbconf.__path__, "dbconf."):
+    if not _module.name.endswith(".__main__"):  # (that one runs the CLI)
+        importlib.import_module(_module.name)
 ALL_CLASSES = sorted(
-    (cls for cls in vars(errors).values() if inspect.isclass(cls) and issubclass(cls, DbconfError)),
-    key=lambda cls: cls.__name__,
+    {cls for cls in vars(errors).values() if inspect.isclass(cls) and issubclass(cls, DbconfError)}
+    | {cls for cls in _subclasses(DbconfError) if "_wraps" not in vars(cls)},
+    key=lambda cls: cls.__qualname__,
 )
 WRAPPED = [cls for cls in ALL_CLASSES if issubclass(cls, errors._WrappedDbapiError)]
 PLAIN = [cls for cls in ALL_CLASSES if cls not in WRAPPED]
