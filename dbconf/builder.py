@@ -44,6 +44,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import Secret
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
@@ -73,7 +74,6 @@ POOL_CLASSES: dict[str, type[Pool]] = {
 _PG_DRIVERS = frozenset({"psycopg2", "psycopg", "psycopg2cffi"})
 _MYSQL_DRIVERS = frozenset({"pymysql"})
 _SQLITE_DRIVERS = frozenset({"pysqlite"})
-_PG_OPTION = re.compile(r"(?:-c\s*|--)([A-Za-z_.]+)\s*=")
 _DEADLINE = "dbconf.statement_deadline"
 _PROGRESS_OPCODES = 1000
 
@@ -87,16 +87,12 @@ def _whole_seconds(seconds: float) -> int:
     return math.ceil(round(seconds, 6))
 
 
-def _conflict(key: str, arg: str) -> ConfigError:
-    return ConfigError(
-        [
-            Problem(
-                "",
-                key,
-                f"is also given as the driver argument {arg!r} in connect_args or "
-                f"the URL query; set it in one place only",
-            )
-        ]
+def _conflict(key: str, arg: str) -> Problem:
+    return Problem(
+        "",
+        key,
+        f"is also given as the driver argument {arg!r} in connect_args or the URL query; "
+        "set it in one place only",
     )
 
 
@@ -161,29 +157,81 @@ def _driver_args(cfg: DatabaseConfig) -> dict[str, Any]:
     return out
 
 
-def _connect_args(cfg: DatabaseConfig) -> dict[str, Any]:
-    user = dict(cfg.connect_args or {})
-    query = cfg.sqlalchemy_url.query
-    ours = _driver_args(cfg)
+# The server settings each timeout becomes (PostgreSQL GUCs in options, MariaDB/MySQL session
+# variables), to find the same setting also written by hand.
+_PG_GUCS = {
+    "statement": "statement_timeout",
+    "lock": "lock_timeout",
+    "idle_in_transaction": "idle_in_transaction_session_timeout",
+}
+_MYSQL_VARIABLES = {
+    "statement": ("max_statement_time", "max_execution_time"),
+    "lock": ("innodb_lock_wait_timeout",),
+    "idle_in_transaction": ("idle_transaction_timeout",),
+}
+
+
+def pg_option_names(options: str) -> list[str]:
+    """The settings a libpq ``options`` string sets, as the server reads them: ``-c name=v``,
+    ``-cname=v`` and ``--name=v``, names case-insensitive with dashes for underscores."""
+    tokens = re.split(r"(?<!\\)\s+", options.strip())
+    names = []
+    for i, part in enumerate(tokens):
+        if part == "-c" and i + 1 < len(tokens):
+            body = tokens[i + 1]
+        elif part.startswith(("-c", "--")):
+            body = part[2:]
+        else:
+            continue
+        names.append(body.split("=", 1)[0].replace("-", "_").lower())
+    return names
+
+
+def _given(cfg: DatabaseConfig, arg: str) -> list[str]:
+    """Every value of driver argument ``arg`` written in connect_args or the URL query."""
+    values: list[Any] = []
+    user = cfg.connect_args or {}
+    if arg in user:
+        values.append(user[arg])
+    query = cfg.sqlalchemy_url.query.get(arg)
+    values += [query] if isinstance(query, str) else list(query or ())
+    return [str(v) for v in values]
+
+
+def _conflicts(cfg: DatabaseConfig, ours: dict[str, Any]) -> list[Problem]:
     names = {
         "connect_timeout": "timeouts.connect",
         "timeout": "timeouts.connect/timeouts.lock",
         "application_name": "application_name",
         "program_name": "application_name",
     }
-    for arg in ours:
-        if arg != "options" and (arg in user or arg in query):
-            raise _conflict(names[arg], arg)
+    problems = [_conflict(names[arg], arg) for arg in ours if arg != "options" and _given(cfg, arg)]
+    t = cfg.timeouts
     if "options" in ours:
-        given = [str(user["options"])] if "options" in user else []
-        if not given and "options" in query:
-            q = query["options"]
-            given = [q] if isinstance(q, str) else list(q)
-        ours_set = set(_PG_OPTION.findall(ours["options"]))
-        for name in _PG_OPTION.findall(" ".join(given)):
-            if name in ours_set:
-                raise _conflict(f"timeouts ({name})", "options")
-        ours["options"] = " ".join([*given, ours["options"]])
+        written = {n for text in _given(cfg, "options") for n in pg_option_names(text)}
+        for key, guc in _PG_GUCS.items():
+            if getattr(t, key) is not None and guc in written:
+                problems.append(_conflict(f"timeouts.{key}", f"options (-c {guc})"))
+    if cfg.backend in ("mysql", "mariadb"):
+        init = " ".join(_given(cfg, "init_command")).lower()
+        for key, variables in _MYSQL_VARIABLES.items():
+            hit = [v for v in variables if re.search(rf"\b{v}\b", init)]
+            if getattr(t, key) is not None and hit:
+                problems.append(_conflict(f"timeouts.{key}", f"init_command ({hit[0]})"))
+    return problems
+
+
+def _connect_args(cfg: DatabaseConfig) -> dict[str, Any]:
+    user = {
+        k: v.get_secret_value() if isinstance(v, Secret) else v
+        for k, v in (cfg.connect_args or {}).items()
+    }
+    ours = _driver_args(cfg)
+    problems = _conflicts(cfg, ours)
+    if problems:
+        raise ConfigError(problems)
+    if "options" in ours:
+        ours["options"] = " ".join([*_given(cfg, "options")[:1], ours["options"]])
     merged = {**user, **ours}
     if cfg.backend == "sqlite":
         memory_static = cfg.is_sqlite_memory and cfg.pool.class_ in (None, "static")

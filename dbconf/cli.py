@@ -17,10 +17,11 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
-from dbconf.config import SECRET_KEY, FileConfig, mask_url
+from dbconf.config import FileConfig
 from dbconf.errors import DbconfError
 from dbconf.loader import LoadedProfile, list_profiles, load_profile, resolve_path
 from dbconf.origin import KeyPath
+from dbconf.urls import SECRET_KEY, mask_url
 
 __all__ = ["json_schema", "main", "masked_tree"]
 

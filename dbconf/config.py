@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    Secret,
     SecretStr,
     StringConstraints,
     WithJsonSchema,
@@ -28,7 +29,9 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
 from dbconf.errors import did_you_mean
+from dbconf.origin import issues_error
 from dbconf.rules import check_dialect_options, check_pool
+from dbconf.urls import SECRET_KEY, combine, mask_url, parse_url
 
 __all__ = [
     "DatabaseConfig",
@@ -43,31 +46,17 @@ __all__ = [
     "parse_duration",
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 SERVER_BACKENDS = frozenset({"postgresql", "mysql", "mariadb"})
-# A URL without a driver gets the driver dbconf ships and tests (SQLAlchemy's own default
-# differs between versions: psycopg 3 on 2.1); "postgres://" is Heroku's spelling.
-DEFAULT_DRIVERS = {
-    "postgres": "postgresql+psycopg2",
-    "postgresql": "postgresql+psycopg2",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mariadb+pymysql",
-}
 URL_PARTS = ("driver", "host", "port", "username", "password", "password_file", "database", "query")
-
-
-SECRET_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
-
-
-def mask_url(url: URL) -> str:
-    """Render ``url`` with its password and any secret-looking query value (``?password=``,
-    ``sslpassword``, ``token``) replaced by ``***``."""
-    hidden = {k: "***" for k in url.query if SECRET_KEY.search(k)}
-    if hidden:
-        url = url.update_query_dict(hidden)
-    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+# Bounds: PostgreSQL takes a timeout as an int of milliseconds (INT_MAX ms, about 24.8 days),
+# the largest timeout every server accepts; any other duration is at most a year; a pool or a
+# worker count is at most MariaDB's largest max_connections.
+MAX_TIMEOUT = 2147483.647
+MAX_DURATION = 365 * 86400.0
+MAX_CONNECTIONS = 100_000
 
 
 def parse_duration(value: Any) -> float:
@@ -75,7 +64,10 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise PydanticCustomError("duration", "expected a duration such as 250ms, 30s, 5m, 1h")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float
+            seconds = math.copysign(math.inf, value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
@@ -89,19 +81,40 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+def _bounded(maximum: float, why: str) -> BeforeValidator:
+    """parse_duration, then at most ``maximum`` seconds."""
+
+    def parse(value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds > maximum:
+            raise PydanticCustomError("duration", why)
+        return seconds
+
+    return BeforeValidator(parse)
+
+
+_DURATION_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "number", "minimum": 0},
+            {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
+            {"type": "string", "pattern": r"^\$\{[^}]+\}$"},
+        ],
+        "description": "a duration: 250ms, 30s, 5m, 1h, or a number of seconds",
+    }
+)
 Duration = Annotated[
+    float, _bounded(MAX_DURATION, "a duration must be at most 365 days"), _DURATION_SCHEMA
+]
+# A timeout reaches a server or a driver as an int of milliseconds or seconds.
+Timeout = Annotated[
     float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
-                {"type": "string", "pattern": r"^\$\{[^}]+\}$"},
-            ],
-            "description": "a duration: 250ms, 30s, 5m, 1h, or a number of seconds",
-        }
+    _bounded(
+        MAX_TIMEOUT,
+        "a timeout must be at most 2147483.647s (about 24.8 days: PostgreSQL takes an int "
+        "of milliseconds); use 0 to turn it off",
     ),
+    _DURATION_SCHEMA,
 ]
 
 
@@ -134,8 +147,8 @@ class PoolConfig(_Model):
     """Connection pool. Unset options keep SQLAlchemy's defaults."""
 
     class_: Literal["queue", "null", "static", "singleton"] | None = Field(None, alias="class")
-    size: int | None = Field(None, ge=1)
-    max_overflow: int | None = Field(None, ge=-1)
+    size: int | None = Field(None, ge=1, le=MAX_CONNECTIONS)
+    max_overflow: int | None = Field(None, ge=-1, le=MAX_CONNECTIONS)
     timeout: Duration | None = None
     recycle: Duration | None = None
     pre_ping: bool | None = None
@@ -153,10 +166,10 @@ class PoolConfig(_Model):
 class TimeoutsConfig(_Model):
     """Timeouts written once, translated per dialect by the builder."""
 
-    connect: Duration | None = None
-    statement: Duration | None = None
-    lock: Duration | None = None
-    idle_in_transaction: Duration | None = None
+    connect: Timeout | None = None
+    statement: Timeout | None = None
+    lock: Timeout | None = None
+    idle_in_transaction: Timeout | None = None
 
 
 class SessionConfig(_Model):
@@ -259,18 +272,20 @@ class DatabaseConfig(_Model):
     @classmethod
     def _parse_url(cls, value: Any) -> Any:
         if isinstance(value, str):
-            try:
-                url = make_url(value)
-            except Exception:
-                url = None
-            if url is None or "@" in (url.host or ""):
-                # Never echo the URL: a raw '@' in a password splits it into a bogus host.
-                raise PydanticCustomError(
-                    "url",
-                    "is not a valid database URL; expected driver://user:password@host:port/"
-                    "database (percent-encode @ : / % in the password, or set password separately)",
-                ) from None
+            parse_url(value)
         return value
+
+    @field_validator("connect_args", mode="after")
+    @classmethod
+    def _hide_secrets(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Secret-looking driver arguments (password, sslpassword, token, …) become
+        :class:`~pydantic.Secret`, masked in repr and dumps; the builder unwraps them."""
+        if value is None:
+            return None
+        return {
+            k: Secret(v) if SECRET_KEY.search(k) and not isinstance(v, Secret | None) else v
+            for k, v in value.items()
+        }
 
     @field_validator("sessions")
     @classmethod
@@ -282,17 +297,6 @@ class DatabaseConfig(_Model):
     def _resolve(self) -> DatabaseConfig:
         if "default" not in self.sessions:
             object.__setattr__(self, "sessions", {"default": SessionConfig(), **self.sessions})
-        self._url = self._build_url()
-        check_pool(self)
-        check_dialect_options(self)
-        return self
-
-    def _build_url(self) -> URL:
-        url = self._combined_url()
-        driver = DEFAULT_DRIVERS.get(url.drivername)
-        return url.set(drivername=driver) if driver else url
-
-    def _combined_url(self) -> URL:
         base = make_url(self.url.get_secret_value()) if self.url else None
         if base is None and not self.driver:
             raise PydanticCustomError(
@@ -301,25 +305,13 @@ class DatabaseConfig(_Model):
                 "environment), or driver plus host/database",
             )
         password = self.password.get_secret_value() if self.password else None
-        if base is None:
-            return URL.create(
-                str(self.driver),
-                self.username,
-                password,
-                self.host,
-                self.port,
-                self.database,
-                self.query or {},
-            )
-        return base.set(
-            drivername=self.driver or base.drivername,
-            username=self.username if self.username is not None else base.username,
-            password=password if password is not None else base.password,
-            host=self.host if self.host is not None else base.host,
-            port=self.port if self.port is not None else base.port,
-            database=self.database if self.database is not None else base.database,
-            query={**base.query, **(self.query or {})},
-        )
+        parts: dict[str, Any] = {"username": self.username, "password": password}
+        parts |= {"host": self.host, "port": self.port, "database": self.database}
+        self._url, issues = combine(base, self.driver, parts, self.query)
+        issues += check_pool(self) + check_dialect_options(self)
+        if issues:
+            raise issues_error(issues)
+        return self
 
     @property
     def sqlalchemy_url(self) -> URL:
@@ -352,7 +344,7 @@ class ProfileConfig(_Model):
 
     extends: str | None = None
     default_database: str | None = None
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, le=MAX_CONNECTIONS)
     databases: dict[str, DatabaseConfig] = Field(default_factory=dict)
 
     @field_validator("databases")

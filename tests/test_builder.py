@@ -124,7 +124,7 @@ def test_url_query_options_are_kept_when_merging() -> None:
         ({"url": PG + "?application_name=x", "application_name": "y"}, "application_name"),
         (
             {"connect_args": {"options": "-c statement_timeout=5"}, "timeouts": {"statement": 1}},
-            "timeouts (statement_timeout)",
+            "timeouts.statement",
         ),
     ],
 )
