@@ -44,12 +44,17 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import Secret
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 
-from dbconf.config import SERVER_BACKENDS, DatabaseConfig, SessionConfig, TimeoutsConfig
+from dbconf.config import (
+    SERVER_BACKENDS,
+    DatabaseConfig,
+    SessionConfig,
+    TimeoutsConfig,
+    reveal,
+)
 from dbconf.errors import ConfigError, Problem
 from dbconf.forking import register_engine
 from dbconf.leaks import install as install_leak_detection
@@ -222,10 +227,7 @@ def _conflicts(cfg: DatabaseConfig, ours: dict[str, Any]) -> list[Problem]:
 
 
 def _connect_args(cfg: DatabaseConfig) -> dict[str, Any]:
-    user = {
-        k: v.get_secret_value() if isinstance(v, Secret) else v
-        for k, v in (cfg.connect_args or {}).items()
-    }
+    user = reveal(cfg.connect_args or {})
     ours = _driver_args(cfg)
     problems = _conflicts(cfg, ours)
     if problems:

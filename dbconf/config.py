@@ -29,9 +29,9 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
 from dbconf.errors import did_you_mean
-from dbconf.origin import issues_error
+from dbconf.origin import SECRET_KEY, issues_error, shown_value
 from dbconf.rules import check_dialect_options, check_pool
-from dbconf.urls import SECRET_KEY, combine, mask_url, parse_url
+from dbconf.urls import combine, mask_url, parse_url
 
 __all__ = [
     "DatabaseConfig",
@@ -132,14 +132,36 @@ class _Model(BaseModel):
     )
 
 
+# A query value: a string, kept as a Secret when its key looks secret (?sslpassword=).
+QueryValue = Annotated[str | Secret[str], WithJsonSchema({"type": "string"})]
+
+
+def _hide(tree: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: _hide(v)
+        if isinstance(v, dict)
+        else Secret(v)
+        if SECRET_KEY.search(k) and not isinstance(v, Secret | None)
+        else v
+        for k, v in tree.items()
+    }
+
+
+def reveal(value: Any) -> Any:
+    """``connect_args`` as the driver takes them: every :class:`~pydantic.Secret` unwrapped."""
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    return value.get_secret_value() if isinstance(value, Secret) else value
+
+
 def _check_names(names: dict[str, Any], what: str) -> None:
     for name in names:
         if not _NAME.match(name):
             raise PydanticCustomError(
                 "name",
-                "{what} name '{name}' must be lower-case letters, digits and single underscores "
+                "{what} name {name} must be lower-case letters, digits and single underscores "
                 "(it becomes part of environment variable names)",
-                {"what": what, "name": name},
+                {"what": what, "name": shown_value(name, ())},
             )
 
 
@@ -246,7 +268,7 @@ class DatabaseConfig(_Model):
     password: SecretStr | None = None
     password_file: str | None = None
     database: str | None = None
-    query: dict[str, str] | None = Field(None, repr=False)  # may hold a password
+    query: dict[str, QueryValue] | None = Field(None, repr=False)  # may hold a password
     echo: bool = False
     hide_parameters: bool = True
     isolation_level: (
@@ -275,17 +297,13 @@ class DatabaseConfig(_Model):
             parse_url(value)
         return value
 
-    @field_validator("connect_args", mode="after")
+    @field_validator("connect_args", "query", mode="after")
     @classmethod
     def _hide_secrets(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Secret-looking driver arguments (password, sslpassword, token, …) become
-        :class:`~pydantic.Secret`, masked in repr and dumps; the builder unwraps them."""
-        if value is None:
-            return None
-        return {
-            k: Secret(v) if SECRET_KEY.search(k) and not isinstance(v, Secret | None) else v
-            for k, v in value.items()
-        }
+        """Secret-looking driver arguments and query values (password, sslpassword, token,
+        …, at any depth) become :class:`~pydantic.Secret`, masked in repr and dumps; the
+        builder takes them through :func:`reveal`."""
+        return None if value is None else _hide(value)
 
     @field_validator("sessions")
     @classmethod
@@ -307,7 +325,7 @@ class DatabaseConfig(_Model):
         password = self.password.get_secret_value() if self.password else None
         parts: dict[str, Any] = {"username": self.username, "password": password}
         parts |= {"host": self.host, "port": self.port, "database": self.database}
-        self._url, issues = combine(base, self.driver, parts, self.query)
+        self._url, issues = combine(base, self.driver, parts, reveal(self.query))
         issues += check_pool(self) + check_dialect_options(self)
         if issues:
             raise issues_error(issues)

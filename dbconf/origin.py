@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 from dbconf.errors import Problem, did_you_mean
 
 __all__ = [
+    "SECRET_KEY",
     "KeyPath",
     "Origin",
     "find_origin",
@@ -28,7 +29,8 @@ OriginKind = Literal["file", "env", "secret", "default", "code"]
 SECRET_KEYS = frozenset({"password", "url"})
 # Keys whose values are never echoed in an error, at any depth: they may hold a password.
 _HIDDEN_KEYS = frozenset({"password", "url", "query", "connect_args", "password_file"})
-_SECRET_WORD = re.compile(r"pass|secret|token|credential|api_?key|private_?key", re.IGNORECASE)
+# A key whose value is a secret: password, sslpassword, passwd, token, api_key, …
+SECRET_KEY = re.compile(r"pass|secret|token|credential|api_?key|private_?key", re.IGNORECASE)
 _PLAIN = re.compile(r"[\w .,+-]{0,40}")
 
 
@@ -78,7 +80,7 @@ def shown_value(value: Any, path: KeyPath) -> str:
     outside the keys that may hold a password (``password``, ``url``, ``query``,
     ``connect_args`` or any secret-looking key). Anything else, a URL above all, is ``'***'``.
     """
-    hidden = any(p in _HIDDEN_KEYS or _SECRET_WORD.search(p) for p in path)
+    hidden = any(p in _HIDDEN_KEYS or SECRET_KEY.search(p) for p in path)
     if isinstance(value, bool) or value is None:
         return repr(value)
     if hidden:
@@ -139,7 +141,7 @@ def _message(error: Any, model: type[BaseModel], loc: KeyPath) -> str:
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1])
         hint = did_you_mean(loc[-1], allowed)
-        return f"unknown key {loc[-1]!r}{hint}; allowed here: {', '.join(allowed)}"
+        return f"unknown key {_shown_key(loc[-1])!r}{hint}; allowed here: {', '.join(allowed)}"
     message = str(error["msg"])
     if kind == "missing":
         return "this key is required"

@@ -26,10 +26,10 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
 from dbconf.errors import did_you_mean
+from dbconf.origin import SECRET_KEY
 
-__all__ = ["DEFAULT_DRIVERS", "QUERY_KEYS", "SECRET_KEY", "combine", "mask_url", "parse_url"]
+__all__ = ["DEFAULT_DRIVERS", "QUERY_KEYS", "combine", "mask_url", "parse_url"]
 
-SECRET_KEY = re.compile(r"pass|secret|token|credential|api_?key|private_?key", re.IGNORECASE)
 
 # A URL without a driver gets the driver dbconf ships and tests (SQLAlchemy's own default
 # differs between versions: psycopg 3 on 2.1); "postgres://" is Heroku's spelling.
