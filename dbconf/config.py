@@ -380,9 +380,9 @@ class ProfileConfig(_Model):
         if self.default_database is not None and self.default_database not in self.databases:
             raise PydanticCustomError(
                 "default_database",
-                "default_database '{name}' is not a database of this profile{hint}",
+                "default_database {name} is not a database of this profile{hint}",
                 {
-                    "name": self.default_database,
+                    "name": shown_value(self.default_database, ()),
                     "hint": did_you_mean(self.default_database, self.databases),
                     "at": "default_database",
                 },
