@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -57,6 +58,7 @@ URL_PARTS = ("driver", "host", "port", "username", "password", "password_file", 
 MAX_TIMEOUT = 2147483.647
 MAX_DURATION = 365 * 86400.0
 MAX_CONNECTIONS = 100_000
+_HUGE = sys.float_info.max
 
 
 def parse_duration(value: Any) -> float:
@@ -66,10 +68,11 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float):
         try:
             seconds = float(value)
-        except OverflowError:  # an int beyond any float
-            seconds = math.copysign(math.inf, value)
+        except OverflowError:  # an int beyond any float: too long, not infinite
+            seconds = _HUGE if value > 0 else -_HUGE
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds = max(-_HUGE, min(seconds, _HUGE))  # too many digits: too long
     else:
         raise PydanticCustomError(
             "duration", "expected a duration such as 250ms, 30s, 5m, 1h or a number of seconds"
