@@ -188,7 +188,8 @@ def pg_option_names(options: str) -> list[str]:
             body = part[2:]
         else:
             continue
-        names.append(body.split("=", 1)[0].replace("-", "_").lower())
+        if body:
+            names.append(body.split("=", 1)[0].replace("-", "_").lower())
     return names
 
 
