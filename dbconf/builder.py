@@ -27,7 +27,8 @@ Timeouts and ``application_name`` are translated per dialect:
 A duration of 0 disables the timeout (as on the servers); for pymysql ``connect: 0`` means
 "no connect timeout" (``connect_timeout=None``). A driver argument that the user also gives in
 ``connect_args`` or the URL query for one of these settings is a :class:`ConfigError`, never a
-silent override. ``-c`` options are appended to any ``options`` the user gives.
+silent override (found by :mod:`dbconf.conflicts`). ``-c`` options are appended to any
+``options`` the user gives.
 
 SQLite connections get the effect of SQLAlchemy's documented pysqlite savepoint workaround:
 dbconf emits ``BEGIN`` whenever SQLAlchemy begins a transaction (skipped for AUTOCOMMIT
@@ -39,7 +40,6 @@ every statement onto SQLAlchemy's slower event path.
 from __future__ import annotations
 
 import math
-import re
 import time
 from typing import Any
 
@@ -55,6 +55,7 @@ from dbconf.config import (
     TimeoutsConfig,
     reveal,
 )
+from dbconf.conflicts import conflicts, given
 from dbconf.errors import ConfigError, Problem
 from dbconf.forking import register_engine
 from dbconf.leaks import install as install_leak_detection
@@ -90,15 +91,6 @@ def _ms(seconds: float) -> int:
 
 def _whole_seconds(seconds: float) -> int:
     return math.ceil(round(seconds, 6))
-
-
-def _conflict(key: str, arg: str) -> Problem:
-    return Problem(
-        "",
-        key,
-        f"is also given as the driver argument {arg!r} in connect_args or the URL query; "
-        "set it in one place only",
-    )
 
 
 def _unsupported(cfg: DatabaseConfig, keys: list[str], drivers: frozenset[str]) -> ConfigError:
@@ -162,79 +154,14 @@ def _driver_args(cfg: DatabaseConfig) -> dict[str, Any]:
     return out
 
 
-# The server settings each timeout becomes (PostgreSQL GUCs in options, MariaDB/MySQL session
-# variables), to find the same setting also written by hand.
-_PG_GUCS = {
-    "statement": "statement_timeout",
-    "lock": "lock_timeout",
-    "idle_in_transaction": "idle_in_transaction_session_timeout",
-}
-_MYSQL_VARIABLES = {
-    "statement": ("max_statement_time", "max_execution_time"),
-    "lock": ("innodb_lock_wait_timeout",),
-    "idle_in_transaction": ("idle_transaction_timeout",),
-}
-
-
-def pg_option_names(options: str) -> list[str]:
-    """The settings a libpq ``options`` string sets, as the server reads them: ``-c name=v``,
-    ``-cname=v`` and ``--name=v``, names case-insensitive with dashes for underscores."""
-    tokens = re.split(r"(?<!\\)\s+", options.strip())
-    names = []
-    for i, part in enumerate(tokens):
-        if part == "-c" and i + 1 < len(tokens):
-            body = tokens[i + 1]
-        elif part.startswith(("-c", "--")):
-            body = part[2:]
-        else:
-            continue
-        if body:
-            names.append(body.split("=", 1)[0].replace("-", "_").lower())
-    return names
-
-
-def _given(cfg: DatabaseConfig, arg: str) -> list[str]:
-    """Every value of driver argument ``arg`` written in connect_args or the URL query."""
-    values: list[Any] = []
-    user = cfg.connect_args or {}
-    if arg in user:
-        values.append(user[arg])
-    query = cfg.sqlalchemy_url.query.get(arg)
-    values += [query] if isinstance(query, str) else list(query or ())
-    return [str(v) for v in values]
-
-
-def _conflicts(cfg: DatabaseConfig, ours: dict[str, Any]) -> list[Problem]:
-    names = {
-        "connect_timeout": "timeouts.connect",
-        "timeout": "timeouts.connect/timeouts.lock",
-        "application_name": "application_name",
-        "program_name": "application_name",
-    }
-    problems = [_conflict(names[arg], arg) for arg in ours if arg != "options" and _given(cfg, arg)]
-    t = cfg.timeouts
-    if "options" in ours:
-        written = {n for text in _given(cfg, "options") for n in pg_option_names(text)}
-        for key, guc in _PG_GUCS.items():
-            if getattr(t, key) is not None and guc in written:
-                problems.append(_conflict(f"timeouts.{key}", f"options (-c {guc})"))
-    if cfg.backend in ("mysql", "mariadb"):
-        init = " ".join(_given(cfg, "init_command")).lower()
-        for key, variables in _MYSQL_VARIABLES.items():
-            hit = [v for v in variables if re.search(rf"\b{v}\b", init)]
-            if getattr(t, key) is not None and hit:
-                problems.append(_conflict(f"timeouts.{key}", f"init_command ({hit[0]})"))
-    return problems
-
-
 def _connect_args(cfg: DatabaseConfig) -> dict[str, Any]:
     user = reveal(cfg.connect_args or {})
     ours = _driver_args(cfg)
-    problems = _conflicts(cfg, ours)
+    problems = conflicts(cfg, ours)
     if problems:
         raise ConfigError(problems)
     if "options" in ours:
-        ours["options"] = " ".join([*_given(cfg, "options")[:1], ours["options"]])
+        ours["options"] = " ".join([*given(cfg, "options")[:1], ours["options"]])
     merged = {**user, **ours}
     if cfg.backend == "sqlite":
         memory_static = cfg.is_sqlite_memory and cfg.pool.class_ in (None, "static")

@@ -20,9 +20,9 @@ from dbconf.builder import (
     build_sessionmaker,
     engine_kwargs,
     mysql_session_sql,
-    pg_option_names,
 )
 from dbconf.config import DatabaseConfig, SessionConfig, TimeoutsConfig
+from dbconf.conflicts import pg_option_names
 from dbconf.errors import ConfigError
 from dbconf.registry import Registry
 
