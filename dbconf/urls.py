@@ -254,9 +254,9 @@ def combine(
 def url_issues(url: URL, explicit: Mapping[str, Any], where: Mapping[str, str]) -> list[Issue]:
     """What in the combined URL a driver would reject at connect (never echoing a secret)."""
     issues: list[Issue] = []
-    at = next((k for k in FIELDS if k in explicit), "url")
     if url.get_backend_name() == "sqlite":
         given = [f for f in FIELDS if f != "database" and getattr(url, f) is not None]
+        at = next((f for f in given if f in explicit), "url")
         if given:
             hint = "sqlite:///path/to/file.db"
             if url.host and not (url.username or url.password or url.port):
@@ -270,7 +270,7 @@ def url_issues(url: URL, explicit: Mapping[str, Any], where: Mapping[str, str]) 
                 )
             )
     if url.port is not None and not 1 <= url.port <= 65535:
-        issues.append((where.get("port", "url"), "the URL's port must be 1-65535"))
+        issues.append(("url", "the URL's port must be 1-65535"))  # a port: key is bounded
     driver = driver_name(url)
     known = QUERY_KEYS.get(driver)
     if known is not None:
