@@ -225,6 +225,8 @@ def combine(
     url = url.set(drivername=DEFAULT_DRIVERS.get(name, name))
     merged = {**url.query, **(query or {})}
     where = {k: "query" if query and k in query else "url" for k in merged}
+    # A raw '&' in a secret query value splits it: the fragments then look like keys.
+    hide_keys = any(SECRET_KEY.search(k) for k in merged)
     issues: list[Issue] = []
     fields: dict[str, Any] = {}
     source: dict[str, str] = {}
@@ -248,11 +250,14 @@ def combine(
         if field in explicit and field in ("host", "port"):
             merged.pop(key, None)
     url = url.set(**{**fields, **explicit}, query=merged)
-    return url, issues + url_issues(url, explicit, where)
+    return url, issues + url_issues(url, explicit, where, hide_keys)
 
 
-def url_issues(url: URL, explicit: Mapping[str, Any], where: Mapping[str, str]) -> list[Issue]:
-    """What in the combined URL a driver would reject at connect (never echoing a secret)."""
+def url_issues(
+    url: URL, explicit: Mapping[str, Any], where: Mapping[str, str], hide_keys: bool
+) -> list[Issue]:
+    """What in the combined URL a driver would reject at connect (never echoing a secret;
+    ``hide_keys``: the query held a secret, so an unknown key may be a piece of it)."""
     issues: list[Issue] = []
     if url.get_backend_name() == "sqlite":
         given = [f for f in FIELDS if f != "database" and getattr(url, f) is not None]
@@ -276,11 +281,12 @@ def url_issues(url: URL, explicit: Mapping[str, Any], where: Mapping[str, str]) 
     if known is not None:
         for key in url.query:
             if key not in known:
-                shown = key if re.fullmatch(r"[\w.-]{1,64}", key) else "(unprintable)"
+                plain = re.fullmatch(r"[A-Za-z][\w.-]{0,39}", key) and not hide_keys
+                shown = repr(key) if plain else "(not shown: it may be part of a password)"
                 issues.append(
                     (
                         where.get(key, "url"),
-                        f"the URL query parameter {shown!r} is not taken by the {driver} "
+                        f"the URL query parameter {shown} is not taken by the {driver} "
                         f"driver{did_you_mean(key, known)}; remove it (it would fail at "
                         "connect)",
                     )

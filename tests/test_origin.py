@@ -136,3 +136,42 @@ def test_shown_value_shows_numbers_and_booleans(value: Any) -> None:
 def test_a_huge_number_is_summarised_not_printed(config: Path) -> None:
     error = error_of(config, databases={"primary": {"pool": {"size": 10**5000}}})
     assert "a number too large" in str(error)
+
+
+MISTAKES = [
+    "{s}",  # the password alone
+    "postgresql://app:{s}@db.example:port/app",  # a placeholder port
+    "postgresql://app:{s}@@db.example/app",
+    "app:{s}@db.example/app",  # no scheme
+    "postgresql:/app:{s}@db.example/app",
+    " postgresql://app:{s}@db.example/app",
+    "postgresql://app:{s}@db.example:5432/app?sslmode=require&password={s}&password={s}",
+    "sqlite://app:{s}@/x.db",
+    "postgresql://app:{s}@db.example:99999/app",
+    "mysql://app@db.example/app?password={s}&reconnect=true",  # a raw & splits the password
+    "postgresql://app@db.example/app?sslmode=require&sslpassword={s}",
+]
+
+
+@given(
+    shape=st.sampled_from(MISTAKES),
+    secret=st.text(alphabet="abcXYZ019@:/%?#&=+ ", min_size=4, max_size=10).map(
+        lambda t: "Zq9" + t
+    ),
+    var=st.sampled_from(
+        ["DATABASE_URL", "PRIMARY_DATABASE_URL", "DBCONF_DATABASES__PRIMARY__URL", "URL_IN_FILE"]
+    ),
+)
+def test_malformed_database_urls_from_anywhere_never_show_the_password(
+    write_config: WriteConfig, shape: str, secret: str, var: str
+) -> None:
+    url = "${URL_IN_FILE}" if var == "URL_IN_FILE" else "sqlite://"
+    path = write_config(f"profiles:\n  p:\n    databases:\n      primary: {{url: '{url}'}}\n")
+    sources: list[object]
+    try:
+        loaded = load_profile("p", path=path, environ={var: shape.format(s=secret)})
+    except ConfigError as e:
+        sources = [e]
+    else:  # a shape that still parses: its displays must mask the password
+        sources = [repr(loaded), loaded.config.databases["primary"].masked_url()]
+    assert_no_secret(sources, secret)

@@ -228,6 +228,15 @@ def test_query_parameter_the_driver_does_not_take_is_rejected(
     assert f"did you mean {hint!r}?" in message
 
 
+def test_unknown_key_beside_a_query_secret_is_not_echoed(config: Path) -> None:
+    """A raw '&' in ?password= splits the password: its tail looks like an unknown key."""
+    ((_, _, message),) = problems(config, url="mysql+pymysql://u@h/db?password=Zq9&tail9=x")
+    assert "tail9" not in message
+    assert "(not shown: it may be part of a password)" in message
+    ((_, _, message),) = problems(config, url="mysql+pymysql://u:pw@h/db?reconect=1")
+    assert "'reconect'" in message  # a URL password cannot spill into the query
+
+
 def test_unknown_parameter_in_the_query_key_points_at_query(config: Path) -> None:
     ((_, path, _),) = problems(config, url="postgresql://h/db", query={"sslmod": "require"})
     assert path == "query"
