@@ -21,6 +21,7 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     WithJsonSchema,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -80,6 +81,12 @@ def _hide(tree: dict[str, Any]) -> dict[str, Any]:
         else v
         for k, v in tree.items()
     }
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    return str(value) if isinstance(value, Secret) else value
 
 
 def reveal(value: Any) -> Any:
@@ -239,6 +246,11 @@ class DatabaseConfig(_Model):
         …, at any depth) become :class:`~pydantic.Secret`, masked in repr and dumps; the
         builder takes them through :func:`reveal`."""
         return None if value is None else _hide(value)
+
+    @field_serializer("connect_args", when_used="json")
+    def _dump_masked(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """JSON dumps mask secrets (pydantic < 2.8 cannot serialize a Secret under Any)."""
+        return None if value is None else _masked(value)
 
     @field_validator("sessions")
     @classmethod
