@@ -32,7 +32,7 @@ from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY, issues_error, shown_value
 from dbconf.rules import check_dialect_options, check_pool
-from dbconf.urls import combine, mask_url, parse_url
+from dbconf.urls import combine, connect_arg_issues, mask_url, parse_url
 
 __all__ = [
     "DatabaseConfig",
@@ -273,6 +273,7 @@ class DatabaseConfig(_Model):
         parts: dict[str, Any] = {"username": self.username, "password": password}
         parts |= {"host": self.host, "port": self.port, "database": self.database}
         self._url, issues = combine(base, self.driver, parts, reveal(self.query))
+        issues += connect_arg_issues(self._url, self.connect_args or {})
         issues += check_pool(self) + check_dialect_options(self)
         if issues:
             raise issues_error(issues)

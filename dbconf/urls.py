@@ -18,7 +18,7 @@ parts) are the tables below; they are meant to move to per-dialect modules.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -28,7 +28,14 @@ from sqlalchemy.engine import URL, make_url
 from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY
 
-__all__ = ["DEFAULT_DRIVERS", "QUERY_KEYS", "combine", "mask_url", "parse_url"]
+__all__ = [
+    "DEFAULT_DRIVERS",
+    "QUERY_KEYS",
+    "combine",
+    "connect_arg_issues",
+    "mask_url",
+    "parse_url",
+]
 
 
 # A URL without a driver gets the driver dbconf ships and tests (SQLAlchemy's own default
@@ -160,6 +167,12 @@ QUERY_KEYS: dict[str, frozenset[str]] = {
     "pymysql": PYMYSQL_KEYWORDS,
     "pysqlite": PYSQLITE_KEYWORDS,
 }
+# connect_args a driver takes beyond its query keywords (Python objects, aliases).
+CONNECT_ARGS: dict[str, frozenset[str]] = {
+    "psycopg2": LIBPQ_KEYWORDS | {"connection_factory", "cursor_factory", "async", "async_"},
+    "pymysql": (PYMYSQL_KEYWORDS - {"ssl_capath", "ssl_cipher", "ssl_check_hostname"})
+    | {"conv", "cursorclass", "ssl", "auth_plugin_map"},
+}
 # Query parameters that name a connection part, and the URL field they mean.
 _LIBPQ_PARTS = {"user": "username", "password": "password", "dbname": "database"}
 _LIBPQ_PARTS |= {"host": "host", "hostaddr": "host", "port": "port"}
@@ -251,6 +264,24 @@ def combine(
             merged.pop(key, None)
     url = url.set(**{**fields, **explicit}, query=merged)
     return url, issues + url_issues(url, explicit, where, hide_keys)
+
+
+def connect_arg_issues(url: URL, keys: Iterable[str]) -> list[Issue]:
+    """``connect_args`` keys the driver's ``connect()`` does not take (a TypeError, or libpq's
+    "invalid connection option", at the first connect)."""
+    driver = driver_name(url)
+    known = CONNECT_ARGS.get(driver)
+    if known is None:
+        return []
+    return [
+        (
+            f"connect_args.{key}" if "." not in key else "connect_args",
+            f"{key!r} is not an argument of the {driver} driver{did_you_mean(key, known)}; "
+            "remove it (it would fail at connect)",
+        )
+        for key in keys
+        if key not in known
+    ]
 
 
 def url_issues(

@@ -248,8 +248,12 @@ def test_every_translation_conflict_is_reported_at_once() -> None:
 
 
 def test_secret_connect_args_reach_the_driver_unmasked() -> None:
-    config = db(url=PG, connect_args={"sslpassword": "k3y", "ssl": {"password": "p"}})
-    assert engine_kwargs(config)["connect_args"] == {"sslpassword": "k3y", "ssl": {"password": "p"}}
+    args = {"ssl_key_password": "k3y", "ssl": {"password": "p"}}
+    assert (
+        engine_kwargs(db(url="mariadb+pymysql://u@h/db", connect_args=args))["connect_args"] == args
+    )
+    args = {"sslpassword": "k3y", "keepalives": 1}
+    assert engine_kwargs(db(url=PG, connect_args=args))["connect_args"] == args
 
 
 def test_conflict_surfaces_at_registry_creation_with_database_path() -> None:

@@ -298,6 +298,53 @@ def test_accepted_query_parameters_connect_to_mariadb(
         assert conn.execute(sa.text("select database()")).scalar_one() == "test"
 
 
+@pytest.mark.parametrize(
+    ("url", "args", "key", "hint"),
+    [
+        ("mysql+pymysql://h/db", {"reconnect": True}, "reconnect", "defer_connect"),
+        ("mariadb://h/db", {"conect_timeout": 3}, "conect_timeout", "connect_timeout"),
+        ("postgresql://h/db", {"sslmod": "require"}, "sslmod", "sslmode"),
+        ("postgresql://h/db", {"statement_timeout": 5}, "statement_timeout", "connect_timeout"),
+    ],
+)
+def test_connect_arg_the_driver_does_not_take_is_rejected(
+    config: Path, url: str, args: dict[str, Any], key: str, hint: str
+) -> None:
+    ((_, path, message),) = problems(config, url=url, connect_args=args)
+    assert path == f"connect_args.{key}"
+    assert f"{key!r} is not an argument of the" in message
+    assert f"did you mean {hint!r}?" in message
+
+
+def test_pymysql_connect_args_are_its_connect_parameters() -> None:
+    from dbconf.urls import CONNECT_ARGS
+
+    params = set(inspect.signature(pymysql.connections.Connection.__init__).parameters)
+    assert params - {"self"} == CONNECT_ARGS["pymysql"]
+    with pytest.raises(TypeError, match="reconnect"):
+        pymysql.connect(reconnect=True)  # what an unchecked connect_args key would do
+
+
+def test_psycopg2_connect_args_are_libpq_keywords_and_its_own() -> None:
+    from dbconf.urls import CONNECT_ARGS
+
+    python_level = {"connection_factory", "cursor_factory", "async", "async_"}
+    for key in CONNECT_ARGS["psycopg2"] - python_level:
+        psycopg2.extensions.make_dsn(**{key: "1"})  # libpq parses it
+
+
+def test_accepted_connect_args_connect(
+    config: Path, engines: Callable[[LoadedProfile], sa.Engine], pg_url: str, maria_url: str
+) -> None:
+    pg = engines(load(config, url=pg_url, connect_args={"keepalives": 1, "sslmode": "disable"}))
+    with pg.connect() as conn:
+        assert conn.execute(sa.text("select current_database()")).scalar_one() == "test"
+    args = {"read_timeout": 5, "charset": "utf8mb4", "ssl_disabled": True}
+    maria = engines(load(config, url=maria_url, connect_args=args))
+    with maria.connect() as conn:
+        assert conn.execute(sa.text("select 1")).scalar_one() == 1
+
+
 # -- property: many URLs (item 10) -----------------------------------------------------------
 
 RESERVED = "@:/%?#&=+ ;[]!$'()*,"
@@ -471,8 +518,11 @@ def test_show_json_masks_query_and_connect_args_secrets(
           p:
             databases:
               primary:
-                url: postgresql://u@h/db?password={SECRET}&sslpassword={SECRET}2
-                connect_args: {{password: 424242, ssl: {{key_password: {SECRET}3}}, port_x: 1}}
+                url: mariadb+pymysql://u@h/db?password={SECRET}&ssl_key_password={SECRET}2
+                connect_args:
+                  password: 424242
+                  ssl: {{key_password: {SECRET}3}}
+                  read_timeout: 1
         """
     )
     for fmt in ("json", "text"):
@@ -485,5 +535,5 @@ def test_show_json_masks_query_and_connect_args_secrets(
     assert connect_args["connect_args"] == {
         "password": "***",
         "ssl": {"key_password": "***"},
-        "port_x": 1,
+        "read_timeout": 1,
     }
