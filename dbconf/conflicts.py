@@ -71,14 +71,15 @@ def given(cfg: DatabaseConfig, arg: str) -> list[str]:
 
 
 def conflicts(cfg: DatabaseConfig, ours: dict[str, Any]) -> list[Problem]:
+    """Each setting of ``ours`` (the translated driver arguments) the user also wrote."""
+    t = cfg.timeouts
     names = {
         "connect_timeout": "timeouts.connect",
-        "timeout": "timeouts.connect/timeouts.lock",
+        "timeout": "timeouts.connect" if t.connect is not None else "timeouts.lock",  # SQLite
         "application_name": "application_name",
         "program_name": "application_name",
     }
     problems = [_conflict(names[arg], arg) for arg in ours if arg != "options" and given(cfg, arg)]
-    t = cfg.timeouts
     if "options" in ours:
         written = {n for text in given(cfg, "options") for n in pg_option_names(text)}
         for key, guc in _PG_GUCS.items():

@@ -9,7 +9,8 @@ explicit ``host``/``port`` also drops a ``?host=``/``?port=``). A percent-encode
 (libpq's ``postgresql://%2Fvar%2Frun%2Fpostgresql/db`` socket form) is decoded.
 
 :func:`url_issues` finds what would only fail at connect: a SQLite URL with a host, port or
-credentials, a port outside 1-65535, a query parameter the driver does not take.
+credentials, a port outside 1-65535, a query parameter the driver does not take;
+:func:`connect_arg_issues` likewise for ``connect_args`` keys.
 
 The per-driver facts (which query parameters a driver takes, which of them are connection
 parts) are the tables below; they are meant to move to per-dialect modules.

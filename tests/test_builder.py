@@ -132,6 +132,10 @@ def test_url_query_options_are_kept_when_merging() -> None:
         ({"connect_args": {"connect_timeout": 5}, "timeouts": {"connect": 3}}, "timeouts.connect"),
         ({"url": PG + "?application_name=x", "application_name": "y"}, "application_name"),
         (
+            {"url": "sqlite:///x.db", "connect_args": {"timeout": 5}, "timeouts": {"lock": 1}},
+            "timeouts.lock",
+        ),
+        (
             {"connect_args": {"options": "-c statement_timeout=5"}, "timeouts": {"statement": 1}},
             "timeouts.statement",
         ),
