@@ -27,7 +27,8 @@ Timeouts and ``application_name`` are translated per dialect:
 A duration of 0 disables the timeout (as on the servers); for pymysql ``connect: 0`` means
 "no connect timeout" (``connect_timeout=None``). A driver argument that the user also gives in
 ``connect_args`` or the URL query for one of these settings is a :class:`ConfigError`, never a
-silent override. ``-c`` options are appended to any ``options`` the user gives.
+silent override (found by :mod:`dbconf.conflicts`). ``-c`` options are appended to any
+``options`` the user gives.
 
 SQLite connections get the effect of SQLAlchemy's documented pysqlite savepoint workaround:
 dbconf emits ``BEGIN`` whenever SQLAlchemy begins a transaction (skipped for AUTOCOMMIT
@@ -39,7 +40,6 @@ every statement onto SQLAlchemy's slower event path.
 from __future__ import annotations
 
 import math
-import re
 import time
 from typing import Any
 
@@ -48,7 +48,14 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 
-from dbconf.config import SERVER_BACKENDS, DatabaseConfig, SessionConfig, TimeoutsConfig
+from dbconf.config import (
+    SERVER_BACKENDS,
+    DatabaseConfig,
+    SessionConfig,
+    TimeoutsConfig,
+    reveal,
+)
+from dbconf.conflicts import conflicts, given
 from dbconf.errors import ConfigError, Problem
 from dbconf.forking import register_engine
 from dbconf.leaks import install as install_leak_detection
@@ -73,7 +80,6 @@ POOL_CLASSES: dict[str, type[Pool]] = {
 _PG_DRIVERS = frozenset({"psycopg2", "psycopg", "psycopg2cffi"})
 _MYSQL_DRIVERS = frozenset({"pymysql"})
 _SQLITE_DRIVERS = frozenset({"pysqlite"})
-_PG_OPTION = re.compile(r"(?:-c\s*|--)([A-Za-z_.]+)\s*=")
 _DEADLINE = "dbconf.statement_deadline"
 _PROGRESS_OPCODES = 1000
 
@@ -85,19 +91,6 @@ def _ms(seconds: float) -> int:
 
 def _whole_seconds(seconds: float) -> int:
     return math.ceil(round(seconds, 6))
-
-
-def _conflict(key: str, arg: str) -> ConfigError:
-    return ConfigError(
-        [
-            Problem(
-                "",
-                key,
-                f"is also given as the driver argument {arg!r} in connect_args or "
-                f"the URL query; set it in one place only",
-            )
-        ]
-    )
 
 
 def _unsupported(cfg: DatabaseConfig, keys: list[str], drivers: frozenset[str]) -> ConfigError:
@@ -162,28 +155,13 @@ def _driver_args(cfg: DatabaseConfig) -> dict[str, Any]:
 
 
 def _connect_args(cfg: DatabaseConfig) -> dict[str, Any]:
-    user = dict(cfg.connect_args or {})
-    query = cfg.sqlalchemy_url.query
+    user = reveal(cfg.connect_args or {})
     ours = _driver_args(cfg)
-    names = {
-        "connect_timeout": "timeouts.connect",
-        "timeout": "timeouts.connect/timeouts.lock",
-        "application_name": "application_name",
-        "program_name": "application_name",
-    }
-    for arg in ours:
-        if arg != "options" and (arg in user or arg in query):
-            raise _conflict(names[arg], arg)
+    problems = conflicts(cfg, ours)
+    if problems:
+        raise ConfigError(problems)
     if "options" in ours:
-        given = [str(user["options"])] if "options" in user else []
-        if not given and "options" in query:
-            q = query["options"]
-            given = [q] if isinstance(q, str) else list(q)
-        ours_set = set(_PG_OPTION.findall(ours["options"]))
-        for name in _PG_OPTION.findall(" ".join(given)):
-            if name in ours_set:
-                raise _conflict(f"timeouts ({name})", "options")
-        ours["options"] = " ".join([*given, ours["options"]])
+        ours["options"] = " ".join([*given(cfg, "options")[:1], ours["options"]])
     merged = {**user, **ours}
     if cfg.backend == "sqlite":
         memory_static = cfg.is_sqlite_memory and cfg.pool.class_ in (None, "static")

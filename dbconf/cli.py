@@ -14,13 +14,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import Secret, SecretStr
 from sqlalchemy.engine import make_url
 
-from dbconf.config import SECRET_KEY, FileConfig, mask_url
+from dbconf.config import FileConfig
 from dbconf.errors import DbconfError
 from dbconf.loader import LoadedProfile, list_profiles, load_profile, resolve_path
-from dbconf.origin import KeyPath
+from dbconf.origin import SECRET_KEY, KeyPath
+from dbconf.urls import mask_url
 
 __all__ = ["json_schema", "main", "masked_tree"]
 
@@ -60,7 +61,7 @@ def _allow_interpolation(prop: dict[str, Any]) -> dict[str, Any]:
 
 def masked_tree(value: Any, key: str = "") -> Any:
     """Plain data of a config with every secret masked and URLs rendered without password."""
-    if isinstance(value, SecretStr):
+    if isinstance(value, SecretStr | Secret):
         if key == "url":
             return mask_url(make_url(value.get_secret_value()))
         return MASK
@@ -68,7 +69,7 @@ def masked_tree(value: Any, key: str = "") -> Any:
         return {
             str(k): MASK
             if SECRET_KEY.search(str(k))
-            and not isinstance(v, Mapping | SecretStr)
+            and not isinstance(v, Mapping | SecretStr | Secret)
             and v is not None
             and str(k) != "password_file"
             else masked_tree(v, str(k))

@@ -8,7 +8,6 @@ can honour) are checked here so that a bad profile fails at load, not inside cre
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -18,17 +17,22 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    Secret,
     SecretStr,
     StringConstraints,
     WithJsonSchema,
+    field_serializer,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
+from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
+from dbconf.origin import SECRET_KEY, issues_error, shown_value
 from dbconf.rules import check_dialect_options, check_pool
+from dbconf.urls import combine, connect_arg_issues, mask_url, parse_url
 
 __all__ = [
     "DatabaseConfig",
@@ -43,66 +47,11 @@ __all__ = [
     "parse_duration",
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 SERVER_BACKENDS = frozenset({"postgresql", "mysql", "mariadb"})
-# A URL without a driver gets the driver dbconf ships and tests (SQLAlchemy's own default
-# differs between versions: psycopg 3 on 2.1); "postgres://" is Heroku's spelling.
-DEFAULT_DRIVERS = {
-    "postgres": "postgresql+psycopg2",
-    "postgresql": "postgresql+psycopg2",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mariadb+pymysql",
-}
 URL_PARTS = ("driver", "host", "port", "username", "password", "password_file", "database", "query")
-
-
-SECRET_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
-
-
-def mask_url(url: URL) -> str:
-    """Render ``url`` with its password and any secret-looking query value (``?password=``,
-    ``sslpassword``, ``token``) replaced by ``***``."""
-    hidden = {k: "***" for k in url.query if SECRET_KEY.search(k)}
-    if hidden:
-        url = url.update_query_dict(hidden)
-    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
-
-
-def parse_duration(value: Any) -> float:
-    """Parse ``250ms``, ``30s``, ``5m``, ``1h`` or a number of seconds into float seconds."""
-    if isinstance(value, bool):
-        raise PydanticCustomError("duration", "expected a duration such as 250ms, 30s, 5m, 1h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise PydanticCustomError(
-            "duration", "expected a duration such as 250ms, 30s, 5m, 1h or a number of seconds"
-        )
-    if not math.isfinite(seconds):
-        raise PydanticCustomError("duration", "a duration must be a finite number of seconds")
-    if seconds < 0:
-        raise PydanticCustomError("duration", "a duration must not be negative")
-    return seconds
-
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
-                {"type": "string", "pattern": r"^\$\{[^}]+\}$"},
-            ],
-            "description": "a duration: 250ms, 30s, 5m, 1h, or a number of seconds",
-        }
-    ),
-]
+# A pool or a worker count is at most MariaDB's largest max_connections.
+MAX_CONNECTIONS = 100_000
 
 
 def _sqlstate(value: Any) -> Any:
@@ -119,14 +68,42 @@ class _Model(BaseModel):
     )
 
 
+# A query value: a string, kept as a Secret when its key looks secret (?sslpassword=).
+QueryValue = Annotated[str | Secret[str], WithJsonSchema({"type": "string"})]
+
+
+def _hide(tree: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: _hide(v)
+        if isinstance(v, dict)
+        else Secret(v)
+        if SECRET_KEY.search(k) and not isinstance(v, Secret | None)
+        else v
+        for k, v in tree.items()
+    }
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    return str(value) if isinstance(value, Secret) else value
+
+
+def reveal(value: Any) -> Any:
+    """``connect_args`` as the driver takes them: every :class:`~pydantic.Secret` unwrapped."""
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    return value.get_secret_value() if isinstance(value, Secret) else value
+
+
 def _check_names(names: dict[str, Any], what: str) -> None:
     for name in names:
         if not _NAME.match(name):
             raise PydanticCustomError(
                 "name",
-                "{what} name '{name}' must be lower-case letters, digits and single underscores "
+                "{what} name {name} must be lower-case letters, digits and single underscores "
                 "(it becomes part of environment variable names)",
-                {"what": what, "name": name},
+                {"what": what, "name": shown_value(name, ())},
             )
 
 
@@ -134,8 +111,8 @@ class PoolConfig(_Model):
     """Connection pool. Unset options keep SQLAlchemy's defaults."""
 
     class_: Literal["queue", "null", "static", "singleton"] | None = Field(None, alias="class")
-    size: int | None = Field(None, ge=1)
-    max_overflow: int | None = Field(None, ge=-1)
+    size: int | None = Field(None, ge=1, le=MAX_CONNECTIONS)
+    max_overflow: int | None = Field(None, ge=-1, le=MAX_CONNECTIONS)
     timeout: Duration | None = None
     recycle: Duration | None = None
     pre_ping: bool | None = None
@@ -153,10 +130,10 @@ class PoolConfig(_Model):
 class TimeoutsConfig(_Model):
     """Timeouts written once, translated per dialect by the builder."""
 
-    connect: Duration | None = None
-    statement: Duration | None = None
-    lock: Duration | None = None
-    idle_in_transaction: Duration | None = None
+    connect: Timeout | None = None
+    statement: Timeout | None = None
+    lock: Timeout | None = None
+    idle_in_transaction: Timeout | None = None
 
 
 class SessionConfig(_Model):
@@ -237,7 +214,7 @@ class DatabaseConfig(_Model):
     password: SecretStr | None = None
     password_file: str | None = None
     database: str | None = None
-    query: dict[str, str] | None = Field(None, repr=False)  # may hold a password
+    query: dict[str, QueryValue] | None = Field(None, repr=False)  # may hold a password
     echo: bool = False
     hide_parameters: bool = True
     isolation_level: (
@@ -263,18 +240,21 @@ class DatabaseConfig(_Model):
     @classmethod
     def _parse_url(cls, value: Any) -> Any:
         if isinstance(value, str):
-            try:
-                url = make_url(value)
-            except Exception:
-                url = None
-            if url is None or "@" in (url.host or ""):
-                # Never echo the URL: a raw '@' in a password splits it into a bogus host.
-                raise PydanticCustomError(
-                    "url",
-                    "is not a valid database URL; expected driver://user:password@host:port/"
-                    "database (percent-encode @ : / % in the password, or set password separately)",
-                ) from None
+            parse_url(value)
         return value
+
+    @field_validator("connect_args", "query", mode="after")
+    @classmethod
+    def _hide_secrets(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Secret-looking driver arguments and query values (password, sslpassword, token,
+        …, at any depth) become :class:`~pydantic.Secret`, masked in repr and dumps; the
+        builder takes them through :func:`reveal`."""
+        return None if value is None else _hide(value)
+
+    @field_serializer("connect_args", when_used="json")
+    def _dump_masked(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """JSON dumps mask secrets (pydantic < 2.8 cannot serialize a Secret under Any)."""
+        return None if value is None else _masked(value)
 
     @field_validator("sessions")
     @classmethod
@@ -286,17 +266,6 @@ class DatabaseConfig(_Model):
     def _resolve(self) -> DatabaseConfig:
         if "default" not in self.sessions:
             object.__setattr__(self, "sessions", {"default": SessionConfig(), **self.sessions})
-        self._url = self._build_url()
-        check_pool(self)
-        check_dialect_options(self)
-        return self
-
-    def _build_url(self) -> URL:
-        url = self._combined_url()
-        driver = DEFAULT_DRIVERS.get(url.drivername)
-        return url.set(drivername=driver) if driver else url
-
-    def _combined_url(self) -> URL:
         base = make_url(self.url.get_secret_value()) if self.url else None
         if base is None and not self.driver:
             raise PydanticCustomError(
@@ -305,25 +274,14 @@ class DatabaseConfig(_Model):
                 "environment), or driver plus host/database",
             )
         password = self.password.get_secret_value() if self.password else None
-        if base is None:
-            return URL.create(
-                str(self.driver),
-                self.username,
-                password,
-                self.host,
-                self.port,
-                self.database,
-                self.query or {},
-            )
-        return base.set(
-            drivername=self.driver or base.drivername,
-            username=self.username if self.username is not None else base.username,
-            password=password if password is not None else base.password,
-            host=self.host if self.host is not None else base.host,
-            port=self.port if self.port is not None else base.port,
-            database=self.database if self.database is not None else base.database,
-            query={**base.query, **(self.query or {})},
-        )
+        parts: dict[str, Any] = {"username": self.username, "password": password}
+        parts |= {"host": self.host, "port": self.port, "database": self.database}
+        self._url, issues = combine(base, self.driver, parts, reveal(self.query))
+        issues += connect_arg_issues(self._url, self.connect_args or {})
+        issues += check_pool(self) + check_dialect_options(self)
+        if issues:
+            raise issues_error(issues)
+        return self
 
     @property
     def sqlalchemy_url(self) -> URL:
@@ -356,7 +314,7 @@ class ProfileConfig(_Model):
 
     extends: str | None = None
     default_database: str | None = None
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, le=MAX_CONNECTIONS)
     databases: dict[str, DatabaseConfig] = Field(default_factory=dict)
 
     @field_validator("databases")
@@ -374,9 +332,9 @@ class ProfileConfig(_Model):
         if self.default_database is not None and self.default_database not in self.databases:
             raise PydanticCustomError(
                 "default_database",
-                "default_database '{name}' is not a database of this profile{hint}",
+                "default_database {name} is not a database of this profile{hint}",
                 {
-                    "name": self.default_database,
+                    "name": shown_value(self.default_database, ()),
                     "hint": did_you_mean(self.default_database, self.databases),
                     "at": "default_database",
                 },

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 
 from dbconf.errors import Problem, did_you_mean
 
-__all__ = ["KeyPath", "Origin", "find_origin", "validation_problems"]
+__all__ = [
+    "SECRET_KEY",
+    "KeyPath",
+    "Origin",
+    "find_origin",
+    "issues_error",
+    "shown_value",
+    "validation_problems",
+]
 
 KeyPath = tuple[str, ...]
 OriginKind = Literal["file", "env", "secret", "default", "code"]
 SECRET_KEYS = frozenset({"password", "url"})
+# Keys whose values are never echoed in an error, at any depth: they may hold a password.
+_HIDDEN_KEYS = frozenset({"password", "url", "query", "connect_args", "password_file"})
+# A key whose value is a secret: password, sslpassword, passwd, token, api_key, …
+SECRET_KEY = re.compile(r"pass|secret|token|credential|api_?key|private_?key", re.IGNORECASE)
+_PLAIN = re.compile(r"[\w .,+-]{0,40}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,36 @@ def is_secret_path(path: KeyPath) -> bool:
     return any(part in SECRET_KEYS for part in path)
 
 
+def shown_value(value: Any, path: KeyPath) -> str:
+    """How an error may echo ``value`` found at ``path``: only what cannot be a secret.
+
+    Numbers and booleans are shown, and short plain words (letters, digits, spaces, ``.,+-_``)
+    outside the keys that may hold a password (``password``, ``url``, ``query``,
+    ``connect_args`` or any secret-looking key). Anything else, a URL above all, is ``'***'``.
+    """
+    hidden = any(p in _HIDDEN_KEYS or SECRET_KEY.search(p) for p in path)
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if hidden:
+        return "'***'"
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() <= 64 else "a number too large"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str) and _PLAIN.fullmatch(value):
+        return repr(value)
+    return "'***'"
+
+
+def issues_error(issues: Sequence[tuple[str, str]]) -> PydanticCustomError:
+    """One validation error carrying every ``(key path, message)`` problem of a model; the
+    loader reports each on its own, with its own origin (see :func:`validation_problems`)."""
+    text = issues[0][1] if len(issues) == 1 else "; ".join(f"{at}: {msg}" for at, msg in issues)
+    return PydanticCustomError(
+        "issues", "{text}", {"text": text, "at": issues[0][0], "issues": tuple(issues)}
+    )
+
+
 def validation_problems(
     exc: ValidationError,
     model: type[BaseModel],
@@ -67,17 +112,28 @@ def validation_problems(
 ) -> list[Problem]:
     """Turn pydantic's errors into problems naming origin, key path, value and what is allowed."""
     problems = []
+
+    def add(loc: KeyPath, message: str) -> None:
+        origin = find_origin(origins, loc)
+        where = ".".join(prefix + tuple(_shown_key(k) for k in loc))
+        problems.append(Problem(str(origin) if origin else fallback, where, message))
+
     for error in exc.errors(include_url=False):
         loc = tuple(str(part) for part in error["loc"])
         ctx = error.get("ctx") or {}
+        if "issues" in ctx:
+            for at, message in ctx["issues"]:
+                add((*loc, *at.split(".")), message)
+            continue
         if isinstance(ctx.get("at"), str):
             loc = (*loc, *ctx["at"].split("."))
-        origin = find_origin(origins, loc)
-        message = _message(error, model, loc)
-        problems.append(
-            Problem(str(origin) if origin else fallback, ".".join(prefix + loc), message)
-        )
+        add(loc, _message(error, model, loc))
     return problems
+
+
+def _shown_key(key: str) -> str:
+    """A key as a key path may show it: a URL written where a name belongs is masked."""
+    return key if "@" not in key and "://" not in key else "***"
 
 
 def _message(error: Any, model: type[BaseModel], loc: KeyPath) -> str:
@@ -85,7 +141,7 @@ def _message(error: Any, model: type[BaseModel], loc: KeyPath) -> str:
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1])
         hint = did_you_mean(loc[-1], allowed)
-        return f"unknown key {loc[-1]!r}{hint}; allowed here: {', '.join(allowed)}"
+        return f"unknown key {_shown_key(loc[-1])!r}{hint}; allowed here: {', '.join(allowed)}"
     message = str(error["msg"])
     if kind == "missing":
         return "this key is required"
@@ -93,9 +149,13 @@ def _message(error: Any, model: type[BaseModel], loc: KeyPath) -> str:
         message = "expected a mapping of keys to values"
     if "input" in error and kind not in ("extra_forbidden",) and not kind.startswith("value_error"):
         value = error["input"]
+        if kind == "model_type" and isinstance(value, str) and "://" in value:
+            return (
+                "expected a mapping of keys to values, got a URL (not shown: it may hold a "
+                f"password); write it as {loc[-1] if loc else 'name'}: {{url: ...}}"
+            )
         if not isinstance(value, dict | list):
-            shown = "'***'" if is_secret_path(loc) else repr(value)
-            message += f" (got {shown})"
+            message += f" (got {shown_value(value, loc)})"
     return message
 
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pydantic_core import PydanticCustomError
 from sqlalchemy.exc import NoSuchModuleError
 
 from dbconf.errors import ConfigError, Problem, did_you_mean
 from dbconf.origin import KeyPath, Origin, find_origin
+from dbconf.urls import Issue
 
 if TYPE_CHECKING:
     from dbconf.config import DatabaseConfig
 
-__all__ = ["build_problems", "check_dialect_options", "check_pool"]
+__all__ = ["build_problems", "check_dialect_options", "check_pool", "missing_driver_hint"]
 
 KNOWN_DRIVERS = (
     "postgresql",
@@ -32,7 +32,8 @@ KNOWN_DRIVERS = (
     "sqlite",
     "sqlite+pysqlite",
 )
-_EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+# The pyproject extra that installs the driver dbconf supports for a backend.
+EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 
 
 def build_problems(
@@ -65,13 +66,7 @@ def build_problems(
             )
             continue
         except ImportError as e:
-            extra = _EXTRAS.get(url.get_backend_name(), url.get_backend_name())
-            problem(
-                name,
-                key,
-                f"the driver for {url.drivername} is not installed ({e.name}); "
-                f"pip install 'dbconf[{extra}]'",
-            )
+            problem(name, key, missing_driver_hint(url.drivername, url.get_driver_name(), e.name))
             continue
         try:
             engine_kwargs(db)
@@ -81,88 +76,92 @@ def build_problems(
     return problems
 
 
-def check_pool(db: DatabaseConfig) -> None:
+def missing_driver_hint(drivername: str, driver: str, module: str | None) -> str:
+    """What to install for a driver that is not installed: an extra of dbconf only for the
+    drivers dbconf ships (a real extra of pyproject.toml), else the driver itself."""
+    backend = drivername.partition("+")[0]
+    extra = EXTRAS.get(backend)
+    if extra is not None and driver in ("psycopg2", "pymysql"):
+        how = f"pip install 'dbconf[{extra}]'"
+    else:
+        how = f"dbconf ships no extra for it: install the {driver} driver itself"
+    return f"the driver for {drivername} is not installed ({module}); {how}"
+
+
+def check_pool(db: DatabaseConfig) -> list[Issue]:
     pool = db.pool
+    issues: list[Issue] = []
     sized = [
         k for k in ("size", "max_overflow", "timeout", "use_lifo") if getattr(pool, k) is not None
     ]
     if pool.class_ in ("null", "static", "singleton") and sized:
-        raise PydanticCustomError(
-            "pool",
-            "pool.{keys} cannot be used with pool.class {cls}: only the queue pool has a size, "
-            "overflow, timeout or LIFO order; remove them or use class: queue",
-            {"keys": "/".join(sized), "cls": pool.class_, "at": f"pool.{sized[0]}"},
+        issues.append(
+            (
+                f"pool.{sized[0]}",
+                f"pool.{'/'.join(sized)} cannot be used with pool.class {pool.class_}: only the "
+                "queue pool has a size, overflow, timeout or LIFO order; remove them or use "
+                "class: queue",
+            )
         )
-    if db.is_sqlite_memory and (sized or pool.class_ in ("queue", "null")):
-        raise PydanticCustomError(
-            "pool",
-            "an in-memory SQLite database lives in one connection, which dbconf shares through a "
-            "static pool; remove pool.{keys} (or use a file database for a sized pool)",
-            {"keys": "/".join(sized) or "class", "at": f"pool.{(sized or ['class'])[0]}"},
+    elif db.is_sqlite_memory and (sized or pool.class_ in ("queue", "null")):
+        issues.append(
+            (
+                f"pool.{(sized or ['class'])[0]}",
+                "an in-memory SQLite database lives in one connection, which dbconf shares "
+                f"through a static pool; remove pool.{'/'.join(sized) or 'class'} (or use a "
+                "file database for a sized pool)",
+            )
         )
+    return issues
 
 
-def check_dialect_options(db: DatabaseConfig) -> None:
+def check_dialect_options(db: DatabaseConfig) -> list[Issue]:
     backend, t = db.backend, db.timeouts
+    issues: list[Issue] = []
+
+    def unsupported(key: str, why: str) -> None:
+        at = key.split(" ")[0].split("/")[0]
+        issues.append((at, f"{key} is not supported for {backend}: {why}"))
+
     if db.disconnect_sqlstates is not None and backend != "postgresql":
-        raise _dialect_error(
-            "disconnect_sqlstates",
-            backend,
-            "only PostgreSQL errors carry a SQLSTATE that dbconf can match",
-        )
-    if backend == "sqlite" and db.isolation_level in ("READ COMMITTED", "REPEATABLE READ"):
-        raise _dialect_error(
-            "isolation_level",
-            backend,
-            "SQLite offers SERIALIZABLE, READ UNCOMMITTED and AUTOCOMMIT",
+        unsupported(
+            "disconnect_sqlstates", "only PostgreSQL errors carry a SQLSTATE that dbconf can match"
         )
     if backend == "sqlite":
-        if t.idle_in_transaction is not None:
-            raise _dialect_error(
-                "timeouts.idle_in_transaction", backend, "SQLite has no server session to time out"
+        if db.isolation_level in ("READ COMMITTED", "REPEATABLE READ"):
+            unsupported(
+                "isolation_level", "SQLite offers SERIALIZABLE, READ UNCOMMITTED and AUTOCOMMIT"
             )
+        if t.idle_in_transaction is not None:
+            unsupported("timeouts.idle_in_transaction", "SQLite has no server session to time out")
         if t.connect is not None and t.lock is not None and t.connect != t.lock:
-            raise _dialect_error(
+            unsupported(
                 "timeouts.connect and timeouts.lock",
-                backend,
                 "both are the busy timeout on SQLite; set only one",
             )
-        return
+        return issues
     if db.sqlite is not None:
-        raise _dialect_error("sqlite", backend, "the sqlite: pragmas apply to SQLite only")
+        unsupported("sqlite", "the sqlite: pragmas apply to SQLite only")
     if backend in ("mysql", "mariadb"):
         if t.idle_in_transaction is not None and backend == "mysql":
-            raise _dialect_error(
+            unsupported(
                 "timeouts.idle_in_transaction",
-                backend,
-                "MySQL has no such timeout; MariaDB "
-                "does (idle_transaction_timeout): use a mariadb+pymysql:// URL for MariaDB",
+                "MySQL has no such timeout; MariaDB does (idle_transaction_timeout): use a "
+                "mariadb+pymysql:// URL for MariaDB",
             )
         for key in ("lock", "idle_in_transaction"):
             value = getattr(t, key)
             if value is not None and (value < 1 or value != int(value)):
-                raise _dialect_error(
+                unsupported(
                     f"timeouts.{key}",
-                    backend,
                     "MariaDB/MySQL take this timeout in whole seconds (at least 1s)",
                 )
-        return
-    if backend != "postgresql":
+    elif backend != "postgresql":
         given = [k for k, v in t.model_dump().items() if v is not None]
         if given or db.application_name is not None:
-            raise _dialect_error(
+            unsupported(
                 "timeouts/application_name",
-                backend,
-                "dbconf translates these for PostgreSQL, "
-                "MariaDB/MySQL and SQLite only; pass driver options through connect_args",
+                "dbconf translates these for PostgreSQL, MariaDB/MySQL and SQLite only; pass "
+                "driver options through connect_args",
             )
-
-
-def _dialect_error(key: str, backend: str, why: str) -> PydanticCustomError:
-    """An error about ``key``; the context's ``at`` lets the loader point at its origin."""
-    at = key.split(" ")[0].split("/")[0]
-    return PydanticCustomError(
-        "dialect",
-        "{key} is not supported for {backend}: {why}",
-        {"key": key, "backend": backend, "why": why, "at": at},
-    )
+    return issues

@@ -7,13 +7,22 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
 
-from dbconf.builder import build_engine, build_sessionmaker, engine_kwargs, mysql_session_sql
+from dbconf.builder import (
+    build_engine,
+    build_sessionmaker,
+    engine_kwargs,
+    mysql_session_sql,
+)
 from dbconf.config import DatabaseConfig, SessionConfig, TimeoutsConfig
+from dbconf.conflicts import pg_option_names
 from dbconf.errors import ConfigError
 from dbconf.registry import Registry
 
@@ -123,8 +132,12 @@ def test_url_query_options_are_kept_when_merging() -> None:
         ({"connect_args": {"connect_timeout": 5}, "timeouts": {"connect": 3}}, "timeouts.connect"),
         ({"url": PG + "?application_name=x", "application_name": "y"}, "application_name"),
         (
+            {"url": "sqlite:///x.db", "connect_args": {"timeout": 5}, "timeouts": {"lock": 1}},
+            "timeouts.lock",
+        ),
+        (
             {"connect_args": {"options": "-c statement_timeout=5"}, "timeouts": {"statement": 1}},
-            "timeouts (statement_timeout)",
+            "timeouts.statement",
         ),
     ],
 )
@@ -133,6 +146,118 @@ def test_same_setting_twice_is_a_config_error(extra: dict[str, Any], key: str) -
         engine_kwargs(db(**{"url": PG, **extra}))
     assert err.value.problems[0].path == key
     assert "set it in one place only" in str(err.value)
+
+
+GUCS = {
+    "statement": "statement_timeout",
+    "lock": "lock_timeout",
+    "idle_in_transaction": "idle_in_transaction_session_timeout",
+}
+
+
+@st.composite
+def option_spellings(draw: st.DrawFn, guc: str) -> str:
+    """``guc`` set in any syntax libpq's options take: -c name=v, -cname=v, --name=v, any
+    case, dashes for underscores, among other options."""
+    name = "".join(draw(st.sampled_from([c.lower(), c.upper()])) for c in guc)
+    name = "".join("-" if c == "_" and draw(st.booleans()) else c for c in name)
+    form = draw(st.sampled_from(["-c {}=5", "-c{}=5", "--{}=5", "-c  {}=5"]))
+    others = draw(st.lists(st.sampled_from(["-c search_path=app", "--work-mem=4MB"]), max_size=2))
+    return " ".join([*others, form.format(name), *others])
+
+
+@given(data=st.data(), key=st.sampled_from(sorted(GUCS)), where=st.sampled_from(["args", "url"]))
+def test_timeout_also_in_options_is_a_conflict_in_any_spelling(
+    data: st.DataObject, key: str, where: str
+) -> None:
+    options = data.draw(option_spellings(GUCS[key]))
+    fields: dict[str, Any] = {"url": PG, "timeouts": {key: 1}}
+    if where == "args":
+        fields["connect_args"] = {"options": options}
+    else:
+        fields["url"] = PG + "?options=" + quote(options, safe="")
+    with pytest.raises(ConfigError) as err:
+        engine_kwargs(db(**fields))
+    (problem,) = err.value.problems
+    assert problem.path == f"timeouts.{key}"
+    assert f"-c {GUCS[key]}" in problem.message
+
+
+def test_options_in_both_connect_args_and_url_query_are_both_checked() -> None:
+    config = db(
+        url=PG + "?options=--lock-timeout%3D5",
+        connect_args={"options": "-cStatement_Timeout=5"},
+        timeouts={"statement": 1, "lock": 1, "connect": 1},
+    )
+    with pytest.raises(ConfigError) as err:
+        engine_kwargs(config)
+    assert [p.path for p in err.value.problems] == ["timeouts.statement", "timeouts.lock"]
+
+
+@pytest.mark.parametrize(
+    ("options", "names"),
+    [
+        ("-c statement_timeout=5", ["statement_timeout"]),
+        ("-cSTATEMENT_TIMEOUT=5 --lock-timeout=1", ["statement_timeout", "lock_timeout"]),
+        (r"-c search_path=a\ b -c x.y=1", ["search_path", "x.y"]),
+        ("-B 100 -c", []),
+    ],
+)
+def test_pg_option_names(options: str, names: list[str]) -> None:
+    assert pg_option_names(options) == names
+
+
+@pytest.mark.parametrize(
+    ("init_command", "key"),
+    [
+        ("SET SESSION max_statement_time=5", "statement"),
+        ("set @@session.MAX_EXECUTION_TIME = 5", "statement"),
+        ("SET innodb_lock_wait_timeout=5, sql_mode='ANSI'", "lock"),
+        ("SET SESSION Idle_Transaction_Timeout=5", "idle_in_transaction"),
+    ],
+)
+def test_mysql_init_command_setting_a_timeout_is_a_conflict(init_command: str, key: str) -> None:
+    config = db(
+        url="mariadb+pymysql://u@h/db",
+        connect_args={"init_command": init_command},
+        timeouts={key: 5},
+    )
+    with pytest.raises(ConfigError) as err:
+        engine_kwargs(config)
+    (problem,) = err.value.problems
+    assert problem.path == f"timeouts.{key}"
+    assert "init_command" in problem.message
+
+
+def test_mysql_init_command_setting_other_variables_is_kept() -> None:
+    config = db(
+        url="mariadb+pymysql://u@h/db",
+        connect_args={"init_command": "SET sql_mode='ANSI'"},
+        timeouts={"statement": 5, "lock": 5},
+    )
+    assert engine_kwargs(config)["connect_args"]["init_command"] == "SET sql_mode='ANSI'"
+
+
+def test_every_translation_conflict_is_reported_at_once() -> None:
+    config = db(
+        url=PG + "?application_name=x",
+        connect_args={"connect_timeout": 5, "options": "-c lock_timeout=1"},
+        timeouts={"connect": 1, "lock": 1},
+        application_name="y",
+    )
+    with pytest.raises(ConfigError) as err:
+        engine_kwargs(config)
+    paths = sorted(p.path for p in err.value.problems)
+    assert paths == ["application_name", "timeouts.connect", "timeouts.lock"]
+
+
+def test_secret_connect_args_reach_the_driver_unmasked() -> None:
+    args = {"ssl_key_password": "k3y", "ssl": {"password": "p"}}
+    assert (
+        engine_kwargs(db(url="mariadb+pymysql://u@h/db", connect_args=args))["connect_args"] == args
+    )
+    args = {"sslpassword": "k3y", "keepalives": 1}
+    assert engine_kwargs(db(url=PG, connect_args=args))["connect_args"] == args
 
 
 def test_conflict_surfaces_at_registry_creation_with_database_path() -> None:

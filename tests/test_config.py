@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
-from dbconf.config import DatabaseConfig, PoolConfig, ProfileConfig, parse_duration
+from dbconf.config import DatabaseConfig, PoolConfig, ProfileConfig
 
 PASSWORD = "p@ss:w%rd"
 PG = "postgresql+psycopg2://app@db.example:5432/app"
@@ -26,34 +28,68 @@ def error_of(**fields: Any) -> ValidationError:
 # -- durations ------------------------------------------------------------------------------
 
 
+DURATION_KEYS = [
+    ("pool", "timeout"),
+    ("pool", "recycle"),
+    ("timeouts", "connect"),
+    ("timeouts", "statement"),
+    ("timeouts", "lock"),
+    ("timeouts", "idle_in_transaction"),
+    ("leak_detection", "threshold"),
+    ("leak_detection", "long_transaction"),
+    ("retry", "backoff"),
+    ("retry", "max_backoff"),
+]
+TOO_LONG = [1.0e308, 10**400, 10**20, "1" * 400, "400000000s", 2e9, "9000000h"]
+
+
+@pytest.mark.parametrize(("section", "key"), DURATION_KEYS)
+@pytest.mark.parametrize("value", TOO_LONG)
+def test_every_duration_is_bounded_with_a_clear_message(section: str, key: str, value: Any) -> None:
+    (detail,) = error_of(url=PG, **{section: {key: value}}).errors()
+    assert detail["loc"] == (section, key)
+    assert detail["msg"] in (
+        "a duration must be at most 365 days",
+        "a timeout must be at most 2147483.647s (about 24.8 days: PostgreSQL takes an int of "
+        "milliseconds); use 0 to turn it off",
+    )
+    assert ("timeout must be at most" in detail["msg"]) == (section == "timeouts")
+
+
+@given(
+    seconds=st.floats(min_value=0, max_value=2147483.647),
+    key=st.sampled_from(["connect", "statement", "lock", "idle_in_transaction"]),
+)
+def test_every_timeout_in_bounds_translates_for_postgresql(seconds: float, key: str) -> None:
+    from dbconf.builder import engine_kwargs
+
+    args = engine_kwargs(db(url=PG, timeouts={key: seconds}))["connect_args"]
+    value = args["connect_timeout"] if key == "connect" else int(args["options"].split("=")[-1])
+    assert 0 <= value <= 2147483647
+
+
+def test_longest_timeout_and_duration_are_accepted() -> None:
+    config = db(url=PG, timeouts={"statement": 2147483.647}, pool={"recycle": "8760h"})
+    assert config.timeouts.statement == 2147483.647
+    assert config.pool.recycle == 365 * 86400
+
+
 @pytest.mark.parametrize(
-    ("text", "seconds"),
+    ("model", "fields", "loc"),
     [
-        ("250ms", 0.25),
-        ("30s", 30.0),
-        ("5m", 300.0),
-        ("1h", 3600.0),
-        ("1.5s", 1.5),
-        (" 2 m ", 120.0),
-        ("10", 10.0),
-        (10, 10.0),
-        (0.5, 0.5),
-        (0, 0.0),
+        (PoolConfig, {"size": 10**6}, ("size",)),
+        (PoolConfig, {"size": 10**400}, ("size",)),
+        (PoolConfig, {"max_overflow": 100_001}, ("max_overflow",)),
+        (ProfileConfig, {"workers": 10**9, "databases": {"a": {"url": PG}}}, ("workers",)),
+        (DatabaseConfig, {"url": PG, "port": 10**30}, ("port",)),
     ],
 )
-def test_durations(text: Any, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("bad", ["5 minutes", "1d", "-5s", "", True, None, [1]])
-def test_bad_durations(bad: Any) -> None:
-    with pytest.raises(ValueError, match="expected a duration such as 250ms, 30s, 5m, 1h"):
-        parse_duration(bad)
-
-
-def test_negative_number_duration() -> None:
-    with pytest.raises(ValueError, match="a duration must not be negative"):
-        parse_duration(-1)
+def test_counts_are_bounded(model: Any, fields: dict[str, Any], loc: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(fields)
+    (detail,) = info.value.errors()
+    assert detail["loc"] == loc
+    assert detail["type"] == "less_than_equal"
 
 
 def test_durations_in_the_model_are_float_seconds() -> None:
@@ -248,6 +284,27 @@ def test_password_is_masked_in_repr_and_str() -> None:
         assert encoded not in text
     assert config.password is not None
     assert config.password.get_secret_value() == PASSWORD
+
+
+@pytest.mark.parametrize("key", ["password", "sslpassword", "PASSWD", "auth_token", "api_key"])
+@pytest.mark.parametrize("value", [PASSWORD, 424242, ["x", PASSWORD]])
+def test_secret_connect_args_are_masked_in_dumps_and_repr(key: str, value: Any) -> None:
+    args = {key: value, "ssl": {key: value}, "keepalives": 1}  # no driver check on sqlite
+    config = db(url="sqlite:///x.db", connect_args=args)
+    texts = [repr(config), str(config.model_dump()), config.model_dump_json()]
+    texts += [str(config.connect_args), str(config.model_dump(mode="json"))]
+    for text in texts:
+        assert str(PASSWORD) not in text
+        assert "424242" not in text
+    assert config.model_dump(mode="json")["connect_args"]["keepalives"] == 1
+
+
+def test_secret_query_values_are_masked_in_dumps() -> None:
+    config = db(url=PG, query={"sslpassword": PASSWORD, "sslmode": "require"})
+    assert PASSWORD not in config.model_dump_json()
+    assert PASSWORD not in str(config.model_dump())
+    assert config.model_dump()["query"]["sslmode"] == "require"
+    assert config.sqlalchemy_url.query["sslpassword"] == PASSWORD  # what the driver gets
 
 
 # -- sessions, names, profile ---------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""The same setting given twice: a translated timeout or name also written as a driver argument.
+
+:func:`conflicts` compares what the builder would pass for ``timeouts``/``application_name``
+with what the user wrote in ``connect_args`` and the URL query, including the server settings
+hidden inside libpq's ``options`` (every spelling the server reads) and MariaDB/MySQL's
+``init_command``. The per-dialect names are the tables below.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from dbconf.errors import Problem
+
+if TYPE_CHECKING:
+    from dbconf.config import DatabaseConfig
+
+__all__ = ["conflicts", "given", "pg_option_names"]
+
+
+def _conflict(key: str, arg: str) -> Problem:
+    return Problem(
+        "",
+        key,
+        f"is also given as the driver argument {arg!r} in connect_args or the URL query; "
+        "set it in one place only",
+    )
+
+
+# The server settings each timeout becomes (PostgreSQL GUCs in options, MariaDB/MySQL session
+# variables), to find the same setting also written by hand.
+_PG_GUCS = {
+    "statement": "statement_timeout",
+    "lock": "lock_timeout",
+    "idle_in_transaction": "idle_in_transaction_session_timeout",
+}
+_MYSQL_VARIABLES = {
+    "statement": ("max_statement_time", "max_execution_time"),
+    "lock": ("innodb_lock_wait_timeout",),
+    "idle_in_transaction": ("idle_transaction_timeout",),
+}
+
+
+def pg_option_names(options: str) -> list[str]:
+    """The settings a libpq ``options`` string sets, as the server reads them: ``-c name=v``,
+    ``-cname=v`` and ``--name=v``, names case-insensitive with dashes for underscores."""
+    tokens = re.split(r"(?<!\\)\s+", options.strip())
+    names = []
+    for i, part in enumerate(tokens):
+        if part == "-c" and i + 1 < len(tokens):
+            body = tokens[i + 1]
+        elif part.startswith(("-c", "--")):
+            body = part[2:]
+        else:
+            continue
+        if body:
+            names.append(body.split("=", 1)[0].replace("-", "_").lower())
+    return names
+
+
+def given(cfg: DatabaseConfig, arg: str) -> list[str]:
+    """Every value of driver argument ``arg`` written in connect_args or the URL query."""
+    values: list[Any] = []
+    user = cfg.connect_args or {}
+    if arg in user:
+        values.append(user[arg])
+    query = cfg.sqlalchemy_url.query.get(arg)
+    values += [query] if isinstance(query, str) else list(query or ())
+    return [str(v) for v in values]
+
+
+def conflicts(cfg: DatabaseConfig, ours: dict[str, Any]) -> list[Problem]:
+    """Each setting of ``ours`` (the translated driver arguments) the user also wrote."""
+    t = cfg.timeouts
+    names = {
+        "connect_timeout": "timeouts.connect",
+        "timeout": "timeouts.connect" if t.connect is not None else "timeouts.lock",  # SQLite
+        "application_name": "application_name",
+        "program_name": "application_name",
+    }
+    problems = [_conflict(names[arg], arg) for arg in ours if arg != "options" and given(cfg, arg)]
+    if "options" in ours:
+        written = {n for text in given(cfg, "options") for n in pg_option_names(text)}
+        for key, guc in _PG_GUCS.items():
+            if getattr(t, key) is not None and guc in written:
+                problems.append(_conflict(f"timeouts.{key}", f"options (-c {guc})"))
+    if cfg.backend in ("mysql", "mariadb"):
+        init = " ".join(given(cfg, "init_command")).lower()
+        for key, variables in _MYSQL_VARIABLES.items():
+            hit = [v for v in variables if re.search(rf"\b{v}\b", init)]
+            if getattr(t, key) is not None and hit:
+                problems.append(_conflict(f"timeouts.{key}", f"init_command ({hit[0]})"))
+    return problems

@@ -1,0 +1,326 @@
+"""Database URLs: parsing, combining with the parts written beside them, checking, masking.
+
+A URL's query may carry connection parts (libpq takes ``?user=``, ``?password=``,
+``?dbname=``; PyMySQL ``?user=``, ``?password=``, ``?database=``). The drivers give those query
+values precedence over the URL's own fields, and SQLAlchemy masks only the URL's own password.
+:func:`combine` therefore lifts them into the URL's fields (same meaning for the driver, now
+masked), then applies the parts written beside the URL, which beat everything in the URL (an
+explicit ``host``/``port`` also drops a ``?host=``/``?port=``). A percent-encoded host
+(libpq's ``postgresql://%2Fvar%2Frun%2Fpostgresql/db`` socket form) is decoded.
+
+:func:`url_issues` finds what would only fail at connect: a SQLite URL with a host, port or
+credentials, a port outside 1-65535, a query parameter the driver does not take;
+:func:`connect_arg_issues` likewise for ``connect_args`` keys.
+
+The per-driver facts (which query parameters a driver takes, which of them are connection
+parts) are the tables below; they are meant to move to per-dialect modules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import unquote
+
+from pydantic_core import PydanticCustomError
+from sqlalchemy.engine import URL, make_url
+
+from dbconf.errors import did_you_mean
+from dbconf.origin import SECRET_KEY
+
+__all__ = [
+    "DEFAULT_DRIVERS",
+    "QUERY_KEYS",
+    "combine",
+    "connect_arg_issues",
+    "mask_url",
+    "parse_url",
+]
+
+
+# A URL without a driver gets the driver dbconf ships and tests (SQLAlchemy's own default
+# differs between versions: psycopg 3 on 2.1); "postgres://" is Heroku's spelling.
+DEFAULT_DRIVERS = {
+    "postgres": "postgresql+psycopg2",
+    "postgresql": "postgresql+psycopg2",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+# --- per-driver facts ----------------------------------------------------------------------
+
+# libpq 17's connection keywords (psycopg2 and psycopg pass the query through to libpq, which
+# rejects any other keyword at connect).
+LIBPQ_KEYWORDS = frozenset(
+    [
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "passfile",
+        "require_auth",
+        "channel_binding",
+        "connect_timeout",
+        "client_encoding",
+        "options",
+        "application_name",
+        "fallback_application_name",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "replication",
+        "gssencmode",
+        "sslmode",
+        "requiressl",
+        "sslnegotiation",
+        "sslcompression",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslcertmode",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "sslsni",
+        "requirepeer",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "krbsrvname",
+        "gsslib",
+        "gssdelegation",
+        "service",
+        "target_session_attrs",
+        "load_balance_hosts",
+    ]
+)
+# pymysql.connect()'s keyword arguments that a string can carry, plus the ssl_* keys that
+# SQLAlchemy's MySQL dialect folds into ssl={...}.
+PYMYSQL_KEYWORDS = frozenset(
+    [
+        "user",
+        "password",
+        "host",
+        "database",
+        "unix_socket",
+        "port",
+        "charset",
+        "collation",
+        "sql_mode",
+        "read_default_file",
+        "use_unicode",
+        "client_flag",
+        "init_command",
+        "connect_timeout",
+        "read_default_group",
+        "autocommit",
+        "local_infile",
+        "max_allowed_packet",
+        "defer_connect",
+        "read_timeout",
+        "write_timeout",
+        "bind_address",
+        "binary_prefix",
+        "program_name",
+        "server_public_key",
+        "ssl_ca",
+        "ssl_cert",
+        "ssl_disabled",
+        "ssl_key",
+        "ssl_key_password",
+        "ssl_verify_cert",
+        "ssl_verify_identity",
+        "compress",
+        "named_pipe",
+        "passwd",
+        "db",
+        "ssl_capath",
+        "ssl_cipher",
+        "ssl_check_hostname",
+    ]
+)
+# sqlite3.connect() arguments SQLAlchemy's pysqlite dialect reads from the query, and the
+# SQLite URI parameters it passes on with ?uri=true.
+PYSQLITE_KEYWORDS = frozenset(
+    [
+        "uri",
+        "timeout",
+        "isolation_level",
+        "detect_types",
+        "check_same_thread",
+        "cached_statements",
+        "mode",
+        "cache",
+        "immutable",
+        "nolock",
+        "psow",
+        "vfs",
+        "modeof",
+    ]
+)
+QUERY_KEYS: dict[str, frozenset[str]] = {
+    "psycopg2": LIBPQ_KEYWORDS,
+    "psycopg": LIBPQ_KEYWORDS,
+    "pymysql": PYMYSQL_KEYWORDS,
+    "pysqlite": PYSQLITE_KEYWORDS,
+}
+# connect_args a driver takes beyond its query keywords (Python objects, aliases).
+CONNECT_ARGS: dict[str, frozenset[str]] = {
+    "psycopg2": LIBPQ_KEYWORDS | {"connection_factory", "cursor_factory", "async", "async_"},
+    "pymysql": (PYMYSQL_KEYWORDS - {"ssl_capath", "ssl_cipher", "ssl_check_hostname"})
+    | {"conv", "cursorclass", "ssl", "auth_plugin_map"},
+}
+# Query parameters that name a connection part, and the URL field they mean.
+_LIBPQ_PARTS = {"user": "username", "password": "password", "dbname": "database"}
+_LIBPQ_PARTS |= {"host": "host", "hostaddr": "host", "port": "port"}
+_PYMYSQL_PARTS = {"user": "username", "password": "password", "passwd": "password"}
+_PYMYSQL_PARTS |= {"database": "database", "db": "database", "host": "host", "port": "port"}
+QUERY_PARTS: dict[str, dict[str, str]] = {
+    "psycopg2": _LIBPQ_PARTS,
+    "psycopg": _LIBPQ_PARTS,
+    "pymysql": _PYMYSQL_PARTS,
+}
+# Parts moved from the query into the URL's fields; host and port stay in the query (SQLAlchemy
+# reads libpq's multi-host ?host=a:1&host=b:2 from there) unless an explicit part replaces them.
+_LIFTED = ("username", "password", "database")
+FIELDS = ("username", "password", "host", "port", "database")
+Issue = tuple[str, str]  # (key path within the database, message)
+
+
+def driver_name(url: URL) -> str:
+    """The DBAPI driver's name, without importing it ("" when the URL names none we know)."""
+    driver = url.drivername.partition("+")[2]
+    return driver or ("pysqlite" if url.get_backend_name() == "sqlite" else "")
+
+
+def mask_url(url: URL) -> str:
+    """Render ``url`` with its password and any secret-looking query value (``?password=``,
+    ``sslpassword``, ``token``) replaced by ``***``."""
+    hidden = {k: "***" for k in url.query if SECRET_KEY.search(k)}
+    if hidden:
+        url = url.update_query_dict(hidden)
+    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+
+
+def parse_url(value: str) -> URL:
+    """``make_url``, with an error that never echoes the URL (it may hold a password)."""
+    try:
+        url = make_url(value)
+    except Exception:  # a port that is not a number, or no driver:// at all
+        url = None
+    if url is None or "@" in (url.host or ""):
+        # A raw '@' in a password splits it into a bogus host.
+        raise PydanticCustomError(
+            "url",
+            "is not a valid database URL; expected driver://user:password@host:port/"
+            "database with a port of 1-65535 (percent-encode @ : / % in the password, or set "
+            "password separately)",
+        )
+    return url
+
+
+def combine(
+    base: URL | None,
+    driver: str | None,
+    parts: Mapping[str, Any],
+    query: Mapping[str, str] | None,
+) -> tuple[URL, list[Issue]]:
+    """The URL to connect to: ``base`` (a parsed ``url``) with its driver defaulted, its query
+    connection parts lifted into its fields, then ``driver``, ``parts`` and ``query`` written
+    beside it applied over it. Returns the URL and the problems found on the way."""
+    name = driver or (base.drivername if base else "")
+    url = base if base is not None else URL.create(name)
+    if url.host and "%" in url.host:
+        url = url.set(host=unquote(url.host))
+    url = url.set(drivername=DEFAULT_DRIVERS.get(name, name))
+    merged = {**url.query, **(query or {})}
+    where = {k: "query" if query and k in query else "url" for k in merged}
+    # A raw '&' in a secret query value splits it: the fragments then look like keys.
+    hide_keys = any(SECRET_KEY.search(k) for k in merged)
+    issues: list[Issue] = []
+    fields: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for key, field in QUERY_PARTS.get(driver_name(url), {}).items():
+        value = merged.get(key)
+        if value is None or field not in _LIFTED:
+            continue
+        del merged[key]
+        if not isinstance(value, str):
+            issues.append(
+                (where[key], f"the URL query gives ?{key} {len(value)} times; give it once")
+            )
+        elif field in source:
+            issues.append(
+                (where[key], f"the URL query gives both ?{source[field]} and ?{key}; give one")
+            )
+        else:
+            fields[field], source[field] = value, key
+    explicit = {k: v for k, v in parts.items() if v is not None}
+    for key, field in QUERY_PARTS.get(driver_name(url), {}).items():
+        if field in explicit and field in ("host", "port"):
+            merged.pop(key, None)
+    url = url.set(**{**fields, **explicit}, query=merged)
+    return url, issues + url_issues(url, explicit, where, hide_keys)
+
+
+def connect_arg_issues(url: URL, keys: Iterable[str]) -> list[Issue]:
+    """``connect_args`` keys the driver's ``connect()`` does not take (a TypeError, or libpq's
+    "invalid connection option", at the first connect)."""
+    driver = driver_name(url)
+    known = CONNECT_ARGS.get(driver)
+    if known is None:
+        return []
+    return [
+        (
+            f"connect_args.{key}" if "." not in key else "connect_args",
+            f"{key!r} is not an argument of the {driver} driver{did_you_mean(key, known)}; "
+            "remove it (it would fail at connect)",
+        )
+        for key in keys
+        if key not in known
+    ]
+
+
+def url_issues(
+    url: URL, explicit: Mapping[str, Any], where: Mapping[str, str], hide_keys: bool
+) -> list[Issue]:
+    """What in the combined URL a driver would reject at connect (never echoing a secret;
+    ``hide_keys``: the query held a secret, so an unknown key may be a piece of it)."""
+    issues: list[Issue] = []
+    if url.get_backend_name() == "sqlite":
+        given = [f for f in FIELDS if f != "database" and getattr(url, f) is not None]
+        at = next((f for f in given if f in explicit), "url")
+        if given:
+            hint = "sqlite:///path/to/file.db"
+            if url.host and not (url.username or url.password or url.port):
+                hint = f"sqlite:///{url.host}{'/' + url.database if url.database else ''}"
+            issues.append(
+                (
+                    at,
+                    f"a SQLite URL names a file, not a server, but this one has a "
+                    f"{'/'.join(given)}; write it as {hint} (three slashes before a relative "
+                    "path, four before an absolute one, sqlite:// for in-memory)",
+                )
+            )
+    if url.port is not None and not 1 <= url.port <= 65535:
+        issues.append(("url", "the URL's port must be 1-65535"))  # a port: key is bounded
+    driver = driver_name(url)
+    known = QUERY_KEYS.get(driver)
+    if known is not None:
+        for key in url.query:
+            if key not in known:
+                plain = re.fullmatch(r"[A-Za-z][\w.-]{0,39}", key) and not hide_keys
+                shown = repr(key) if plain else "(not shown: it may be part of a password)"
+                issues.append(
+                    (
+                        where.get(key, "url"),
+                        f"the URL query parameter {shown} is not taken by the {driver} "
+                        f"driver{did_you_mean(key, known)}; remove it (it would fail at "
+                        "connect)",
+                    )
+                )
+    return issues

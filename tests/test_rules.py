@@ -1,0 +1,133 @@
+"""dbconf.rules: every problem of one database at once; install hints that name real extras."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dbconf.errors import ConfigError
+from dbconf.loader import load_profile
+from dbconf.rules import KNOWN_DRIVERS, missing_driver_hint
+
+WriteConfig = Callable[[str], Path]
+PYPROJECT = Path(__file__).parent.parent / "pyproject.toml"
+
+
+def problems_of(path: Path) -> list[tuple[str, str, str]]:
+    with pytest.raises(ConfigError) as info:
+        load_profile("p", path=path, environ={})
+    return [
+        (p.origin, p.path.removeprefix("profiles.p.databases.db."), p.message)
+        for p in info.value.problems
+    ]
+
+
+def test_every_rule_of_one_database_is_reported_with_its_own_origin(
+    write_config: WriteConfig,
+) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              db:
+                url: "sqlite://"
+                pool: {size: 3}
+                isolation_level: READ COMMITTED
+                disconnect_sqlstates: ["57P01"]
+                timeouts: {idle_in_transaction: 3s, connect: 1s, lock: 2s}
+        """
+    )
+    found = problems_of(path)
+    file = str(path)
+    assert {p for _, p, _ in found} == {
+        "pool.size",
+        "isolation_level",
+        "disconnect_sqlstates",
+        "timeouts.idle_in_transaction",
+        "timeouts.connect",
+    }
+    assert all(o.startswith(file + ":") for o, _, _ in found)  # each points at its own line
+    assert len({o for o, _, _ in found}) == len(found)
+
+
+def test_url_problems_and_rules_are_reported_together(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              db:
+                url: "postgresql://h:70000/db?sslmod=require"
+                sqlite: {foreign_keys: true}
+                disconnect_sqlstates: ["57P01"]
+        """
+    )
+    paths = [p for _, p, _ in problems_of(path)]
+    assert sorted(paths) == ["sqlite", "url", "url"]
+
+
+RULES: list[tuple[str, dict[str, Any]]] = [
+    ("pool.size", {"pool": {"size": 2}}),
+    ("timeouts.idle_in_transaction", {"timeouts": {"idle_in_transaction": 5}}),
+    ("isolation_level", {"isolation_level": "REPEATABLE READ"}),
+    ("disconnect_sqlstates", {"disconnect_sqlstates": ["57P01"]}),
+    ("url", {"url": "sqlite://?bogus=1"}),
+]
+
+
+@given(chosen=st.sets(st.sampled_from(range(len(RULES))), min_size=1))
+def test_any_set_of_broken_rules_is_reported_in_full(chosen: set[int]) -> None:
+    from pydantic import ValidationError
+
+    from dbconf.config import DatabaseConfig
+    from dbconf.origin import validation_problems
+
+    fields: dict[str, Any] = {"url": "sqlite://"}
+    for i in chosen:
+        fields |= RULES[i][1]
+    with pytest.raises(ValidationError) as info:
+        DatabaseConfig.model_validate(fields)
+    found = validation_problems(info.value, DatabaseConfig, {}, (), "here")
+    assert sorted(p.path for p in found) == sorted(RULES[i][0] for i in chosen)
+
+
+# -- install hints name extras that exist ---------------------------------------------------
+
+
+def test_every_extra_a_hint_can_name_exists_in_pyproject() -> None:
+    section = PYPROJECT.read_text().split("[project.optional-dependencies]")[1].split("\n[")[0]
+    extras = set(re.findall(r"^([\w-]+) = ", section, re.MULTILINE))
+    assert {"postgresql", "mysql"} <= extras
+    backends = {d.partition("+")[0] for d in KNOWN_DRIVERS} | {"oracle", "mssql", "postgres"}
+    drivers = {d.partition("+")[2] for d in KNOWN_DRIVERS} | {"", "asyncpg", "cx_oracle", "pyodbc"}
+    named = set()
+    for backend, driver in itertools.product(backends, drivers):
+        hint = missing_driver_hint(f"{backend}+{driver}", driver, driver)
+        if "dbconf[" in hint:
+            named.add(hint.split("dbconf[")[1].split("]")[0])
+        else:
+            assert "dbconf ships no extra for it" in hint
+    assert named  # some hints do name an extra
+    assert named <= extras, f"hints name extras pyproject.toml lacks: {named - extras}"
+
+
+@pytest.mark.parametrize(
+    ("drivername", "driver", "expected"),
+    [
+        ("postgresql+psycopg2", "psycopg2", "pip install 'dbconf[postgresql]'"),
+        ("mariadb+pymysql", "pymysql", "pip install 'dbconf[mysql]'"),
+        ("oracle+cx_oracle", "cx_oracle", "dbconf ships no extra for it: install the cx_oracle"),
+        ("sqlite+pysqlcipher", "pysqlcipher", "install the pysqlcipher driver itself"),
+        ("postgresql+asyncpg", "asyncpg", "install the asyncpg driver itself"),
+    ],
+)
+def test_missing_driver_hint(drivername: str, driver: str, expected: str) -> None:
+    assert expected in missing_driver_hint(drivername, driver, driver)
