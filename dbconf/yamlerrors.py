@@ -55,6 +55,7 @@ _HINTS = (
         "expected a single document",
         "a second YAML document ('---') here: keep everything in one document",
     ),
+    ("failed to ", "!!binary needs base64 data: fix it, or remove the tag to keep it as text"),
     ("expected <block end>", _INDENTATION),
     ("could not find expected ':'", f"a line without 'key: value', or {_INDENTATION}"),
     ("expected '<document start>'", f"unexpected text after the document: {_INDENTATION}"),

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.composer import Composer, ComposerError
-from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node
 from yaml.resolver import Resolver
@@ -43,6 +43,10 @@ _TAG_NAMES = {
     "tag:yaml.org,2002:float": "a number",
     "tag:yaml.org,2002:bool": "a boolean (true or false)",
 }
+
+
+class _Rejected(yaml.MarkedYAMLError):
+    """A document dbconf refuses (see the module doc), found the same way by both parsers."""
 
 
 class _LocatedDict(dict[Any, Any]):
@@ -73,7 +77,7 @@ class _Checks(Composer, SafeConstructor):
         node: Any
         if isinstance(event, AliasEvent):
             if anchor in self._open:
-                raise ComposerError(
+                raise _Rejected(
                     None,
                     None,
                     "this alias refers to a node that contains it (a recursive structure); "
@@ -103,7 +107,7 @@ class _Checks(Composer, SafeConstructor):
             frame[1] = max(frame[1], height)
             size = frame[0]
         if size > MAX_NODES:
-            raise ComposerError(
+            raise _Rejected(
                 None,
                 None,
                 f"the document holds more than {MAX_NODES} values once aliases are "
@@ -113,8 +117,8 @@ class _Checks(Composer, SafeConstructor):
         return node
 
     @staticmethod
-    def _too_deep(mark: Any) -> ComposerError:
-        return ComposerError(
+    def _too_deep(mark: Any) -> _Rejected:
+        return _Rejected(
             None,
             None,
             f"nested deeper than {MAX_DEPTH} levels (aliases expanded); a configuration "
@@ -126,16 +130,17 @@ class _Checks(Composer, SafeConstructor):
         try:
             return super().construct_object(node, deep)
         except _CONSTRUCTOR_ERRORS as e:
-            what = _TAG_NAMES.get(node.tag, f"the tag {node.tag}")
-            raise ConstructorError(
-                None,
-                None,
-                f"this value cannot be read as {what} ({type(e).__name__}); "
-                "fix it, or quote it to keep it as text",
-                node.start_mark,
-            ) from None
+            raise _unconstructable(node, e) from None
+
+    def construct_document(self, node: Node) -> Any:
+        try:
+            return super().construct_document(node)
+        except _CONSTRUCTOR_ERRORS as e:  # raised by a collection's constructor, after it began
+            raise _unconstructable(node, e) from None
 
     def construct_located_map(self, node: MappingNode) -> Any:
+        if not isinstance(node, MappingNode):  # e.g. "!!map x"
+            raise _Rejected(None, None, "!!map needs a mapping here", node.start_mark)
         data = _LocatedDict()
         data.marks = {}
         yield data
@@ -153,7 +158,7 @@ class _Checks(Composer, SafeConstructor):
                 continue
             key = self.construct_object(key_node)
             if isinstance(key, Hashable) and key in seen:
-                raise ConstructorError(
+                raise _Rejected(
                     "while constructing a mapping",
                     node.start_mark,
                     f"found duplicate key {key!r}; remove one of them",
@@ -167,6 +172,17 @@ _Checks.yaml_constructors = {
     **SafeConstructor.yaml_constructors,
     "tag:yaml.org,2002:map": _Checks.construct_located_map,
 }
+
+
+def _unconstructable(node: Node, e: Exception) -> _Rejected:
+    what = _TAG_NAMES.get(node.tag, f"the tag {node.tag}")
+    return _Rejected(
+        None,
+        None,
+        f"this value cannot be read as {what} ({type(e).__name__}); "
+        "fix it, or quote it to keep it as text",
+        node.start_mark,
+    )
 
 
 class _Loader(_Checks, yaml.SafeLoader):
@@ -223,6 +239,8 @@ def read_yaml(
     try:
         try:
             data = _parse(text, _LOADERS[0])
+        except _Rejected:
+            raise
         except yaml.YAMLError:
             # libyaml's error positions differ slightly: parse again in Python to report
             # the exact line and column (errors are rare; the fast path is the common one).
