@@ -117,7 +117,8 @@ def read_text(path: Path, limit: int, limit_var: str) -> tuple[str, int]:
     try:
         return data.decode("utf-8"), info.st_mode
     except UnicodeDecodeError:
-        raise UnreadableFileError("it is not UTF-8 text") from None
+        pass  # raised below: the decode error holds the content, it must not be the context
+    raise UnreadableFileError("it is not UTF-8 text")
 
 
 def _read_at_most(fd: int, size: int) -> bytes:

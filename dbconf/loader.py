@@ -107,7 +107,8 @@ def read_profiles(
     if shape:  # nothing can be merged from a profile that is not a mapping
         raise ConfigError(shape + problems)
     for name, body in data["profiles"].items():
-        for db_name, db in (body.get("databases") or {}).items():
+        databases = body.get("databases")
+        for db_name, db in databases.items() if isinstance(databases, dict) else ():
             pool = db.get("pool") if isinstance(db, dict) else None
             if isinstance(pool, dict) and "class" in pool and pool["class"] is None:
                 key_path = ("profiles", name, "databases", db_name, "pool", "class")
@@ -208,7 +209,8 @@ def load_profile(
 def _valid_databases(tree: Tree) -> dict[str, DatabaseConfig]:
     """The databases that validate on their own, to check them further while others fail."""
     valid = {}
-    for name, db in (tree.get("databases") or {}).items():
+    databases = tree.get("databases")
+    for name, db in databases.items() if isinstance(databases, dict) else ():
         try:
             valid[name] = DatabaseConfig.model_validate(db)
         except ValidationError:
@@ -263,9 +265,10 @@ def _extends_chain(
 def _read_password_files(
     tree: Tree, origins: Origins, file: Path, problems: list[Problem], limit: int
 ) -> None:
-    for name, db in (tree.get("databases") or {}).items():
-        if not isinstance(db, dict) or db.get("password_file") is None:
-            continue
+    databases = tree.get("databases")
+    for name, db in databases.items() if isinstance(databases, dict) else ():
+        if not isinstance(db, dict) or not isinstance(db.get("password_file"), str):
+            continue  # not a path: validation reports it (never str() it: it may hold a URL)
         where = ("databases", name, "password_file")
         origin = origins.get(where)
         key = f"databases.{name}.password_file"
@@ -278,7 +281,7 @@ def _read_password_files(
                 )
             )
             continue
-        secret = Path(str(db["password_file"]))
+        secret = Path(db["password_file"])
         if not secret.is_absolute():
             secret = file.parent / secret
         try:

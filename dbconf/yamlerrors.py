@@ -55,6 +55,13 @@ _HINTS = (
         "expected a single document",
         "a second YAML document ('---') here: keep everything in one document",
     ),
+    ("expected a scalar node", "this tag takes a single value, not a mapping or list: remove it"),
+    ("expected a sequence node", "this tag takes a list: remove it, or write a [list]"),
+    ("expected a mapping node", "this tag takes a mapping: remove it, or write a {mapping}"),
+    (
+        "expected a mapping",  # for merging
+        "'<<' merges mappings: write '<<: *name' with an alias of a mapping, or a list of them",
+    ),
     ("failed to ", "!!binary needs base64 data: fix it, or remove the tag to keep it as text"),
     ("expected <block end>", _INDENTATION),
     ("could not find expected ':'", f"a line without 'key: value', or {_INDENTATION}"),

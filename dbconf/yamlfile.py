@@ -247,9 +247,14 @@ def read_yaml(
             data = _parse(text, _Loader)
     except yaml.YAMLError as e:
         where, what = explain(e, text)
-        raise ConfigError(
-            [Problem(f"{shown(path)}:{where}" if where else shown(path), "", what)]
-        ) from None
+    else:
+        return _plain(data, path)
+    # Raised here, not in the except block: PyYAML's error (and the ValueError under it)
+    # quotes the offending line, which may hold a password; it must not ride along.
+    raise ConfigError([Problem(f"{shown(path)}:{where}" if where else shown(path), "", what)])
+
+
+def _plain(data: Any, path: Path) -> tuple[Any, dict[KeyPath, Origin]]:
     origins: dict[KeyPath, Origin] = {}
     problems: list[Problem] = []
     plain = _unlocate(data, (), str(path), origins, problems)

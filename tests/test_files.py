@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import assert_no_secret
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -154,6 +155,7 @@ def test_read_text_never_quotes_content_that_is_not_utf8(tmp_path: Path) -> None
     with pytest.raises(UnreadableFileError) as info:
         read_text(path, 100, SECRET_LIMIT_VAR)
     assert str(info.value) == "it is not UTF-8 text"
+    assert_no_secret([info.value], SECRET)  # nor in its context: the decode error holds it
 
 
 # --- the size limits --------------------------------------------------------------------------
@@ -305,12 +307,27 @@ def test_password_file_path_with_nul_or_surrogate_is_a_config_error(
     )
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "{url: 'postgresql://app:Secr3t-value@db/app'}",
+        "[Secr3t-value]",
+        "{password: Secr3t-value}",
+    ],
+)
+def test_password_file_that_is_not_a_path_is_never_shown(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_profile("p", path=_config(tmp_path, password_file=value), environ={})
+    assert [p.path for p in info.value.problems] == ["profiles.p.databases.primary.password_file"]
+    assert_no_secret([info.value], SECRET)
+
+
 def test_password_file_content_is_never_quoted(tmp_path: Path) -> None:
     (tmp_path / "pw").write_bytes(b"\xff" + SECRET.encode())
     with pytest.raises(ConfigError) as info:
         load_profile("p", path=_config(tmp_path), environ={})
     assert "it is not UTF-8 text" in str(info.value)
-    assert SECRET not in str(info.value)
+    assert_no_secret([info.value], SECRET)
 
 
 # --- DBCONF_SECRETS_DIR -----------------------------------------------------------------------
@@ -383,7 +400,9 @@ def test_unreadable_secrets_dir_is_a_config_error() -> None:
     try:
         top.chmod(0o755)
         path = top / "databases.yaml"
-        path.write_text("profiles:\n  p:\n    databases:\n      primary: {url: 'postgresql://u@h/db'}\n")
+        path.write_text(
+            "profiles:\n  p:\n    databases:\n      primary: {url: 'postgresql://u@h/db'}\n"
+        )
         path.chmod(0o644)
         secrets = top / "secrets"
         secrets.mkdir(mode=0o700)
@@ -396,7 +415,7 @@ def test_unreadable_secrets_dir_is_a_config_error() -> None:
         )
     finally:
         shutil.rmtree(top)
-    assert (result.returncode, result.stderr) == (0, "")
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert result.stdout.strip() == repr(
         [("env DBCONF_SECRETS_DIR", f"cannot list the directory {secrets} (Permission denied)")]
     )
