@@ -23,6 +23,7 @@ from dbconf.errors import ConfigError, Problem
 
 __all__ = [
     "CONFIG_LIMIT_VAR",
+    "DEFAULT_LIMITS",
     "SECRET_LIMIT_VAR",
     "SizeLimits",
     "UnreadableFileError",

@@ -138,9 +138,9 @@ def _innermost_open_bracket(text: str, end: int) -> tuple[str, int, int] | None:
 
 
 def _unknown_tag(problem: str) -> str:
-    """Name YAML's own tags (``!!python/...``), but not a local one: it may be a password."""
+    """Name a ``!!python/...`` tag, but no other: an unquoted password may start with '!'."""
     tag = problem.partition("for the tag ")[2].strip("'")
-    shown = repr(tag) if tag.startswith("tag:yaml.org,2002:") else "'!…'"
+    shown = repr(tag) if tag.startswith("tag:yaml.org,2002:python/") else "'!…'"
     return (
         f"could not determine a constructor for the tag {shown} (only plain YAML is allowed: "
         "python/* and other custom tags are rejected; quote a value that starts with '!')"

@@ -132,12 +132,6 @@ class _Checks(Composer, SafeConstructor):
         except _CONSTRUCTOR_ERRORS as e:
             raise _unconstructable(node, e) from None
 
-    def construct_document(self, node: Node) -> Any:
-        try:
-            return super().construct_document(node)
-        except _CONSTRUCTOR_ERRORS as e:  # raised by a collection's constructor, after it began
-            raise _unconstructable(node, e) from None
-
     def construct_located_map(self, node: MappingNode) -> Any:
         if not isinstance(node, MappingNode):  # e.g. "!!map x"
             raise _Rejected(None, None, "!!map needs a mapping here", node.start_mark)

@@ -142,6 +142,7 @@ def test_malformed_yaml_names_file_line_column_and_what_to_do(
         "password: &Secr3t x\nother: &Secr3t y\n",
         "password: !Secr3t x\n",  # ... with '!' a tag
         "password: !Secr3t!x y\n",
+        "password: !!Secr3t x\n",
         'password: "Secr3t\n',
         "password: [Secr3t\n",
     ],
