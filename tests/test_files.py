@@ -233,6 +233,19 @@ def test_config_file_that_is_not_a_small_regular_file(tmp_path: Path, kind: str,
     assert message in problem.message
 
 
+@pytest.mark.parametrize("name", ["a\0b.yaml", "a\ud800b.yaml"])
+def test_config_path_with_nul_or_surrogate(tmp_path: Path, name: str) -> None:
+    path = str(tmp_path / name)
+    with pytest.raises(ConfigError) as info:
+        load_profile("p", environ={"DBCONF_CONFIG": path})
+    (problem,) = info.value.problems
+    assert problem.origin == ascii(path)
+    assert problem.message.startswith(
+        "cannot read the configuration file (the path contains a NUL byte or a character that "
+        "cannot be in a file name); name the right file with --config on the command line"
+    )
+
+
 def test_config_file_cap_is_configurable(tmp_path: Path) -> None:
     path = _config(tmp_path)
     (tmp_path / "pw").write_text(SECRET)
