@@ -301,14 +301,14 @@ def test_password_file_cap(tmp_path: Path) -> None:
 
 
 @given(
-    before=st.text(st.characters(exclude_characters="/"), max_size=8),
+    before=st.text(st.characters(exclude_characters="/$"), max_size=8),
     bad=st.sampled_from(["\0", "\ud800", "\udbff", "\udc00", "\udc7f"]),
-    after=st.text(st.characters(exclude_characters="/"), max_size=8),
+    after=st.text(st.characters(exclude_characters="/$"), max_size=8),
 )
 def test_password_file_path_with_nul_or_surrogate_is_a_config_error(
     before: str, bad: str, after: str
 ) -> None:
-    # "\udc80"-"\udcff" are not here: they stand for undecodable bytes and make valid paths.
+    # No "\udc80"-"\udcff" (they stand for undecodable bytes: valid paths), no "$" (${...}).
     with tempfile.TemporaryDirectory() as tmp:
         path = _config(Path(tmp), password_file=json.dumps(before + bad + after))
         with pytest.raises(ConfigError) as info:
