@@ -28,6 +28,10 @@ _INDENTATION = (
     "check the indentation of this line: keys of one mapping (and the '-' items of one "
     "list) must start in the same column, indented with spaces"
 )
+_NAMELESS = (
+    "'*' (an alias) and '&' (an anchor) must be followed by a name: quote the value if it "
+    "really starts with '*' or '&'"
+)
 # (context or problem starts with, message); the first match wins.
 _HINTS = (
     ("found character '\\t'", "a TAB character: YAML indentation must use spaces, not tabs"),
@@ -63,6 +67,22 @@ _HINTS = (
         "'<<' merges mappings: write '<<: *name' with an alias of a mapping, or a list of them",
     ),
     ("failed to ", "!!binary needs base64 data: fix it, or remove the tag to keep it as text"),
+    (
+        "while scanning a double-quoted scalar",
+        "a backslash in a double-quoted value starts an escape (\\n, \\x41, …): write the "
+        "value in single quotes, or double each backslash",
+    ),
+    ("while scanning an alias", _NAMELESS),
+    ("while scanning an anchor", _NAMELESS),
+    ("found character", "a value cannot start with this character: quote the value"),
+    ("found unhashable key", "a key must be a single value, not a list or a mapping"),
+    (
+        "expected <block end>, but found '<scalar>'",
+        "unexpected text after a value: a quoted value ends at its closing quote (inside single "
+        "quotes write '' for a '), or " + _INDENTATION,
+    ),
+    ("expected <block end>, but found ']'", "a ']' that closes nothing: remove it"),
+    ("expected <block end>, but found '}'", "a '}' that closes nothing: remove it"),
     ("expected <block end>", _INDENTATION),
     ("could not find expected ':'", f"a line without 'key: value', or {_INDENTATION}"),
     ("expected '<document start>'", f"unexpected text after the document: {_INDENTATION}"),
