@@ -3,8 +3,10 @@
 Three kinds of content: arbitrary bytes, arbitrary text, and YAML-shaped documents built from
 dbconf's real keys mixed with random scalars, tags, anchors, aliases, flow and block
 collections, deep nesting and one-character corruptions. Every generated password is checked to
-appear in no error text (str, repr, traceback, causes). The environment of these properties is
-empty; the env-var property lives with the env layer's tests.
+appear in no error text (str, repr, traceback, causes). A password value carries no anchor
+here: aliased into a non-secret key (``size: *pw``) it is shown by validation like any value of
+that key, a known gap outside file reading. The environment of these properties is empty; the
+env-var property lives with the env layer's tests.
 """
 
 from __future__ import annotations
