@@ -25,6 +25,14 @@ from sqlalchemy.engine import make_url
 
 from dbconf.config import URL_PARTS
 from dbconf.errors import Problem, did_you_mean
+from dbconf.files import (
+    CONFIG_LIMIT_VAR,
+    SECRET_LIMIT_VAR,
+    UnreadableFileError,
+    read_text,
+    shown,
+    size_limits,
+)
 from dbconf.origin import KeyPath, Origin
 
 __all__ = [
@@ -38,14 +46,15 @@ __all__ = [
     "read_secret",
     "scalar",
     "secrets_layer",
-    "unreadable",
     "url_layer",
 ]
 
 log = logging.getLogger("dbconf.loader")
 
 ENV_PREFIX = "DBCONF_"
-RESERVED_ENV = frozenset({"DBCONF_PROFILE", "DBCONF_CONFIG", "DBCONF_SECRETS_DIR"})
+RESERVED_ENV = frozenset(
+    {"DBCONF_PROFILE", "DBCONF_CONFIG", "DBCONF_SECRETS_DIR", CONFIG_LIMIT_VAR, SECRET_LIMIT_VAR}
+)
 # Keys whose env/secret values stay raw strings (a password "123" must not become an int).
 STRING_KEYS = frozenset(
     {
@@ -215,33 +224,38 @@ def secrets_layer(
     if not directory:
         return {}, {}
     root = Path(directory)
-    if not root.is_dir():
-        problems.append(Problem("env DBCONF_SECRETS_DIR", "", f"{root} is not a directory"))
+    where = "env DBCONF_SECRETS_DIR"
+    try:
+        entries = sorted(root.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        problems.append(Problem(where, "", f"{shown(root)} is not a directory"))
         return {}, {}
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte or a lone surrogate
+        why = e.strerror if isinstance(e, OSError) else "not a valid path"
+        problems.append(Problem(where, "", f"cannot list the directory {shown(root)} ({why})"))
+        return {}, {}
+    limit = size_limits(env).secret
     items = []
-    for entry in sorted(root.iterdir()):
+    for entry in entries:
         name = entry.name.upper()
-        if name.startswith(ENV_PREFIX) and name not in RESERVED_ENV and entry.is_file():
+        if name.startswith(ENV_PREFIX) and name not in RESERVED_ENV:
             origin = Origin("secret", str(entry))
             try:
-                items.append((entry.name, read_secret(entry), origin))
-            except (OSError, UnicodeDecodeError) as e:
-                problems.append(Problem(str(origin), "", f"cannot read it: {unreadable(e)}"))
+                items.append((entry.name, read_secret(entry, limit), origin))
+            except UnreadableFileError as e:
+                problems.append(Problem(str(origin), "", f"cannot read it: {e}"))
     return _env_keyed_layer(items, tree, problems)
 
 
-def read_secret(path: Path) -> str:
-    """A secret file's text, trailing newline stripped; warns when others can read it."""
-    if path.stat().st_mode & stat.S_IROTH:
-        log.warning("secret file %s is readable by every user; chmod o-r it", path)
-    return path.read_text(encoding="utf-8").rstrip("\r\n")
+def read_secret(path: Path, limit: int) -> str:
+    """A secret file's text, trailing newline stripped; warns when others can read it.
 
-
-def unreadable(e: OSError | UnicodeDecodeError) -> str:
-    """Why a file could not be read, without quoting any of its content."""
-    if isinstance(e, UnicodeDecodeError):
-        return "it is not UTF-8 text"
-    return e.strerror or type(e).__name__
+    Raises :class:`~dbconf.files.UnreadableFileError` (not a regular file, over ``limit`` bytes, …).
+    """
+    text, mode = read_text(path, limit, SECRET_LIMIT_VAR)
+    if mode & stat.S_IROTH:
+        log.warning("secret file %s is readable by every user; chmod o-r it", shown(path))
+    return text.rstrip("\r\n")
 
 
 def code_layer(overrides: Mapping[str, Any]) -> tuple[Tree, Origins]:

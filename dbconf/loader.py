@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from dbconf.config import DatabaseConfig, ProfileConfig
 from dbconf.errors import ConfigError, Problem, did_you_mean
+from dbconf.files import UnreadableFileError, shown, size_limits
 from dbconf.interpolation import interpolate_tree
 from dbconf.layers import (
     Origins,
@@ -36,7 +37,6 @@ from dbconf.layers import (
     merge,
     read_secret,
     secrets_layer,
-    unreadable,
     url_layer,
 )
 from dbconf.origin import KeyPath, Origin, validation_problems
@@ -72,9 +72,11 @@ def resolve_path(path: str | os.PathLike[str] | None, environ: Mapping[str, str]
     return Path(environ["DBCONF_CONFIG"]) if environ.get("DBCONF_CONFIG") else DEFAULT_PATH
 
 
-def read_profiles(path: Path) -> tuple[dict[str, Tree], Origins, list[Problem]]:
+def read_profiles(
+    path: Path, environ: Mapping[str, str]
+) -> tuple[dict[str, Tree], Origins, list[Problem]]:
     """The raw ``profiles:`` mapping of a file, with origins keyed from ``("profiles", …)``."""
-    data, origins = read_yaml(path)
+    data, origins = read_yaml(path, size_limits(environ).config)
     where = str(path)
     if not isinstance(data, dict) or not isinstance(data.get("profiles"), dict):
         raise ConfigError(
@@ -105,7 +107,8 @@ def read_profiles(path: Path) -> tuple[dict[str, Tree], Origins, list[Problem]]:
     if shape:  # nothing can be merged from a profile that is not a mapping
         raise ConfigError(shape + problems)
     for name, body in data["profiles"].items():
-        for db_name, db in (body.get("databases") or {}).items():
+        databases = body.get("databases")
+        for db_name, db in databases.items() if isinstance(databases, dict) else ():
             pool = db.get("pool") if isinstance(db, dict) else None
             if isinstance(pool, dict) and "class" in pool and pool["class"] is None:
                 key_path = ("profiles", name, "databases", db_name, "pool", "class")
@@ -125,9 +128,8 @@ def list_profiles(
     path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
 ) -> dict[str, str | None]:
     """Profile names in file order, each with the profile it extends (or None)."""
-    profiles, _, problems = read_profiles(
-        resolve_path(path, os.environ if environ is None else environ)
-    )
+    env = os.environ if environ is None else environ
+    profiles, _, problems = read_profiles(resolve_path(path, env), env)
     if problems:
         raise ConfigError(problems)
     return {name: body.get("extends") for name, body in profiles.items()}
@@ -144,7 +146,7 @@ def load_profile(
     env = os.environ if environ is None else environ
     file = resolve_path(path, env)
     # Problems in the file outside the profile are reported with the profile's own problems.
-    profiles, file_origins, file_problems = read_profiles(file)
+    profiles, file_origins, file_problems = read_profiles(file, env)
     name, name_origin = _profile_name(profile, env)
     try:
         chain = _extends_chain(name, name_origin, profiles, file_origins)
@@ -178,7 +180,7 @@ def load_profile(
         merge(tree, origins, layer, layer_origins)
 
     interpolate_tree(tree, origins, env, problems, ())
-    _read_password_files(tree, origins, file, problems)
+    _read_password_files(tree, origins, file, problems, size_limits(env).secret)
     prefix = ("profiles", name)
     problems = file_problems + [
         Problem(p.origin, ".".join((*prefix, p.path)) if p.path else "", p.message)
@@ -207,7 +209,8 @@ def load_profile(
 def _valid_databases(tree: Tree) -> dict[str, DatabaseConfig]:
     """The databases that validate on their own, to check them further while others fail."""
     valid = {}
-    for name, db in (tree.get("databases") or {}).items():
+    databases = tree.get("databases")
+    for name, db in databases.items() if isinstance(databases, dict) else ():
         try:
             valid[name] = DatabaseConfig.model_validate(db)
         except ValidationError:
@@ -259,10 +262,13 @@ def _extends_chain(
     return list(reversed(chain))
 
 
-def _read_password_files(tree: Tree, origins: Origins, file: Path, problems: list[Problem]) -> None:
-    for name, db in (tree.get("databases") or {}).items():
-        if not isinstance(db, dict) or db.get("password_file") is None:
-            continue
+def _read_password_files(
+    tree: Tree, origins: Origins, file: Path, problems: list[Problem], limit: int
+) -> None:
+    databases = tree.get("databases")
+    for name, db in databases.items() if isinstance(databases, dict) else ():
+        if not isinstance(db, dict) or not isinstance(db.get("password_file"), str):
+            continue  # not a path: validation reports it (never str() it: it may hold a URL)
         where = ("databases", name, "password_file")
         origin = origins.get(where)
         key = f"databases.{name}.password_file"
@@ -275,18 +281,18 @@ def _read_password_files(tree: Tree, origins: Origins, file: Path, problems: lis
                 )
             )
             continue
-        secret = Path(str(db["password_file"]))
+        secret = Path(db["password_file"])
         if not secret.is_absolute():
             secret = file.parent / secret
         try:
-            db["password"] = read_secret(secret)
-        except (OSError, UnicodeDecodeError) as e:
+            db["password"] = read_secret(secret, limit)
+        except UnreadableFileError as e:
             problems.append(
                 Problem(
                     str(origin),
                     key,
-                    f"cannot read password file {secret} "
-                    f"({unreadable(e)}); fix the path or mount the secret",
+                    f"cannot read password file {shown(secret)} ({e}); fix the path or mount "
+                    "the secret",
                 )
             )
             continue

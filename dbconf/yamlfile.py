@@ -3,22 +3,50 @@
 Only ``yaml.SafeLoader`` constructs are accepted: a ``!!python/...`` tag is an error. Anchors and
 merge keys (``<<: *base``) work. A key written twice in one mapping is an error (PyYAML would
 silently keep the last one).
+
+Every way a file can go wrong is a :class:`ConfigError` at file:line:col, never a Python
+exception: a value a YAML tag cannot construct (``2024-02-30``, ``!!int abc``, a 5000-digit
+integer), an alias that refers to a node containing it, nesting deeper than
+:data:`MAX_DEPTH` levels, and a document that expands to more than :data:`MAX_NODES` values
+once aliases are expanded (the "billion laughs" alias bomb). The last three are checked
+while the document is composed, before anything is constructed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.constructor import ConstructorError
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node
+from yaml.resolver import Resolver
 
 from dbconf.errors import ConfigError, Problem
+from dbconf.files import CONFIG_LIMIT_VAR, DEFAULT_LIMITS, UnreadableFileError, read_text, shown
 from dbconf.origin import KeyPath, Origin
+from dbconf.yamlerrors import explain
 
-__all__ = ["read_yaml"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "read_yaml"]
+
+MAX_DEPTH = 64  # nesting levels, aliases expanded; a real configuration needs about ten
+MAX_NODES = 100_000  # values (scalars and collections), aliases expanded
+# What a constructor of a YAML tag raises on a value it cannot read (!!timestamp junk raises
+# AttributeError inside PyYAML, !!bool maybe a KeyError, a 5000-digit int a ValueError).
+_CONSTRUCTOR_ERRORS = (ValueError, TypeError, ArithmeticError, LookupError, AttributeError)
+_TAG_NAMES = {
+    "tag:yaml.org,2002:timestamp": "a date or timestamp (does that day exist?)",
+    "tag:yaml.org,2002:int": "an integer (digits only, at most 4300 of them)",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "a boolean (true or false)",
+}
+
+
+class _Rejected(yaml.MarkedYAMLError):
+    """A document dbconf refuses (see the module doc), found the same way by both parsers."""
 
 
 class _LocatedDict(dict[Any, Any]):
@@ -27,10 +55,86 @@ class _LocatedDict(dict[Any, Any]):
     marks: dict[Any, tuple[int, int]]
 
 
-class _Loader(yaml.SafeLoader):
-    """The pure-Python safe loader, recording key positions. Exact positions in errors."""
+class _Checks(Composer, SafeConstructor):
+    """Composer and constructor checks shared by the fast (libyaml) and the exact loader.
+
+    The composer is PyYAML's pure-Python one in both: it bounds nesting and alias expansion
+    before any object is built. ``_frames`` holds ``[expanded size, height]`` of each node
+    being composed; ``_shapes`` the same of each finished anchored node.
+    """
+
+    peek_event: Callable[[], Any]  # from the parser it is mixed with
+
+    def _start_checks(self) -> None:
+        self._frames: list[list[int]] = []
+        self._open: set[str] = set()
+        self._shapes: dict[str, tuple[int, int]] = {}
+
+    def compose_node(self, parent: Node | None, index: Any) -> Any:
+        event: Any = self.peek_event()
+        anchor: str | None = event.anchor
+        mark: Any = event.start_mark
+        node: Any
+        if isinstance(event, AliasEvent):
+            if anchor in self._open:
+                raise _Rejected(
+                    None,
+                    None,
+                    "this alias refers to a node that contains it (a recursive structure); "
+                    "an alias may only repeat a value written before it, outside it",
+                    mark,
+                )
+            node = super().compose_node(parent, index)
+            size, height = self._shapes[str(anchor)]
+        else:
+            if len(self._frames) >= MAX_DEPTH:
+                raise self._too_deep(mark)
+            self._frames.append([1, 0])
+            if anchor is not None:
+                self._open.add(anchor)
+            node = super().compose_node(parent, index)
+            if anchor is not None:
+                self._open.discard(anchor)
+            size, height = self._frames.pop()
+            height += 1
+            if anchor is not None:
+                self._shapes[anchor] = (size, height)
+        if len(self._frames) + height > MAX_DEPTH:  # an alias can carry nesting deeper
+            raise self._too_deep(mark)
+        if self._frames:
+            frame = self._frames[-1]
+            frame[0] += size
+            frame[1] = max(frame[1], height)
+            size = frame[0]
+        if size > MAX_NODES:
+            raise _Rejected(
+                None,
+                None,
+                f"the document holds more than {MAX_NODES} values once aliases are "
+                "expanded (an alias bomb?); repeat less through aliases",
+                mark,
+            )
+        return node
+
+    @staticmethod
+    def _too_deep(mark: Any) -> _Rejected:
+        return _Rejected(
+            None,
+            None,
+            f"nested deeper than {MAX_DEPTH} levels (aliases expanded); a configuration "
+            "never needs that: look for stray or unclosed '[' or '{'",
+            mark,
+        )
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except _CONSTRUCTOR_ERRORS as e:
+            raise _unconstructable(node, e) from None
 
     def construct_located_map(self, node: MappingNode) -> Any:
+        if not isinstance(node, MappingNode):  # e.g. "!!map x"
+            raise _Rejected(None, None, "!!map needs a mapping here", node.start_mark)
         data = _LocatedDict()
         data.marks = {}
         yield data
@@ -48,7 +152,7 @@ class _Loader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node)
             if isinstance(key, Hashable) and key in seen:
-                raise ConstructorError(
+                raise _Rejected(
                     "while constructing a mapping",
                     node.start_mark,
                     f"found duplicate key {key!r}; remove one of them",
@@ -58,18 +162,46 @@ class _Loader(yaml.SafeLoader):
                 seen.add(key)
 
 
-_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_located_map)
+_Checks.yaml_constructors = {
+    **SafeConstructor.yaml_constructors,
+    "tag:yaml.org,2002:map": _Checks.construct_located_map,
+}
 
-if hasattr(yaml, "CSafeLoader"):  # libyaml: the same loader with the C parser, ~7x faster
 
-    class _FastLoader(yaml.CSafeLoader):
-        construct_located_map = _Loader.construct_located_map
-        _reject_duplicates = _Loader._reject_duplicates
+def _unconstructable(node: Node, e: Exception) -> _Rejected:
+    what = _TAG_NAMES.get(node.tag, f"the tag {node.tag}")
+    return _Rejected(
+        None,
+        None,
+        f"this value cannot be read as {what} ({type(e).__name__}); "
+        "fix it, or quote it to keep it as text",
+        node.start_mark,
+    )
 
-    _FastLoader.add_constructor("tag:yaml.org,2002:map", _FastLoader.construct_located_map)
-    _LOADERS: tuple[type[Any], ...] = (_FastLoader, _Loader)
-else:  # pragma: no cover - PyYAML built without libyaml
-    _LOADERS = (_Loader,)
+
+class _Loader(_Checks, yaml.SafeLoader):
+    """The pure-Python safe loader: exact positions in errors."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._start_checks()
+
+
+try:
+    from yaml._yaml import CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _LOADERS: tuple[type[Any], ...] = (_Loader,)
+else:  # libyaml's parser makes the events, ~3x faster overall
+
+    class _FastLoader(_Checks, CParser, Resolver):
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            self._start_checks()
+
+    _LOADERS = (_FastLoader, _Loader)
 
 
 def _parse(text: str, loader_class: type[Any]) -> Any:
@@ -81,38 +213,42 @@ def _parse(text: str, loader_class: type[Any]) -> Any:
         loader.dispose()
 
 
-def read_yaml(path: Path) -> tuple[Any, dict[KeyPath, Origin]]:
+def read_yaml(
+    path: Path, max_bytes: int = DEFAULT_LIMITS[CONFIG_LIMIT_VAR]
+) -> tuple[Any, dict[KeyPath, Origin]]:
     """Parse ``path``; return plain Python data and the origin of every mapping key."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        why = "it is not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror
+        text, _ = read_text(path, max_bytes, CONFIG_LIMIT_VAR)
+    except UnreadableFileError as e:
         raise ConfigError(
             [
                 Problem(
-                    str(path),
+                    shown(path),
                     "",
-                    f"cannot read the configuration file ({why}); "
-                    "pass path= or set DBCONF_CONFIG to the right file",
+                    f"cannot read the configuration file ({e}); name the right file with "
+                    "--config on the command line, path= in code, or env DBCONF_CONFIG",
                 )
             ]
-        ) from e
+        ) from None
     try:
         try:
             data = _parse(text, _LOADERS[0])
+        except _Rejected:
+            raise
         except yaml.YAMLError:
             # libyaml's error positions differ slightly: parse again in Python to report
             # the exact line and column (errors are rare; the fast path is the common one).
             data = _parse(text, _Loader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        what = e.problem or "invalid YAML"
-        if "could not determine a constructor" in what:
-            what += " (only plain YAML is allowed: python/* and other custom tags are rejected)"
-        raise ConfigError([Problem(where, "", what)]) from None
     except yaml.YAMLError as e:
-        raise ConfigError([Problem(str(path), "", f"invalid YAML: {e}")]) from None
+        where, what = explain(e, text)
+    else:
+        return _plain(data, path)
+    # Raised here, not in the except block: PyYAML's error (and the ValueError under it)
+    # quotes the offending line, which may hold a password; it must not ride along.
+    raise ConfigError([Problem(f"{shown(path)}:{where}" if where else shown(path), "", what)])
+
+
+def _plain(data: Any, path: Path) -> tuple[Any, dict[KeyPath, Origin]]:
     origins: dict[KeyPath, Origin] = {}
     problems: list[Problem] = []
     plain = _unlocate(data, (), str(path), origins, problems)
