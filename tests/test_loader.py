@@ -188,8 +188,8 @@ def test_interpolated_value_remembers_the_variable(write_config: WriteConfig) ->
                 url: "postgresql://${HOST:-localhost}:${PORT}/db"
         """
     )
-    loaded = load_profile("p", path=path, environ={"PORT": "6543"})
-    assert url_of(loaded) == "postgresql+psycopg2://localhost:6543/db"
+    loaded = load_profile("p", path=path, environ={"HOST": "db", "PORT": "6543"})
+    assert url_of(loaded) == "postgresql+psycopg2://db:6543/db"
     origin = loaded.origin("databases", "primary", "url")
     assert origin == Origin("file", str(path), 5, 9, via="${HOST}, ${PORT}")
     assert str(origin) == f"{path}:5:9 (via ${{HOST}}, ${{PORT}})"
@@ -239,7 +239,7 @@ def test_embedded_variable_is_not_parsed(write_config: WriteConfig) -> None:
         """
     )
     assert problems_of(path, environ={}) == [
-        f"{path}:6:16 (via ${{POOL}}) profiles.p.databases.primary.pool.size: "
+        f"{path}:6:16 (via default of ${{POOL}} (unset)) profiles.p.databases.primary.pool.size: "
         "Input should be a valid integer (got '50')"
     ]
 
