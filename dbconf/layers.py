@@ -84,14 +84,27 @@ def scalar(key: str, raw: str) -> Any:
     """Env and secrets-file values parse like YAML scalars, except keys that are strings.
 
     A value YAML cannot read (bad syntax, an unknown tag, ``!!int x``, a number too long for
-    Python) is the string as written: validation then says whether the key takes a string.
+    Python), or that is not a plain tree (an alias used twice or to itself, nesting deeper
+    than 32), is the string as written: validation then says whether the key takes a string.
     """
     if key in STRING_KEYS:
         return raw
     try:
-        return yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.safe_load(raw) if raw.strip() else None
     except Exception:  # YAMLError, and ValueError/OverflowError/... from tag constructors
         return raw
+    return value if _plain_tree(value, 0, set()) else raw
+
+
+def _plain_tree(value: Any, depth: int, seen: set[int]) -> bool:
+    """Whether ``value`` is a tree: no container reached twice, at most 32 levels deep."""
+    if not isinstance(value, dict | list):
+        return True
+    if depth > 32 or id(value) in seen:
+        return False
+    seen.add(id(value))
+    items = value.values() if isinstance(value, dict) else value
+    return all(_plain_tree(item, depth + 1, seen) for item in items)
 
 
 def build_layer(entries: list[Entry], problems: list[Problem]) -> tuple[Tree, Origins]:
