@@ -253,7 +253,18 @@ def _env_keyed_layer(
                 )
             )
             continue
-        entries.append((parts, scalar(parts[-1], raw), origin))
+        value = scalar(parts[-1], raw)
+        if value is raw and parts[-1] not in STRING_KEYS and raw.lstrip().startswith(("{", "[")):
+            problems.append(
+                Problem(
+                    str(origin),
+                    ".".join(parts),
+                    "cannot be read as a YAML mapping or list (not shown: it may hold a "
+                    "secret); check its brackets and quoting, e.g. '{size: 5, timeout: 30s}'",
+                )
+            )
+            continue
+        entries.append((parts, value, origin))
     entries = _declared_names(_admissible(entries, problems), tree, problems)
     return build_layer(entries, problems)
 

@@ -313,6 +313,9 @@ def environments(draw: st.DrawFn) -> tuple[dict[str, str], dict[str, str], str]:
         env[var] = draw(st.sampled_from([url, "sqlite://", "not a url", ""]) | st.text(max_size=12))
     for var in draw(st.lists(st.sampled_from(SECRET_VARS), max_size=2)):
         env[var] = password if var.endswith("PASSWORD") else url
+    if draw(st.booleans()):  # a mapping holding the password, well-formed or not
+        mapping = draw(st.sampled_from(["{password: '%s'}", "{password: %s", "[%s]", "{url: %s}"]))
+        env["DBCONF_DATABASES__PRIMARY"] = mapping % (url if "url" in mapping else password)
     if draw(st.booleans()):
         env["DBCONF_PROFILE"] = draw(st.sampled_from(["p", "base", "prod", "P", ""]))
     secrets = draw(st.dictionaries(env_name, env_value, max_size=3))
@@ -344,3 +347,37 @@ def test_any_environment_loads_or_raises_config_error(
     assert first == again == backwards
     if first[0] == "error":
         assert_no_secret([first[1]], password)
+
+
+MAPPING_TEMPLATES = [
+    "{password: '%s'}",
+    "{password: %s",
+    "{password: %s, pool: {size: x}}",
+    "[%s",
+    "{url: 'postgresql://u:%s@h/db', pool: [}",
+    "{connect_args: {a: 1}, password: %s]",
+]
+
+
+@given(st.sampled_from(MAPPING_TEMPLATES), PASSWORD, st.sampled_from(["env", "secrets"]))
+def test_a_mapping_value_holding_a_password_is_never_shown(
+    write_config: WriteConfig,
+    tmp_path: Path,
+    assert_no_secret: NoSecret,
+    template: str,
+    password: str,
+    source: str,
+) -> None:
+    """A mapping-valued variable YAML cannot read is reported without quoting it."""
+    password = "Zq" + password
+    var, text = "DBCONF_DATABASES__PRIMARY", template % password
+    if source == "env":
+        environ = {var: text}
+    else:
+        environ = {"DBCONF_SECRETS_DIR": str(secrets_dir({var: text}, tmp_path))}
+    result = outcome(write_config(FILE), environ)
+    if result[0] == "ok":  # only the well-formed one loads
+        assert template == MAPPING_TEMPLATES[0]
+        assert result[1].databases["primary"].password.get_secret_value() == password
+    else:
+        assert_no_secret([result[1]], password)
