@@ -74,7 +74,9 @@ STRING_KEYS = frozenset(
 )
 
 
-FILE_ONLY = frozenset({("extends",)})  # key paths only the file may set
+FILE_ONLY = {  # key paths only the file may set, and what to do instead
+    ("extends",): "to load another profile set DBCONF_PROFILE (or pass profile= / --profile)"
+}
 PROFILE_KEYS = tuple(field.alias or name for name, field in ProfileConfig.model_fields.items())
 Entry = tuple[KeyPath, Any, Origin]  # one env var, secrets file or overrides= key: path, value
 EnvItem = tuple[str, str, Origin]  # an env var or secrets file: name, raw value, origin
@@ -163,21 +165,15 @@ def _admissible(entries: list[Entry], problems: list[Problem]) -> list[Entry]:
         found = [
             Problem(
                 str(origin),
-                ".".join(path),
-                "extends is read only from the file; to load another profile set "
-                "DBCONF_PROFILE (or pass profile= / --profile)",
-            )
-            for inner in (path, *key_paths(value, path))
-            if inner in FILE_ONLY
-        ] + [
-            Problem(
-                str(origin),
                 ".".join(str(part) for part in inner[:-1]),
                 f"key {inner[-1]!r} must be a string; quote it",
             )
             for inner in key_paths(value, path)
             if not isinstance(inner[-1], str)
         ]
+        if path in FILE_ONLY:  # top-level keys: no mapping value can hold one
+            message = f"{path[-1]} is read only from the file; {FILE_ONLY[path]}"
+            found.append(Problem(str(origin), ".".join(path), message))
         problems += found
         if not found:
             kept.append((path, value, origin))
