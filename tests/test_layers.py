@@ -189,6 +189,38 @@ def test_layers_above_may_still_replace_a_mapping_with_a_value(write_config: Wri
     assert loaded.config.databases["primary"].pool.size == 7
 
 
+OVERLAPPING = [
+    ("databases", "primary"),
+    ("databases", "primary", "pool"),
+    ("databases", "primary", "pool", "size"),
+    ("databases", "primary", "pool", "timeout"),
+    ("databases", "primary", "connect_args"),
+    ("databases", "primary", "connect_args", "a"),
+]
+VALUES = ["3", "", "{size: 4}", "{a: {b: 1}}", "[1]", "{pool: {size: 5}, echo: true}", "x"]
+
+
+@given(
+    st.dictionaries(st.sampled_from(OVERLAPPING), st.sampled_from(VALUES), max_size=5),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+)
+def test_any_overlapping_entries_give_one_result_in_every_order(
+    write_config: WriteConfig, entries: dict[KeyPath, str], as_code: bool, rnd: Any
+) -> None:
+    path = write_config(FILE)
+    items = list(entries.items())
+    shuffled = rnd.sample(items, len(items))
+
+    def run(chosen: list[tuple[KeyPath, str]]) -> tuple[Any, ...]:
+        if as_code:
+            overrides = {".".join(key): scalar("x", value) for key, value in chosen}
+            return outcome(path, {}, overrides=overrides)
+        return outcome(path, {"DBCONF_" + "__".join(key).upper(): value for key, value in chosen})
+
+    assert run(items) == run(shuffled) == run(items[::-1])
+
+
 # -- merging is linear: no scan of the whole origins map ------------------------------------
 
 

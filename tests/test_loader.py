@@ -1719,6 +1719,7 @@ SHAPE_PATHS = [
     ("databases", "primary", "password_file"),
     ("default_database",),
     ("workers",),
+    ("extends",),
 ]
 ODD_VALUES: list[Any] = [[], ["primary", "b"], [{"a": 1}], "text", 5, True, {"x": [1]}, None]
 WALKING_ENV = {
