@@ -355,6 +355,15 @@ def code_layer(overrides: Any, problems: list[Problem]) -> tuple[Tree, Origins]:
             if not all(here):
                 where = ".".join(path)
                 problems.append(Problem(str(origin), where, f"empty key segment in {key!r}"))
+            elif len(here) > 32 or not _plain_tree(item, 0, set()):
+                problems.append(
+                    Problem(
+                        str(origin),
+                        ".".join(here),
+                        "not a plain tree of values: nested deeper than 32, "
+                        "or a list or mapping used twice or inside itself",
+                    )
+                )
             elif isinstance(item, Mapping):
                 walk(item, here)
             else:

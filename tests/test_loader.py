@@ -1798,6 +1798,29 @@ def test_overrides_of_the_wrong_shape(
     assert any(p.startswith("overrides= in code") and message in p for p in problems)
 
 
+def cyclic() -> dict[str, Any]:
+    loop: list[Any] = []
+    loop.append(loop)
+    return {"databases.primary.connect_args": {"a": loop}}
+
+
+def deep() -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    node = value
+    for _ in range(2000):
+        node = node.setdefault("k", {})
+    return {"databases.primary.connect_args": value}
+
+
+@pytest.mark.parametrize("make", [cyclic, deep])
+def test_overrides_that_are_not_a_plain_tree(
+    write_config: WriteConfig, make: Callable[[], dict[str, Any]]
+) -> None:
+    (problem,) = problems_of(two_databases(write_config), environ={}, overrides=make())
+    assert problem.startswith("overrides= in code profiles.p.databases.primary.connect_args")
+    assert "not a plain tree of values" in problem
+
+
 def test_env_mapping_keys_must_be_strings(write_config: WriteConfig) -> None:
     var = "DBCONF_DATABASES__PRIMARY__CONNECT_ARGS"
     problems = problems_of(two_databases(write_config), environ={var: "{1: a, b: {2: c}}"})
