@@ -231,6 +231,24 @@ class PoolExhaustedError(DbconfError, sa_exc.TimeoutError):
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or an empty string."""
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
+    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or an empty string.
+
+    Case is ignored; a candidate that starts with the word or that the word starts with
+    (``prod`` → ``production``, ``primary_db`` → ``primary``; at least 3 characters in common)
+    counts even where difflib's ratio is too low; otherwise difflib's closest at 0.6.
+    """
+    by_lower: dict[str, str] = {}
+    for candidate in candidates:
+        if isinstance(candidate, str):
+            by_lower.setdefault(candidate.lower(), candidate)
+    lower = word.lower()
+    if lower in by_lower:
+        return f" (did you mean {by_lower[lower]!r}?)"
+    prefixed = [
+        c
+        for c in by_lower
+        if min(len(c), len(lower)) >= 3 and (c.startswith(lower) or lower.startswith(c))
+    ]
+    pool = prefixed or list(by_lower)
+    matches = difflib.get_close_matches(lower, pool, n=1, cutoff=0.0 if prefixed else 0.6)
+    return f" (did you mean {by_lower[matches[0]]!r}?)" if matches else ""

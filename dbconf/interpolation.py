@@ -30,7 +30,7 @@ def interpolate_tree(
     if not isinstance(node, str) or origin is None or origin.kind != "file" or "$" not in node:
         return node
     errors: list[str] = []
-    used: list[str] = []
+    used: list[str] = []  # how each ${…} was resolved, for the origin
     value = interpolate(node, env, errors, used, secret=is_secret_path(path))
     for error in errors:
         problems.append(Problem(str(origin), ".".join(path), error))
@@ -40,7 +40,7 @@ def interpolate_tree(
             origin.source,
             origin.line,
             origin.column,
-            via=", ".join(f"${{{name}}}" for name in used),
+            via=", ".join(used),
         )
     whole = _VAR.fullmatch(node) is not None and node != "$$"
     return scalar(path[-1], value) if whole and path else value
@@ -51,7 +51,9 @@ def interpolate(
 ) -> str:
     """Expand ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?msg}``, ``$$``.
 
-    With ``secret`` (a password or URL), error messages never quote the text itself.
+    ``used`` gets one entry per variable: ``${VAR}``, or ``default of ${VAR} (unset)`` /
+    ``(empty)`` when its default was used. With ``secret`` (a password or URL), error messages
+    never quote the text itself.
     """
 
     def expand(match: re.Match[str]) -> str:
@@ -70,13 +72,15 @@ def interpolate(
         if arg and "${" in arg:
             errors.append(f"${{{var}…}}: a ${{…}} inside a default or message is not supported")
             return ""
-        used.append(var)
         value = env.get(var)
         missing = value is None or (value == "" and op is not None and op.startswith(":"))
         if not missing:
+            used.append(f"${{{var}}}")
             return str(value)
         if op in (":-", "-"):
+            used.append(f"default of ${{{var}}} ({'unset' if value is None else 'empty'})")
             return str(arg)
+        used.append(f"${{{var}}}")
         if op in (":?", "?"):
             errors.append(f"environment variable {var} is not set: {arg or 'it is required'}")
         else:

@@ -33,12 +33,14 @@ from dbconf.layers import (
     Origins,
     Tree,
     code_layer,
+    env_items,
     env_layer,
     merge,
     read_secret,
     secrets_layer,
     url_layer,
 )
+from dbconf.merging import as_mapping
 from dbconf.origin import KeyPath, Origin, validation_problems
 from dbconf.rules import build_problems
 from dbconf.yamlfile import read_yaml
@@ -107,9 +109,8 @@ def read_profiles(
     if shape:  # nothing can be merged from a profile that is not a mapping
         raise ConfigError(shape + problems)
     for name, body in data["profiles"].items():
-        databases = body.get("databases")
-        for db_name, db in databases.items() if isinstance(databases, dict) else ():
-            pool = db.get("pool") if isinstance(db, dict) else None
+        for db_name, db in as_mapping(body.get("databases")).items():
+            pool = as_mapping(db).get("pool")
             if isinstance(pool, dict) and "class" in pool and pool["class"] is None:
                 key_path = ("profiles", name, "databases", db_name, "pool", "class")
                 problems.append(
@@ -148,32 +149,37 @@ def load_profile(
     # Problems in the file outside the profile are reported with the profile's own problems.
     profiles, file_origins, file_problems = read_profiles(file, env)
     name, name_origin = _profile_name(profile, env)
+    problems: list[Problem] = []  # about the profile; prefixed with its key path below
+    items = env_items(env, problems)  # a misspelt DBCONF_PROFILE is reported here
     try:
         chain = _extends_chain(name, name_origin, profiles, file_origins)
     except ConfigError as e:
-        raise ConfigError(file_problems + list(e.problems)) from None
+        raise ConfigError(file_problems + problems + list(e.problems)) from None
 
     tree: Tree = {}
     origins: Origins = {}
+    by_profile: dict[str, Origins] = {link: {} for link in chain}
+    for key, origin in file_origins.items():
+        if len(key) > 2 and key[1] in by_profile:
+            by_profile[key[1]][key[2:]] = origin
     for link in chain:
-        prefix = ("profiles", link)
-        layer_origins = {k[2:]: o for k, o in file_origins.items() if k[:2] == prefix and k[2:]}
-        merge(tree, origins, copy.deepcopy(profiles[link]), layer_origins)
+        merge(tree, origins, copy.deepcopy(profiles[link]), by_profile[link])
     tree.pop("extends", None)
     origins.pop(("extends",), None)
 
-    problems: list[Problem] = []
     # Env vars and secrets may only name databases that exist: declared in the file, added
     # by DATABASE_URL to a profile without databases, or (for secrets) added by an env var.
     known = copy.deepcopy(tree)
-    if not known.get("databases") and (env.get("DATABASE_URL") or env.get("PRIMARY_DATABASE_URL")):
+    if not as_mapping(known.get("databases")) and (
+        env.get("DATABASE_URL") or env.get("PRIMARY_DATABASE_URL")
+    ):
         known["databases"] = {"primary": {}}
-    from_env = env_layer(env, known, problems)
+    from_env = env_layer(items, known, problems)
     merge(known, {}, copy.deepcopy(from_env[0]), {})
     upper: list[tuple[Tree, Origins]] = [
         from_env,
         secrets_layer(env, known, problems),
-        code_layer(overrides or {}),
+        code_layer({} if overrides is None else overrides, problems),
     ]
     from_urls = url_layer(env, tree, upper)
     for layer, layer_origins in [from_urls, *upper]:
@@ -209,8 +215,7 @@ def load_profile(
 def _valid_databases(tree: Tree) -> dict[str, DatabaseConfig]:
     """The databases that validate on their own, to check them further while others fail."""
     valid = {}
-    databases = tree.get("databases")
-    for name, db in databases.items() if isinstance(databases, dict) else ():
+    for name, db in as_mapping(tree.get("databases")).items():
         try:
             valid[name] = DatabaseConfig.model_validate(db)
         except ValidationError:
@@ -265,8 +270,7 @@ def _extends_chain(
 def _read_password_files(
     tree: Tree, origins: Origins, file: Path, problems: list[Problem], limit: int
 ) -> None:
-    databases = tree.get("databases")
-    for name, db in databases.items() if isinstance(databases, dict) else ():
+    for name, db in as_mapping(tree.get("databases")).items():
         if not isinstance(db, dict) or not isinstance(db.get("password_file"), str):
             continue  # not a path: validation reports it (never str() it: it may hold a URL)
         where = ("databases", name, "password_file")

@@ -5,13 +5,17 @@ Every test reads a real file written to a tmp dir and passes the environment as 
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
-from dbconf.errors import ConfigError, DbconfError
+from dbconf.errors import ConfigError, DbconfError, Problem, did_you_mean
 from dbconf.loader import LoadedProfile, list_profiles, load_profile
 from dbconf.origin import Origin
 
@@ -188,8 +192,8 @@ def test_interpolated_value_remembers_the_variable(write_config: WriteConfig) ->
                 url: "postgresql://${HOST:-localhost}:${PORT}/db"
         """
     )
-    loaded = load_profile("p", path=path, environ={"PORT": "6543"})
-    assert url_of(loaded) == "postgresql+psycopg2://localhost:6543/db"
+    loaded = load_profile("p", path=path, environ={"HOST": "db", "PORT": "6543"})
+    assert url_of(loaded) == "postgresql+psycopg2://db:6543/db"
     origin = loaded.origin("databases", "primary", "url")
     assert origin == Origin("file", str(path), 5, 9, via="${HOST}, ${PORT}")
     assert str(origin) == f"{path}:5:9 (via ${{HOST}}, ${{PORT}})"
@@ -239,7 +243,7 @@ def test_embedded_variable_is_not_parsed(write_config: WriteConfig) -> None:
         """
     )
     assert problems_of(path, environ={}) == [
-        f"{path}:6:16 (via ${{POOL}}) profiles.p.databases.primary.pool.size: "
+        f"{path}:6:16 (via default of ${{POOL}} (unset)) profiles.p.databases.primary.pool.size: "
         "Input should be a valid integer (got '50')"
     ]
 
@@ -1703,3 +1707,246 @@ def test_top_level_and_profile_problems_are_reported_together(write_config: Writ
     assert len(problems) == 2
     assert "extra: unknown top-level key" in problems[0]
     assert "profiles.p.databases.primary.echo" in problems[1]
+
+
+# -- user data of the wrong shape anywhere the loader walks it: a ConfigError with origin ---
+
+SHAPE_PATHS = [
+    ("databases",),
+    ("databases", "primary"),
+    ("databases", "primary", "pool"),
+    ("databases", "primary", "sessions"),
+    ("databases", "primary", "sessions", "batch"),
+    ("databases", "primary", "timeouts"),
+    ("databases", "primary", "connect_args"),
+    ("databases", "primary", "query"),
+    ("databases", "primary", "password_file"),
+    ("default_database",),
+    ("workers",),
+    ("extends",),
+]
+ODD_VALUES: list[Any] = [[], ["primary", "b"], [{"a": 1}], "text", 5, True, {"x": [1]}, None]
+WALKING_ENV = {
+    "DATABASE_URL": "sqlite://",
+    "PRIMARY_DATABASE_URL": "sqlite:///p.db",
+    "DBCONF_DATABASES__PRIMARY__SESSIONS__BATCH__AUTOFLUSH": "true",
+    "DBCONF_DATABASES__PRIMARY__POOL__SIZE": "3",
+    "DBCONF_DATABASES__NEW__URL": "sqlite://",
+    "DBCONF_DATABASES__PRIMARY__PASSWORD_FILE": "nope",
+    "DBCONF_DATABASES": "[a]",
+    "DBCONF_DATABASES__PRIMARY__SESSIONS": "x",
+}
+
+
+def shaped_profiles(where: str, path: tuple[str, ...], odd: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "databases": {
+            "primary": {"url": "sqlite:///x.db", "pool": {"size": 2}, "sessions": {"batch": {}}}
+        }
+    }
+    child: dict[str, Any] = {"extends": "base", "databases": {"primary": {"echo": True}}}
+    node = base if where == "base" else child
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = odd
+    return {"profiles": {"base": base, "p": child}}
+
+
+@given(
+    st.sampled_from(["base", "p"]),
+    st.sampled_from(SHAPE_PATHS),
+    st.sampled_from(ODD_VALUES),
+    st.lists(st.sampled_from(sorted(WALKING_ENV)), max_size=4, unique=True),
+    st.booleans(),
+)
+def test_any_value_of_the_wrong_shape_is_a_config_error_with_origin(
+    tmp_path: Path,
+    where: str,
+    key_path: tuple[str, ...],
+    odd: Any,
+    names: list[str],
+    as_secret: bool,
+) -> None:
+    path = tmp_path / "databases.yaml"
+    path.write_text(yaml.safe_dump(shaped_profiles(where, key_path, odd)))
+    environ = {name: WALKING_ENV[name] for name in names}
+    if as_secret and names:  # the first one as a secrets file, walked over env + file
+        secrets = tmp_path / "secrets"
+        secrets.mkdir(exist_ok=True)
+        for old in secrets.iterdir():
+            old.unlink()
+        (secrets / names[0]).write_text(environ.pop(names[0]))
+        (secrets / names[0]).chmod(0o600)
+        environ["DBCONF_SECRETS_DIR"] = str(secrets)
+    problems: tuple[Problem, ...] = ()
+    try:
+        load_profile("p", path=path, environ=environ)
+    except ConfigError as e:  # any other exception fails the test
+        problems = e.problems
+    assert all(problem.origin for problem in problems)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([("databases.primary.echo", True)], "overrides= must be a mapping"),
+        ("databases.primary.echo", "overrides= must be a mapping"),
+        ({"databases..primary": 1}, "empty key segment in 'databases..primary'"),
+        ({"databases": {"primary.": 1}}, "empty key segment in 'primary.'"),
+    ],
+)
+def test_overrides_of_the_wrong_shape(
+    write_config: WriteConfig, overrides: Any, message: str
+) -> None:
+    problems = problems_of(two_databases(write_config), environ={}, overrides=overrides)
+    assert any(p.startswith("overrides= in code") and message in p for p in problems)
+
+
+def cyclic() -> dict[str, Any]:
+    loop: list[Any] = []
+    loop.append(loop)
+    return {"databases.primary.connect_args": {"a": loop}}
+
+
+def deep() -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    node = value
+    for _ in range(2000):
+        node = node.setdefault("k", {})
+    return {"databases.primary.connect_args": value}
+
+
+@pytest.mark.parametrize("make", [cyclic, deep])
+def test_overrides_that_are_not_a_plain_tree(
+    write_config: WriteConfig, make: Callable[[], dict[str, Any]]
+) -> None:
+    (problem,) = problems_of(two_databases(write_config), environ={}, overrides=make())
+    assert problem.startswith("overrides= in code profiles.p.databases.primary.connect_args")
+    assert "not a plain tree of values" in problem
+
+
+def test_env_mapping_keys_must_be_strings(write_config: WriteConfig) -> None:
+    var = "DBCONF_DATABASES__PRIMARY__CONNECT_ARGS"
+    problems = problems_of(two_databases(write_config), environ={var: "{1: a, b: {2: c}}"})
+    assert problems == [
+        f"env {var} profiles.p.databases.primary.connect_args: key 1 must be a string; quote it",
+        f"env {var} profiles.p.databases.primary.connect_args.b: key 2 must be a string; quote it",
+    ]
+
+
+# -- keys only the file sets ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["env", "env lower", "secrets", "code", "code null"])
+def test_extends_is_only_read_from_the_file(
+    write_config: WriteConfig, tmp_path: Path, source: str
+) -> None:
+    path = two_databases(write_config)
+    environ: dict[str, str] = {}
+    overrides: dict[str, Any] | None = None
+    if source.startswith("env"):
+        environ = {"dbconf_extends" if source == "env lower" else "DBCONF_EXTENDS": "other"}
+    elif source == "secrets":
+        (tmp_path / "DBCONF_EXTENDS").write_text("other")
+        environ = {"DBCONF_SECRETS_DIR": str(tmp_path)}
+    else:
+        overrides = {"extends": None if source == "code null" else "other"}
+    (problem,) = problems_of(path, environ=environ, overrides=overrides)
+    assert "profiles.p.extends: extends is read only from the file" in problem
+    assert "set DBCONF_PROFILE (or pass profile= / --profile)" in problem
+    where = {"env": "env DBCONF_EXTENDS", "env lower": "env dbconf_extends"}
+    where |= {"secrets": f"secrets file {tmp_path}", "code": "overrides= in code"}
+    assert problem.startswith(where.get(source, "overrides= in code"))
+
+
+# -- misspelt DBCONF_ names, and did-you-mean as a class -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("var", "meant"),
+    [
+        ("DBCONF_PROFIL", "DBCONF_PROFILE"),
+        ("DBCONF_PROFLE", "DBCONF_PROFILE"),
+        ("DBCONF_PROFILES", "DBCONF_PROFILE"),
+        ("DBCONF_PROFILE_NAME", "DBCONF_PROFILE"),
+        ("DBCONF_CONFIGS", "DBCONF_CONFIG"),
+        ("DBCONF_CONFIG_FILE", "DBCONF_CONFIG"),
+        ("DBCONF_CONF", "DBCONF_CONFIG"),
+        ("DBCONF_SECRETS", "DBCONF_SECRETS_DIR"),
+        ("DBCONF_SECRET_DIR", "DBCONF_SECRETS_DIR"),
+        ("dbconf_secretsdir", "DBCONF_SECRETS_DIR"),
+    ],
+)
+def test_a_name_close_to_a_reserved_var_suggests_it(
+    write_config: WriteConfig, var: str, meant: str
+) -> None:
+    path = write_config(TWO_PROFILES)
+    # even when the profile it was meant to pick is then missing, the typo is reported
+    for profile in ("test", None):
+        problems = problems_of(path, profile, environ={var: "test"})  # type: ignore[arg-type]
+        assert (
+            f"env {var}: {var} is not a setting dbconf reads (did you mean {meant!r}?)"
+            in (problems[0])
+        )
+
+
+@pytest.mark.parametrize("var", ["dbconf_profile", "Dbconf_Config", "dbconf_SECRETS_DIR"])
+def test_a_reserved_var_in_other_capitals_is_an_error(write_config: WriteConfig, var: str) -> None:
+    (problem,) = problems_of(write_config(TWO_PROFILES), "test", environ={var: "x"})
+    assert problem == f"env {var}: dbconf reads only {var.upper()}, in capitals: rename it"
+
+
+def test_profile_keys_are_not_mistaken_for_reserved_names(write_config: WriteConfig) -> None:
+    environ = {"DBCONF_WORKERS": "2", "DBCONF_DEFAULT_DATABASE": "primary"}
+    assert (
+        load_profile("test", path=write_config(TWO_PROFILES), environ=environ).config.workers == 2
+    )
+
+
+PROFILE_NAMES = """
+    profiles:
+      production: {databases: {primary: {url: "sqlite:///p.db"}}}
+      staging: {databases: {primary: {url: "sqlite:///s.db"}}}
+    """
+
+
+@pytest.mark.parametrize(
+    ("asked", "meant"),
+    [
+        ("prod", "production"),
+        ("Production", "production"),
+        ("PROD", "production"),
+        ("stag", "staging"),
+        ("production_eu", "production"),
+        ("stagign", "staging"),
+    ],
+)
+def test_unknown_profile_suggests_by_case_and_prefix(
+    write_config: WriteConfig, asked: str, meant: str
+) -> None:
+    (problem,) = problems_of(write_config(PROFILE_NAMES), asked, environ={})
+    assert f"no profile {asked!r} (did you mean {meant!r}?)" in problem
+
+
+@given(
+    st.text(string.ascii_lowercase + "_", min_size=3, max_size=12),
+    st.integers(min_value=3, max_value=12),
+    st.lists(st.text(string.ascii_lowercase, min_size=1, max_size=12), max_size=4),
+)
+def test_did_you_mean_finds_prefixes_and_other_capitals(
+    name: str, cut: int, others: list[str]
+) -> None:
+    candidates = [*others, name]
+    assert did_you_mean(name.upper(), candidates) == f" (did you mean {name!r}?)" or (
+        name.upper().lower() in [o.lower() for o in others]
+    )
+    prefix = name[: min(cut, len(name))]
+    hint = did_you_mean(prefix, candidates)
+    suggested = hint.removeprefix(" (did you mean '").removesuffix("'?)")
+    assert suggested.startswith(prefix) or prefix.startswith(suggested)
+
+
+def test_did_you_mean_stays_quiet_for_unrelated_words() -> None:
+    assert did_you_mean("xy", ["production", "staging"]) == ""
+    assert did_you_mean("p", ["production"]) == ""
+    assert did_you_mean("analytics", ["production", "staging"]) == ""
