@@ -24,6 +24,7 @@ from dbconf.cli import (
     package_version,
     plain,
 )
+from dbconf.errors import ConfigError, PoolExhaustedError
 from dbconf.loader import load_profile
 
 PASSWORD = "p@ss:w%rd"
@@ -268,6 +269,18 @@ def test_unexpected_error_is_one_line_with_its_type_only(
     assert "--traceback" in err
     assert PASSWORD not in err
     assert "Traceback" not in err
+
+
+def test_a_database_error_at_run_time_exits_1_and_a_config_error_2(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """dbconf's own errors print their (password-free) message; those from the database at
+    run time (also SQLAlchemy errors) are failures (1), the others wrong input (2)."""
+    code, _, err = _run_raising(capsys, config, PoolExhaustedError("main", 1, 0, 1.0))
+    assert code == EXIT_FAILED
+    assert err.startswith("dbconf: database 'main': no connection became free")
+    code, _, err = _run_raising(capsys, config, ConfigError("bad"))
+    assert (code, err) == (EXIT_CONFIG, "dbconf: invalid database configuration: bad\n")
 
 
 def test_traceback_option_shows_the_traceback_of_a_bug(
