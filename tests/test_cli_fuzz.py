@@ -3,10 +3,11 @@ prints a traceback or an internal error, and never prints the password.
 
 Runs in process through ``main(argv, environ=...)`` with captured output. The configs are
 generated from valid profiles (SQLite in a tmp dir; PostgreSQL and MariaDB URLs on
-127.0.0.1:1, where nothing listens, so ``check`` fails fast with "connection refused"), with a
-password in every place one can be written, then damaged: wrong types, unknown keys, bad
-``${…}``, broken YAML, a wrong password-file path. The argv mixes real subcommands and options
-with junk and missing values.
+127.0.0.1:1, where nothing listens, so ``check`` fails fast with "connection refused"), with
+a password in every place one can be written (URL, password key, password file, ``${VAR}``,
+``DATABASE_URL``, ``DBCONF_…`` variables, a secrets directory), then damaged: wrong types,
+unknown keys, bad ``${…}``, broken YAML, a wrong password-file path. The argv mixes real
+subcommands and options with junk and missing values.
 """
 
 from __future__ import annotations
@@ -149,7 +150,10 @@ def configs(draw: st.DrawFn, tmp: Path, password: str) -> tuple[str, list[str], 
 
 
 @st.composite
-def environments(draw: st.DrawFn, password: str, config_env: dict[str, str]) -> dict[str, str]:
+def environments(
+    draw: st.DrawFn, tmp: Path, password: str, config_env: dict[str, str]
+) -> dict[str, str]:
+    """The config's environment plus dbconf variables, some holding the password."""
     env = dict(config_env)
     extra = {
         "DATABASE_URL": _url("postgresql", password),
@@ -162,6 +166,15 @@ def environments(draw: st.DrawFn, password: str, config_env: dict[str, str]) -> 
     }
     for key in draw(st.lists(st.sampled_from(sorted(extra)), unique=True, max_size=3)):
         env[key] = extra[key]
+    if draw(RARELY):  # a mounted secret, as Docker and Kubernetes do it
+        secrets = tmp / "secrets"
+        secrets.mkdir(exist_ok=True)
+        for old in secrets.iterdir():
+            old.unlink()
+        name = draw(st.sampled_from(["DBCONF_DATABASES__MAIN__PASSWORD", "DATABASE_URL"]))
+        value = password if name.endswith("PASSWORD") else _url("postgresql", password)
+        (secrets / name).write_text(value + "\n")
+        env["DBCONF_SECRETS_DIR"] = str(secrets)
     return env
 
 
@@ -207,7 +220,7 @@ def test_any_input_exits_0_1_or_2_without_traceback_or_password(
     config = tmp_path / "databases.yaml"
     text, profiles, config_env = data.draw(configs(tmp_path, password), label="config")
     config.write_text(text)
-    environ = data.draw(environments(password, config_env), label="environ")
+    environ = data.draw(environments(tmp_path, password, config_env), label="environ")
     environ.setdefault("DBCONF_CONFIG", str(config))  # never the repository's sample file
     argv = data.draw(argvs(config, profiles), label="argv")
 
