@@ -1,8 +1,20 @@
 """The ``dbconf`` command: show, profiles, schema, check.
 
-Exit codes: 0 ok, 1 a database is unreachable or one worker's pools exceed a server's
-max_connections (check), 2 configuration error. Errors are one
-message, never a traceback, and never a password.
+Exit codes, the only ones :func:`main` returns:
+
+- 0: ok (also ``--help`` and ``--version``).
+- 1: the command ran and did not succeed: a database is unreachable or one worker's pools
+  exceed a server's max_connections (``check``); interrupted (Ctrl-C, one line
+  ``dbconf: interrupted``); an unexpected error, which is a bug in dbconf.
+- 2: the input is wrong: a configuration error (one message listing every problem) or a
+  usage error (argparse).
+
+Nothing is ever printed as a traceback, and no password ever appears. An unexpected exception
+prints one line naming only its type (its text could hold a secret) and how to see the
+traceback: ``dbconf --traceback …`` (which may show secrets). When the reader of stdout goes
+away (``dbconf show | head -1``), the rest of the output is dropped silently (stdout is
+pointed at ``os.devnull``, as the Python docs recommend for SIGPIPE) and the exit code is the
+command's own result, as if the output had been read.
 """
 
 from __future__ import annotations
@@ -10,12 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
+from typing import Any, TextIO
 
 from pydantic import Secret, SecretStr
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from dbconf.config import FileConfig
 from dbconf.errors import DbconfError
@@ -23,7 +39,18 @@ from dbconf.loader import LoadedProfile, list_profiles, load_profile, resolve_pa
 from dbconf.origin import SECRET_KEY, KeyPath
 from dbconf.urls import mask_url
 
-__all__ = ["json_schema", "main", "masked_tree"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "build_parser",
+    "json_schema",
+    "main",
+    "masked_tree",
+    "package_version",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 MASK = "***"
 SCHEMA_ID = "https://dbconf.dev/schema/databases.json"
@@ -96,23 +123,35 @@ def _profile_data(loaded: LoadedProfile) -> dict[str, Any]:
     return tree
 
 
-def _show(loaded: LoadedProfile, args: argparse.Namespace) -> int:
+Result = tuple[int, str]  # exit code, text for stdout
+Command = Callable[[argparse.Namespace, Mapping[str, str]], Result]
+
+
+def _show(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
+    """The resolved profile, passwords masked.
+
+    With ``--origin``, each value says where it came from: the file:line:col, an ``env VAR``,
+    a secrets file or a default.
+    """
     tree = _profile_data(loaded)
     rows = _flatten(tree)
     if args.format == "json":
         out: dict[str, Any] = {"profile": loaded.name, "file": str(loaded.path), "config": tree}
         if args.origin:
             out["origins"] = {".".join(p): _origin_text(loaded, p) for p, _ in rows}
-        print(json.dumps(out, indent=2, default=str))
-        return 0
-    print(f"# profile {loaded.name} from {loaded.path}")
+        return EXIT_OK, json.dumps(out, indent=2, default=str) + "\n"
+    lines = [f"# profile {loaded.name} from {loaded.path}"]
     width = max(len(".".join(p)) for p, _ in rows)
     for path, value in rows:
         line = f"{'.'.join(path):<{width}} = {json.dumps(value, default=str)}"
         if args.origin:
             line += f"    # {_origin_text(loaded, path)}"
-        print(line)
-    return 0
+        lines.append(line)
+    return EXIT_OK, _text(lines)
+
+
+def _text(lines: Sequence[str]) -> str:
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _origin_text(loaded: LoadedProfile, path: KeyPath) -> str:
@@ -123,15 +162,32 @@ def _origin_text(loaded: LoadedProfile, path: KeyPath) -> str:
     return str(loaded.origin(*path))
 
 
-def _profiles(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+def _profiles(args: argparse.Namespace, environ: Mapping[str, str]) -> Result:
+    """The profiles in the file and what each extends."""
     profiles = list_profiles(args.config, environ=environ)
-    print(f"# profiles in {resolve_path(args.config, environ)}")
-    for name, parent in profiles.items():
-        print(f"{name}  (extends {parent})" if parent else name)
-    return 0
+    lines = [f"# profiles in {resolve_path(args.config, environ)}"]
+    lines += [
+        f"{name}  (extends {parent})" if parent else name for name, parent in profiles.items()
+    ]
+    return EXIT_OK, _text(lines)
 
 
-def _check(loaded: LoadedProfile, args: argparse.Namespace) -> int:
+def _schema(args: argparse.Namespace, environ: Mapping[str, str]) -> Result:
+    """JSON Schema of the file, for editors.
+
+    Save it and point the YAML language server at it (``dbconf/schema.json`` ships with the
+    package).
+    """
+    return EXIT_OK, json.dumps(json_schema(), indent=2) + "\n"
+
+
+def _check(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
+    """Connect to each database and report.
+
+    A round trip on each database of the profile (or only ``--database``), then each server's
+    connection budget: the pools of all ``workers`` against ``max_connections``. Exit 1 when
+    a database is unreachable or one worker alone can exceed a server's limit.
+    """
     from dbconf.budget import check_budget
     from dbconf.registry import Registry
 
@@ -141,54 +197,134 @@ def _check(loaded: LoadedProfile, args: argparse.Namespace) -> int:
             registry[args.database]  # unknown name → UnknownDatabaseError (exit 2)
         reports = registry.check(names)
         budgets = check_budget(registry, reports)  # connection budget: dbconf/budget.py
-    for report in reports:
-        print(report.render())
-    for budget in budgets:
-        print(budget.render())
-    failed = any(b.failed for b in budgets)
-    return 0 if all(report.ok for report in reports) and not failed else 1
+    lines = [report.render() for report in reports] + [budget.render() for budget in budgets]
+    ok = all(report.ok for report in reports) and not any(b.failed for b in budgets)
+    return (EXIT_OK if ok else EXIT_FAILED), _text(lines)
+
+
+def _loading(command: Callable[[LoadedProfile, argparse.Namespace], Result]) -> Command:
+    """``command`` run on the profile that ``--profile`` and ``--config`` name."""
+
+    def run(args: argparse.Namespace, environ: Mapping[str, str]) -> Result:
+        return command(load_profile(args.profile, path=args.config, environ=environ), args)
+
+    run.__doc__ = command.__doc__
+    return run
+
+
+COMMANDS: dict[str, Command] = {
+    "show": _loading(_show),
+    "profiles": _profiles,
+    "schema": _schema,
+    "check": _loading(_check),
+}
+
+# :class:`x`, :func:`~a.b` (shown as b), :ref:`title <target>` (shown as title)
+_ROLE = re.compile(r":[\w:.-]+:`(~?)([^`<]*?)\s*(?:<[^`]*>)?`")
+
+
+def plain(text: str) -> str:
+    """Docstring reST as plain text for ``--help``: inline literals and roles lose their
+    markup, and whitespace is folded (argparse wraps the text itself)."""
+    text = _ROLE.sub(lambda m: m[2].rsplit(".", 1)[-1] if m[1] else m[2], text)
+    return " ".join(text.replace("``", "").replace("`", "").split())
+
+
+def package_version(distribution: str = "dbconf") -> str:
+    """The installed version, from the package metadata; a note when it is not installed."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "(version unknown: not installed as a package)"
+
+
+CONFIG_HELP = "config file (default: $DBCONF_CONFIG or config/databases.yaml)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dbconf", description=__doc__.splitlines()[0])
+    summary = (__doc__ or "").split("\n\n", 1)[0]
+    parser = argparse.ArgumentParser(prog="dbconf", description=plain(summary))
+    parser.add_argument("--version", action="version", version=f"dbconf {package_version()}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an unexpected error (a bug), print the whole traceback (it may show secrets)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_profile(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--profile", "-p", help="profile name (default: $DBCONF_PROFILE or development)"
-        )
-        p.add_argument(
-            "--config", "-c", help="config file (default: $DBCONF_CONFIG or config/databases.yaml)"
-        )
+    def command(
+        name: str, *, profile: bool = False, config: bool = True
+    ) -> argparse.ArgumentParser:
+        doc = COMMANDS[name].__doc__ or ""
+        p = sub.add_parser(name, help=plain(doc.split("\n\n")[0]), description=plain(doc))
+        if profile:
+            p.add_argument(
+                "--profile", "-p", help="profile name (default: $DBCONF_PROFILE or development)"
+            )
+        if config:
+            p.add_argument("--config", "-c", help=CONFIG_HELP)
+        return p
 
-    show = sub.add_parser("show", help="the resolved profile, passwords masked")
-    with_profile(show)
+    show = command("show", profile=True)
     show.add_argument("--origin", action="store_true", help="say where each value came from")
-    show.add_argument("--format", choices=["text", "json"], default="text")
-    profiles = sub.add_parser("profiles", help="the profiles in the file and what each extends")
-    profiles.add_argument("--config", "-c")
-    sub.add_parser("schema", help="JSON Schema of the file, for editors")
-    check = sub.add_parser("check", help="connect to each database and report")
-    with_profile(check)
+    show.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+    command("profiles")
+    command("schema", config=False)
+    check = command("check", profile=True)
     check.add_argument("--database", "-d", help="check only this database")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Run the command line; ``environ`` defaults to ``os.environ``."""
-    args = build_parser().parse_args(argv)
+    """Run the command line and return its exit code (0, 1 or 2: see the module docstring);
+    ``environ`` defaults to ``os.environ``."""
     env = os.environ if environ is None else environ
     try:
-        if args.command == "schema":
-            print(json.dumps(json_schema(), indent=2))
-            return 0
-        if args.command == "profiles":
-            return _profiles(args, env)
-        loaded = load_profile(args.profile, path=args.config, environ=env)
-        return _show(loaded, args) if args.command == "show" else _check(loaded, args)
-    except DbconfError as e:
-        print(f"dbconf: {e}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) and usage errors (2), already printed
+        return e.code if isinstance(e.code, int) else EXIT_CONFIG if e.code else EXIT_OK
+    except BrokenPipeError:  # the reader of --help went away
+        _silence(sys.stdout)
+        return EXIT_OK
+    try:
+        code, text = COMMANDS[args.command](args, env)
+        _write(sys.stdout, text)
+        return code
+    except DbconfError as e:  # the messages of dbconf's errors never hold a password
+        _write(sys.stderr, f"dbconf: {e}\n")
+        return EXIT_FAILED if isinstance(e, SQLAlchemyError) else EXIT_CONFIG
+    except KeyboardInterrupt:
+        _write(sys.stderr, "dbconf: interrupted\n")
+        return EXIT_FAILED
+    except Exception as e:  # a bug: its text may hold a secret, so only its type by default
+        _write(
+            sys.stderr,
+            traceback.format_exc()
+            if args.traceback
+            else f"dbconf: internal error ({type(e).__name__}), a bug in dbconf; run "
+            "'dbconf --traceback …' to see where (the traceback may show secrets)\n",
+        )
+        return EXIT_FAILED
+
+
+def _write(stream: TextIO, text: str) -> None:
+    """Write and flush; a reader that went away (a closed pipe) is not an error."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        _silence(stream)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point the stream's file descriptor at os.devnull, so that what is still buffered is
+    dropped at exit instead of raising BrokenPipeError again (the Python docs' SIGPIPE note)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor (captured output in tests)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,29 +1,32 @@
 """The README's main job, on SQLite (no server): run it from the repository root.
 
-Loads the ``development`` profile of ``config/databases.yaml`` by name, overrides a value
-through an environment variable, writes and reads in two databases, shows a rollback and a
-savepoint, and prints the pool status.
+Loads the ``development`` profile of ``config/databases.yaml`` by name, with the process
+environment (try ``DBCONF_DATABASES__PRIMARY__POOL__SIZE=3 python examples/quickstart.py``),
+writes and reads in two databases, shows a rollback and a savepoint, and prints the pool status.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import sqlalchemy as sa
 
 import dbconf
 
+POOL_SIZE_VAR = "DBCONF_DATABASES__PRIMARY__POOL__SIZE"
+
 
 def main() -> None:
     Path("var").mkdir(exist_ok=True)  # the development SQLite file lives under var/
-    # Any key can be overridden per environment; here the pool size of the primary database.
-    environ = {**os.environ, "DBCONF_DATABASES__PRIMARY__POOL__SIZE": "3"}
 
-    with dbconf.load("development", environ=environ) as dbs:
+    # Any key can be set from the environment (os.environ, read by default); for example
+    # the pool size of the primary database, DBCONF_DATABASES__PRIMARY__POOL__SIZE.
+    with dbconf.load("development") as dbs:
         primary, cache = dbs["primary"], dbs["cache"]
         print(f"profile development: databases {', '.join(dbs.names)}; default {dbs.default.name}")
-        print(f"  primary pool size from env: {primary.config.pool.size}")
+        origin = dbs.origins.get(("databases", "primary", "pool", "size"))
+        where = origin or f"SQLAlchemy's default; set {POOL_SIZE_VAR} to change it"
+        print(f"  primary pool size: {primary.pool_status().size} ({where})")
 
         with primary.session() as s:  # commits on success
             s.execute(

@@ -4,6 +4,10 @@ Server tests need the servers named by TEST_POSTGRES_URL and TEST_MARIADB_URL (d
 loopback servers of the dev machine; not DBCONF_*, a prefix that dbconf reads as configuration).
 Without a server they skip with a message saying how to point them at one; under CI=true they
 fail instead, so a green CI means they ran.
+
+Tests that change a server beyond their own tables (a login role with a password and a
+pg_hba.conf line, the fault tests' restarts and ``SET GLOBAL``) run only with CI=true or
+TEST_ALLOW_SERVER_ADMIN=1 (fixture ``server_admin``); otherwise they skip saying so.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import textwrap
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -63,6 +67,27 @@ def _require(url: str, env_var: str) -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true: {message}")
     pytest.skip(message)
+
+
+SERVER_ADMIN_OPT_IN = "TEST_ALLOW_SERVER_ADMIN"  # not DBCONF_*: dbconf reads those as config
+
+
+def server_admin_allowed(environ: Mapping[str, str]) -> bool:
+    """May the tests change the servers beyond their own tables? Only under CI=true or
+    TEST_ALLOW_SERVER_ADMIN=1."""
+    return environ.get("CI", "").lower() == "true" or environ.get(SERVER_ADMIN_OPT_IN) == "1"
+
+
+@pytest.fixture(scope="session")
+def server_admin() -> None:
+    """Skip the test unless :func:`server_admin_allowed`: request it first, before any server
+    fixture, in every fixture or test that creates roles, edits pg_hba.conf, restarts a
+    server or sets a global server variable."""
+    if not server_admin_allowed(os.environ):
+        pytest.skip(
+            "changes the test servers (a password role and a pg_hba.conf line, restarts, "
+            f"SET GLOBAL): set {SERVER_ADMIN_OPT_IN}=1 to allow it (CI=true implies it)"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -228,13 +253,14 @@ def _drop_stale_lines(lines: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def pg_secret_url(pg_url: str) -> Iterator[str]:
+def pg_secret_url(server_admin: None, pg_url: str) -> Iterator[str]:
     """URL (password percent-encoded) of a login role with password :data:`SECRET_PASSWORD`.
 
     The default pg_hba.conf trusts 127.0.0.1, so a line asking this role for scram-sha-256
     over TCP is put at the top for the session (through the server: ``lo_export`` as its OS
     user), then removed; the role is dropped. Each session has its own role and line, so
     concurrent test runs do not undo each other; lines and roles of dead sessions are removed.
+    Only with CI=true or TEST_ALLOW_SERVER_ADMIN=1 (``server_admin``).
     """
     url = sa.make_url(pg_url)
     if url.host not in ("127.0.0.1", "localhost"):

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from dbconf.cli import json_schema, main
+from dbconf.cli import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    build_parser,
+    json_schema,
+    main,
+    package_version,
+    plain,
+)
+from dbconf.errors import ConfigError, PoolExhaustedError
 from dbconf.loader import load_profile
 
 PASSWORD = "p@ss:w%rd"
@@ -206,3 +220,159 @@ def test_schema_allows_interpolation_where_the_file_may_use_it() -> None:
         } in options
     timeout = json.dumps(defs["PoolConfig"]["properties"]["timeout"])
     assert '"pattern": "^\\\\$\\\\{[^}]+\\\\}$"' in timeout
+
+
+# --- exit codes, broken pipes, interrupts, bugs, --version, --help (issue #8) -------------
+
+
+class _RaisingEnviron(Mapping[str, str]):
+    """An environment whose every lookup raises ``error``: a stand-in for a failure deep
+    inside a command (the environment is a parameter, so nothing is patched)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __getitem__(self, key: str) -> str:
+        raise self.error
+
+    def __iter__(self) -> Iterator[str]:
+        raise self.error
+
+    def __len__(self) -> int:
+        raise self.error
+
+
+def _run_raising(
+    capsys: pytest.CaptureFixture[str], config: Path, error: BaseException, *argv: str
+) -> tuple[int, str, str]:
+    code = main([*argv, "show", "-p", "production", "-c", str(config)], _RaisingEnviron(error))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_keyboard_interrupt_prints_one_line_and_exits_1(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run_raising(capsys, config, KeyboardInterrupt())
+    assert (code, out, err) == (EXIT_FAILED, "", "dbconf: interrupted\n")
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyError, TypeError, OSError])
+def test_unexpected_error_is_one_line_with_its_type_only(
+    error: type[Exception], config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run_raising(capsys, config, error(f"postgresql://u:{PASSWORD}@h/db"))
+    assert code == EXIT_FAILED
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"dbconf: internal error ({error.__name__}), a bug in dbconf")
+    assert "--traceback" in err
+    assert PASSWORD not in err
+    assert "Traceback" not in err
+
+
+def test_a_database_error_at_run_time_exits_1_and_a_config_error_2(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """dbconf's own errors print their (password-free) message; those from the database at
+    run time (also SQLAlchemy errors) are failures (1), the others wrong input (2)."""
+    code, _, err = _run_raising(capsys, config, PoolExhaustedError("main", 1, 0, 1.0))
+    assert code == EXIT_FAILED
+    assert err.startswith("dbconf: database 'main': no connection became free")
+    code, _, err = _run_raising(capsys, config, ConfigError("bad"))
+    assert (code, err) == (EXIT_CONFIG, "dbconf: invalid database configuration: bad\n")
+
+
+def test_traceback_option_shows_the_traceback_of_a_bug(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run_raising(capsys, config, RuntimeError("boom"), "--traceback")
+    assert code == EXIT_FAILED
+    assert err.startswith("Traceback (most recent call last):")
+    assert err.rstrip().endswith("RuntimeError: boom")
+
+
+def test_usage_errors_return_2_instead_of_raising(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([], ["nope"], ["show", "--format", "xml"], ["check", "--database"]):
+        assert main(argv, environ={}) == EXIT_CONFIG, argv
+        assert "usage: dbconf" in capsys.readouterr().err
+
+
+def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"], environ={}) == EXIT_OK
+    out = capsys.readouterr().out
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
+    assert declared is not None
+    assert out == f"dbconf {declared[1]}\n"
+    assert package_version("no-such-distribution-dbconf") == (
+        "(version unknown: not installed as a package)"
+    )
+
+
+MARKUP = re.compile(r"``|:[a-z]+:`|`[^`\s]+`")
+
+
+def _helps(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """The --help text of the top level and of every subcommand."""
+    parser = build_parser()
+    subparsers = next(
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
+    helps = {}
+    for argv in ([], *([name] for name in subparsers)):
+        assert main([*argv, "--help"], environ={}) == EXIT_OK
+        helps[" ".join(argv) or "dbconf"] = capsys.readouterr().out
+    return helps
+
+
+def test_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    helps = _helps(capsys)
+    assert set(helps) == {"dbconf", "show", "profiles", "schema", "check"}
+    for name, text in helps.items():
+        assert text.startswith("usage: dbconf"), name
+        assert not MARKUP.search(text), f"{name} --help shows reST markup: {text}"
+    assert "The dbconf command: show, profiles, schema, check." in helps["dbconf"]
+
+
+@given(
+    st.lists(
+        st.sampled_from(["``", "`", ":class:", ":func:`~a.b`", ":ref:`t <x>`", "a", " ", "\n"])
+        | st.text(alphabet="ab.:`~<> \n", max_size=6),
+        max_size=12,
+    )
+)
+def test_plain_leaves_no_markup(parts: list[str]) -> None:
+    text = plain("".join(parts))
+    assert not MARKUP.search(text)
+    assert "  " not in text
+    assert text == text.strip()
+
+
+def test_plain_keeps_the_words() -> None:
+    assert plain("Uses ``x`` and :class:`~dbconf.Registry` or\n  :func:`dbconf.load`.") == (
+        "Uses x and Registry or dbconf.load."
+    )
+
+
+def test_closed_pipe_exits_quietly(write_config: Callable[[str], Path]) -> None:
+    """`dbconf show | head -1` with more output than a pipe holds: head closes the pipe
+    while dbconf is writing. No BrokenPipeError, exit 0 (the command's own result)."""
+    databases = "\n".join(
+        f"      db_{i}: {{url: 'sqlite:///var/db_{i}.db', pool: {{size: 2}}}}" for i in range(400)
+    )
+    config = write_config(f"profiles:\n  p:\n    databases:\n{databases}\n")
+    dbconf = subprocess.Popen(
+        [sys.executable, "-m", "dbconf", "show", "--origin", "-p", "p", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert dbconf.stdout is not None
+    assert dbconf.stderr is not None
+    head = subprocess.Popen(["head", "-1"], stdin=dbconf.stdout, stdout=subprocess.PIPE)
+    dbconf.stdout.close()  # head holds the only read end: it closes it after one line
+    first_line, _ = head.communicate(timeout=60)
+    err = dbconf.stderr.read().decode()
+    assert dbconf.wait(timeout=60) == EXIT_OK, err
+    assert first_line.decode() == f"# profile p from {config}\n"
+    assert err == ""

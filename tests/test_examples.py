@@ -15,6 +15,9 @@ sys.path.insert(0, str(ROOT))
 
 from examples.fastapi_app import create_app  # noqa: E402
 
+# The caller's environment without dbconf settings, which would change what the examples load.
+OUTSIDE_ENVIRON = {k: v for k, v in os.environ.items() if not k.startswith("DBCONF_")}
+
 
 def run_example(name: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
@@ -24,7 +27,7 @@ def run_example(name: str, env: dict[str, str] | None = None) -> str:
         text=True,
         timeout=120,
         check=False,
-        env={**os.environ, **(env or {})},
+        env={**OUTSIDE_ENVIRON, **(env or {})},
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -32,10 +35,19 @@ def run_example(name: str, env: dict[str, str] | None = None) -> str:
 
 def test_quickstart_runs_on_sqlite() -> None:
     out = run_example("quickstart.py")
-    assert "primary pool size from env: 3" in out
+    assert (
+        "primary pool size: 5 (SQLAlchemy's default; set DBCONF_DATABASES__PRIMARY__POOL__SIZE"
+        in out
+    )
     assert "read back: primary 'written by quickstart', cache 'hello'" in out
     assert "after rollback and savepoint: ['written by quickstart', 'outer work']" in out
     assert out.rstrip().endswith("ok: every engine disposed")
+
+
+def test_quickstart_reads_the_pool_size_from_the_environment() -> None:
+    out = run_example("quickstart.py", {"DBCONF_DATABASES__PRIMARY__POOL__SIZE": "3"})
+    assert "primary pool size: 3 (env DBCONF_DATABASES__PRIMARY__POOL__SIZE)" in out
+    assert "pool status: size 3," in out
 
 
 def test_two_databases_example(pg_url: str, maria_url: str) -> None:

@@ -206,3 +206,23 @@ def test_assert_no_secret_catches_every_form(assert_no_secret: NoSecret) -> None
     assert_no_secret(["postgresql://u:***@h"], PASSWORD)
     with pytest.raises(AssertionError, match="nothing to check"):
         assert_no_secret([], PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("environ", "allowed"),
+    [
+        ({}, False),
+        ({"CI": "false"}, False),
+        ({"TEST_ALLOW_SERVER_ADMIN": "0"}, False),
+        ({"TEST_ALLOW_SERVER_ADMIN": "yes"}, False),
+        ({"DBCONF_ALLOW_SERVER_ADMIN": "1"}, False),
+        ({"CI": "true"}, True),
+        ({"CI": "TRUE"}, True),
+        ({"TEST_ALLOW_SERVER_ADMIN": "1"}, True),
+    ],
+)
+def test_server_changes_need_ci_or_the_opt_in(environ: dict[str, str], allowed: bool) -> None:
+    """The role, pg_hba.conf and fault tests run only under CI=true or the explicit opt-in."""
+    from conftest import server_admin_allowed
+
+    assert server_admin_allowed(environ) is allowed

@@ -8,6 +8,9 @@ caller-visible errors, rows lost) is printed by
 ``pytest_terminal_summary`` and written as JSON to ``var/faults-summary.json`` (or to the path in
 ``FAULTS_SUMMARY_PATH``; not ``DBCONF_*``, which is read as configuration).
 
+They run only with CI=true or TEST_ALLOW_SERVER_ADMIN=1 (``server_admin`` in tests/conftest.py,
+requested by the autouse :func:`fault_tests_change_servers`); otherwise every test here skips.
+
 Every test uses its own ``application_name`` (``dbconf-faults-<hex>``) so that it terminates,
 counts and inspects only its own backends; tables are created per test and dropped after.
 
@@ -135,6 +138,13 @@ def _fmt(value: Any) -> str:
 
 
 STATS = FaultStats()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fault_tests_change_servers(server_admin: None) -> None:
+    """Every fault test changes the servers (restarts, SET GLOBAL, a password role and a
+    pg_hba.conf line): skip unless allowed. Autouse and session-scoped, so it runs before any
+    server fixture."""
 
 
 @pytest.fixture(scope="session")
