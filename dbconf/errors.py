@@ -20,6 +20,7 @@ __all__ = [
     "StatementTimeoutError",
     "UnknownDatabaseError",
     "UnknownSessionFlavourError",
+    "closest",
     "did_you_mean",
 ]
 
@@ -231,7 +232,13 @@ class PoolExhaustedError(DbconfError, sa_exc.TimeoutError):
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or an empty string.
+    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or an empty string."""
+    match = closest(word, candidates)
+    return f" (did you mean {match!r}?)" if match is not None else ""
+
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to ``word``, or None when none is close.
 
     Case is ignored; a candidate that starts with the word or that the word starts with
     (``prod`` → ``production``, ``primary_db`` → ``primary``; at least 3 characters in common)
@@ -243,7 +250,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
             by_lower.setdefault(candidate.lower(), candidate)
     lower = word.lower()
     if lower in by_lower:
-        return f" (did you mean {by_lower[lower]!r}?)"
+        return by_lower[lower]
     prefixed = [
         c
         for c in by_lower
@@ -251,4 +258,4 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     ]
     pool = prefixed or list(by_lower)
     matches = difflib.get_close_matches(lower, pool, n=1, cutoff=0.0 if prefixed else 0.6)
-    return f" (did you mean {by_lower[matches[0]]!r}?)" if matches else ""
+    return by_lower[matches[0]] if matches else None

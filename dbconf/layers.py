@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from dbconf.config import ProfileConfig
-from dbconf.errors import Problem, did_you_mean
+from dbconf.errors import Problem, closest, did_you_mean
 from dbconf.files import (
     CONFIG_LIMIT_VAR,
     SECRET_LIMIT_VAR,
@@ -235,10 +235,9 @@ def _reserved_hint(name: str) -> str:
     rest = name.upper().removeprefix(ENV_PREFIX)
     if rest.split("__")[0].lower() in PROFILE_KEYS:
         return ""
-    for reserved in sorted(RESERVED_ENV):
-        if did_you_mean(rest, [reserved.removeprefix(ENV_PREFIX)]):
-            return f" (did you mean {reserved!r}?)"
-    return ""
+    suffixes = {reserved.removeprefix(ENV_PREFIX): reserved for reserved in RESERVED_ENV}
+    match = closest(rest, sorted(suffixes))  # the closest of all, not the first close one
+    return f" (did you mean {suffixes[match]!r}?)" if match is not None else ""
 
 
 def _env_keyed_layer(
