@@ -203,6 +203,9 @@ class RetryConfig(_Model):
     max_backoff: Duration | None = Field(None, le=MAX_BACKOFF)
 
 
+_DRIVER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\+[A-Za-z][A-Za-z0-9_]*)?$")
+
+
 class DatabaseConfig(_Model):
     """One named database: where it is, how it is pooled, how its sessions behave."""
 
@@ -235,6 +238,18 @@ class DatabaseConfig(_Model):
     sessions: dict[str, SessionConfig] = Field(default_factory=dict)
 
     _url: URL = PrivateAttr()
+
+    @field_validator("driver")
+    @classmethod
+    def _driver_name(cls, value: str | None) -> str | None:
+        if value is not None and not _DRIVER.match(value):
+            # Never echoed: a URL pasted here would show its password.
+            raise PydanticCustomError(
+                "driver",
+                "is not a driver name: write dialect or dialect+driver "
+                "(postgresql+psycopg2, mariadb+pymysql, sqlite); a whole URL belongs in url:",
+            )
+        return value
 
     @field_validator("url", mode="before")
     @classmethod

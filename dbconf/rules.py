@@ -68,6 +68,14 @@ def build_problems(
         except ImportError as e:
             problem(name, key, missing_driver_hint(url.drivername, url.get_driver_name(), e.name))
             continue
+        except Exception:  # SQLAlchemy's plugin lookup fails in other ways on odd names
+            problem(
+                name,
+                key,
+                "unknown database driver; dbconf supports postgresql+psycopg2, "
+                "mariadb+pymysql, mysql+pymysql and sqlite",
+            )
+            continue
         try:
             engine_kwargs(db)
         except ConfigError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -131,3 +132,44 @@ def test_every_extra_a_hint_can_name_exists_in_pyproject() -> None:
 )
 def test_missing_driver_hint(drivername: str, driver: str, expected: str) -> None:
     assert expected in missing_driver_hint(drivername, driver, driver)
+
+
+@given(
+    driver=st.one_of(
+        st.text(min_size=1, max_size=30),
+        st.sampled_from(["nope://u:Pw7x@127.0.0.1:1/db", "a.b", "a+b+c", "postgresql+", "+x"]),
+    )
+)
+def test_any_driver_value_loads_or_is_a_config_error_without_echo(
+    tmp_path_factory: pytest.TempPathFactory, driver: str
+) -> None:
+    path = tmp_path_factory.mktemp("driver") / "databases.yaml"
+    path.write_text(
+        "profiles:\n  p:\n    databases:\n      db:\n"
+        f"        driver: {json.dumps(driver)}\n        host: h\n        password: Pw7x\n"
+    )
+    try:
+        load_profile("p", path=path, environ={})
+        text = ""
+    except ConfigError as e:
+        text = str(e)
+    assert "Pw7x" not in text
+    assert "://" not in driver or driver not in text
+
+
+@pytest.mark.parametrize("scheme", ["a+b+c", "postgresql+psycopg2+x", "mysql+pymysql+x"])
+def test_url_scheme_with_two_drivers_is_an_unknown_driver(
+    write_config: WriteConfig, scheme: str
+) -> None:
+    path = write_config(
+        f"""
+        profiles:
+          p:
+            databases:
+              db: {{url: "{scheme}://u:Pw7x@h/db"}}
+        """
+    )
+    [(_, key, message)] = problems_of(path)
+    assert key == "url"
+    assert message.startswith("unknown database driver")
+    assert "Pw7x" not in message
