@@ -41,7 +41,7 @@ from dbconf.layers import (
     url_layer,
 )
 from dbconf.merging import as_mapping
-from dbconf.origin import KeyPath, Origin, validation_problems
+from dbconf.origin import KeyPath, Origin, scrub_secrets, validation_problems
 from dbconf.rules import build_problems
 from dbconf.yamlfile import read_yaml
 
@@ -205,10 +205,11 @@ def load_profile(
             if not any(_related(p.path, path) for path in seen)
         ]
         problems += build_problems(_valid_databases(tree), origins, name)
-        raise ConfigError(problems) from e
+        # Not chained: every error is in the problems, and pydantic's text quotes key paths.
+        raise ConfigError(scrub_secrets(problems, tree)) from None
     problems += build_problems(config.databases, origins, name)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(scrub_secrets(problems, tree))
     return LoadedProfile(name, file, config, origins)
 
 

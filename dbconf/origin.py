@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
+from sqlalchemy.engine import make_url
 
 from dbconf.errors import Problem, did_you_mean
 
@@ -20,6 +21,7 @@ __all__ = [
     "Origin",
     "find_origin",
     "issues_error",
+    "scrub_secrets",
     "shown_value",
     "validation_problems",
 ]
@@ -185,3 +187,41 @@ def _unwrap(annotation: Any) -> Any:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return args[0] if len(args) == 1 else annotation
     return annotation
+
+
+def scrub_secrets(problems: Sequence[Problem], tree: Any) -> list[Problem]:
+    """``problems`` with every secret of ``tree`` (passwords, a URL's password, secret-looking
+    query and connect_args values) of 4 or more characters replaced by ``***`` — also where
+    an alias or a mistake copied a secret under a key whose values are shown."""
+    secrets = sorted({s for s in _secrets_in(tree, "") if len(s) >= 4}, key=len, reverse=True)
+    if not secrets:
+        return list(problems)
+
+    def scrub(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    return [Problem(p.origin, scrub(p.path), scrub(p.message)) for p in problems]
+
+
+def _secrets_in(node: Any, key: str) -> Iterator[str]:
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            yield from _secrets_in(v, str(k))
+    elif isinstance(node, list):
+        for item in node:
+            yield from _secrets_in(item, key)
+    elif isinstance(node, str) and key != "password_file":
+        if SECRET_KEY.search(key):
+            yield node
+        elif key == "url":
+            try:
+                url = make_url(node)
+            except Exception:  # a malformed URL is reported without being echoed
+                return
+            if url.password is not None:
+                yield str(url.password)
+            yield from (
+                v for k, v in url.query.items() if SECRET_KEY.search(k) and isinstance(v, str)
+            )

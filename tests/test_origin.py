@@ -175,3 +175,44 @@ def test_malformed_database_urls_from_anywhere_never_show_the_password(
     else:  # a shape that still parses: its displays must mask the password
         sources = [repr(loaded), loaded.config.databases["primary"].masked_url()]
     assert_no_secret(sources, secret)
+
+
+@pytest.mark.parametrize(
+    "password_line",
+    [
+        "password: &pw Tiger7",
+        "url: &pw postgresql://app:Tiger7@db/app",
+        "connect_args: {sslpassword: &pw Tiger7}",
+    ],
+)
+@pytest.mark.parametrize(
+    "misuse",
+    [
+        "pool: {size: *pw}",
+        "workers_typo: *pw",
+        "isolation_level: *pw",
+        "sessions: {web: {autoflush: *pw}}",
+        "timeouts: {statement: *pw}",
+    ],
+)
+def test_a_secret_copied_under_a_shown_key_is_masked(
+    write_config: WriteConfig, password_line: str, misuse: str
+) -> None:
+    """An alias (or a slip) can put a password where values are echoed: the loader masks
+    every secret it holds in every problem it reports."""
+    path = write_config(
+        f"""
+        profiles:
+          p:
+            databases:
+              primary:
+                driver: postgresql
+                host: db
+                {password_line}
+                {misuse}
+        """
+    )
+    with pytest.raises(ConfigError) as info:
+        load_profile("p", path=path, environ={})
+    assert "Tiger7" not in str(info.value)
+    assert "Tiger7" not in repr(info.value.problems)
