@@ -8,7 +8,8 @@ Every way a file can go wrong is a :class:`ConfigError` at file:line:col, never 
 exception: a value a YAML tag cannot construct (``2024-02-30``, ``!!int abc``, a 5000-digit
 integer), an alias that refers to a node containing it, nesting deeper than
 :data:`MAX_DEPTH` levels, and a document that expands to more than :data:`MAX_NODES` values
-once aliases are expanded (the "billion laughs" alias bomb). The last three are checked
+(more in proportion to a raised size cap: :func:`value_cap`) once aliases are expanded
+(the "billion laughs" alias bomb). The last three are checked
 while the document is composed, before anything is constructed.
 """
 
@@ -30,10 +31,10 @@ from dbconf.files import CONFIG_LIMIT_VAR, DEFAULT_LIMITS, UnreadableFileError, 
 from dbconf.origin import KeyPath, Origin
 from dbconf.yamlerrors import explain
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "read_yaml"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "read_yaml", "value_cap"]
 
 MAX_DEPTH = 64  # nesting levels, aliases expanded; a real configuration needs about ten
-MAX_NODES = 100_000  # values (scalars and collections), aliases expanded
+MAX_NODES = 100_000  # values (scalars and collections), aliases expanded, at the default size cap
 # What a constructor of a YAML tag raises on a value it cannot read (!!timestamp junk raises
 # AttributeError inside PyYAML, !!bool maybe a KeyError, a 5000-digit int a ValueError).
 _CONSTRUCTOR_ERRORS = (ValueError, TypeError, ArithmeticError, LookupError, AttributeError)
@@ -65,7 +66,8 @@ class _Checks(Composer, SafeConstructor):
 
     peek_event: Callable[[], Any]  # from the parser it is mixed with
 
-    def _start_checks(self) -> None:
+    def _start_checks(self, max_values: int) -> None:
+        self._max_values = max_values
         self._frames: list[list[int]] = []
         self._open: set[str] = set()
         self._shapes: dict[str, tuple[int, int]] = {}
@@ -106,12 +108,13 @@ class _Checks(Composer, SafeConstructor):
             frame[0] += size
             frame[1] = max(frame[1], height)
             size = frame[0]
-        if size > MAX_NODES:
+        if size > self._max_values:
             raise _Rejected(
                 None,
                 None,
-                f"the document holds more than {MAX_NODES} values once aliases are "
-                "expanded (an alias bomb?); repeat less through aliases",
+                f"the document holds more than {self._max_values} values once aliases are "
+                "expanded (an alias bomb?); repeat less through aliases, or raise "
+                f"{CONFIG_LIMIT_VAR} (the value cap grows with it)",
                 mark,
             )
         return node
@@ -182,9 +185,9 @@ def _unconstructable(node: Node, e: Exception) -> _Rejected:
 class _Loader(_Checks, yaml.SafeLoader):
     """The pure-Python safe loader: exact positions in errors."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_values: int = MAX_NODES) -> None:
         super().__init__(text)
-        self._start_checks()
+        self._start_checks(max_values)
 
 
 try:
@@ -194,18 +197,24 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 else:  # libyaml's parser makes the events, ~3x faster overall
 
     class _FastLoader(_Checks, CParser, Resolver):
-        def __init__(self, text: str) -> None:
+        def __init__(self, text: str, max_values: int = MAX_NODES) -> None:
             CParser.__init__(self, text)
             Composer.__init__(self)
             SafeConstructor.__init__(self)
             Resolver.__init__(self)
-            self._start_checks()
+            self._start_checks(max_values)
 
     _LOADERS = (_FastLoader, _Loader)
 
 
-def _parse(text: str, loader_class: type[Any]) -> Any:
-    loader = loader_class(text)
+def value_cap(max_bytes: int) -> int:
+    """How many values a document may expand to: :data:`MAX_NODES` at the default size cap,
+    more in proportion to a raised ``DBCONF_MAX_CONFIG_BYTES`` (never fewer)."""
+    return max(MAX_NODES, MAX_NODES * max_bytes // DEFAULT_LIMITS[CONFIG_LIMIT_VAR])
+
+
+def _parse(text: str, loader_class: type[Any], max_values: int) -> Any:
+    loader = loader_class(text, max_values)
     try:
         node: Node | None = loader.get_single_node()
         return loader.construct_document(node) if node is not None else None
@@ -230,15 +239,16 @@ def read_yaml(
                 )
             ]
         ) from None
+    max_values = value_cap(max_bytes)
     try:
         try:
-            data = _parse(text, _LOADERS[0])
+            data = _parse(text, _LOADERS[0], max_values)
         except _Rejected:
             raise
         except yaml.YAMLError:
             # libyaml's error positions differ slightly: parse again in Python to report
             # the exact line and column (errors are rare; the fast path is the common one).
-            data = _parse(text, _Loader)
+            data = _parse(text, _Loader, max_values)
     except yaml.YAMLError as e:
         where, what = explain(e, text)
     else:

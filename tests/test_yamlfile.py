@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dbconf.errors import ConfigError
+from dbconf.files import CONFIG_LIMIT_VAR, DEFAULT_LIMITS
 from dbconf.origin import Origin
-from dbconf.yamlfile import MAX_DEPTH, MAX_NODES, read_yaml
+from dbconf.yamlfile import MAX_DEPTH, MAX_NODES, read_yaml, value_cap
 
 WriteConfig = Callable[..., Path]
 
@@ -360,6 +361,24 @@ def test_a_document_just_under_the_value_cap_is_read(write_config: WriteConfig) 
     path = write_config("[" + "0, " * (MAX_NODES - 1) + "]\n")  # the list is one value too
     data, _ = read_yaml(path)
     assert len(data) == MAX_NODES - 1
+
+
+def test_a_raised_size_cap_allows_more_values_but_no_bomb(write_config: WriteConfig) -> None:
+    """A big generated configuration (10k databases) needs more than MAX_NODES values; raising
+    DBCONF_MAX_CONFIG_BYTES raises the value cap in proportion."""
+    cap = 4 * MAX_NODES
+    big = write_config("[" + "0, " * (cap - 1) + "]\n")  # 1.2 MB: over the default 1 MiB
+    twice = 2 * DEFAULT_LIMITS[CONFIG_LIMIT_VAR]
+    assert value_cap(twice) == 2 * MAX_NODES
+    with pytest.raises(ConfigError) as info:
+        read_yaml(big, max_bytes=twice)  # the file fits, its 400k values do not
+    assert f"more than {2 * MAX_NODES} values" in info.value.problems[0].message
+    data, _ = read_yaml(big, max_bytes=4 * DEFAULT_LIMITS[CONFIG_LIMIT_VAR])
+    assert len(data) == cap - 1
+    bomb = write_config(_billion_laughs(), name="bomb.yaml")
+    with pytest.raises(ConfigError) as info:
+        read_yaml(bomb, max_bytes=1 << 30)
+    assert "values once aliases are expanded" in info.value.problems[0].message
 
 
 # --- nesting depth ---------------------------------------------------------------------------
