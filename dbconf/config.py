@@ -28,10 +28,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
+from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY, issues_error, shown_value
-from dbconf.rules import check_dialect_options, check_pool
 from dbconf.urls import combine, connect_arg_issues, mask_url, parse_url
 
 __all__ = [

@@ -1,0 +1,114 @@
+"""What every dialect module provides, and the registry :func:`dialect_for`.
+
+A :class:`Dialect` is everything dbconf knows about one family of backends: its drivers and the
+extra of pyproject.toml that installs each, the drivers whose timeouts dbconf translates, the
+default port, the per-connection setup, the error codes it classifies and the server-limit
+query. The modules of this package import only SQLAlchemy and :mod:`dbconf.errors`-level
+modules, never the config models: they read a database's settings through the small protocols
+below, which :class:`dbconf.config.DatabaseConfig` satisfies. Adding a driver means editing the
+one module of its dialect.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+__all__ = [
+    "TIMEOUT_KEYS",
+    "Dialect",
+    "Settings",
+    "Timeouts",
+    "dialect_for",
+    "ms",
+    "register",
+    "whole_seconds",
+]
+
+
+TIMEOUT_KEYS = ("connect", "statement", "lock", "idle_in_transaction")
+
+
+class Timeouts(Protocol):
+    @property
+    def connect(self) -> float | None: ...
+    @property
+    def statement(self) -> float | None: ...
+    @property
+    def lock(self) -> float | None: ...
+    @property
+    def idle_in_transaction(self) -> float | None: ...
+
+
+class Settings(Protocol):
+    """The part of a database's configuration the dialects read."""
+
+    @property
+    def timeouts(self) -> Timeouts: ...
+    @property
+    def application_name(self) -> str | None: ...
+    @property
+    def sqlite(self) -> Any: ...
+
+
+def ms(seconds: float) -> int:
+    """Seconds to whole milliseconds, rounded up (1e-6 guards float noise: 0.1 s → 100 ms)."""
+    return math.ceil(round(seconds * 1000, 6))
+
+
+def whole_seconds(seconds: float) -> int:
+    return math.ceil(round(seconds, 6))
+
+
+def _no_setup(engine: sa.Engine, cfg: Settings) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """One family of backends (``backends``: the SQLAlchemy backend names it covers)."""
+
+    name: str
+    backends: tuple[str, ...]
+    # driver → the pyproject extra that installs it (None: dbconf ships no extra for it)
+    drivers: Mapping[str, str | None]
+    # the drivers dbconf translates timeouts/application_name for
+    translated_drivers: frozenset[str]
+    # driver arguments (connect_args) for the translated settings
+    driver_args: Callable[[Settings], dict[str, Any]]
+    # a server backend: pool_pre_ping on by default, counted in the connection budget
+    server: bool = True
+    default_port: int | None = None
+    # per-connection setup on a new engine (SET SESSION, pragmas, BEGIN)
+    setup: Callable[[sa.Engine, Settings], None] = _no_setup
+    # (max_connections, reserved) read through a connection; None: no server limit
+    server_limit: Callable[[sa.Connection], tuple[int, int]] | None = None
+
+    @property
+    def known_drivers(self) -> tuple[str, ...]:
+        """Every ``backend[+driver]`` spelling of the drivers dbconf knows."""
+        return tuple(
+            name
+            for backend in self.backends
+            for name in (backend, *(f"{backend}+{d}" for d in self.drivers))
+        )
+
+
+# Filled by the dialect modules, which dbconf/dialects/__init__.py imports (a package's
+# __init__ runs before any of its modules, so the registry is full once base is importable).
+_REGISTRY: dict[str, Dialect] = {}
+
+
+def register(dialect: Dialect) -> Dialect:
+    for backend in dialect.backends:
+        _REGISTRY[backend] = dialect
+    return dialect
+
+
+def dialect_for(backend: str) -> Dialect | None:
+    """The dialect of a SQLAlchemy backend name (``"mariadb"`` → the MySQL dialect), or None."""
+    return _REGISTRY.get(backend)

@@ -1,0 +1,67 @@
+"""PostgreSQL: psycopg2 (the driver dbconf ships) and psycopg 3.
+
+Timeouts: ``connect`` → ``connect_timeout`` (whole seconds, rounded up); ``statement``/``lock``/
+``idle_in_transaction`` → ``-c statement_timeout``, ``-c lock_timeout``,
+``-c idle_in_transaction_session_timeout`` in libpq's ``options`` (ms, rounded up);
+``application_name`` → ``application_name``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from dbconf.dialects.base import Dialect, Settings, ms, register, whole_seconds
+
+__all__ = ["GUCS", "RETRY", "STATEMENT_TIMEOUT", "dialect"]
+
+# timeouts key → the server setting (GUC) it becomes in libpq's options
+GUCS = {
+    "statement": "statement_timeout",
+    "lock": "lock_timeout",
+    "idle_in_transaction": "idle_in_transaction_session_timeout",
+}
+# SQLSTATEs: worth retrying the whole transaction, and a statement timeout
+RETRY = {"40001": "serialization failure", "40P01": "deadlock"}
+STATEMENT_TIMEOUT = "57014"
+
+
+def driver_args(cfg: Settings) -> dict[str, Any]:
+    t = cfg.timeouts
+    out: dict[str, Any] = {}
+    if t.connect is not None:
+        out["connect_timeout"] = whole_seconds(t.connect)
+    if cfg.application_name is not None:
+        out["application_name"] = cfg.application_name
+    values = {key: getattr(t, key) for key in GUCS}
+    options = " ".join(f"-c {GUCS[k]}={ms(v)}" for k, v in values.items() if v is not None)
+    if options:
+        out["options"] = options
+    return out
+
+
+def server_limit(conn: sa.Connection) -> tuple[int, int]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
+        )
+    ).all()
+    settings = {str(name): int(value) for name, value in rows}
+    reserved = settings.get("superuser_reserved_connections", 0)
+    reserved += settings.get("reserved_connections", 0)
+    return settings["max_connections"], reserved
+
+
+dialect = register(
+    Dialect(
+        name="postgresql",
+        backends=("postgresql",),
+        drivers={"psycopg2": "postgresql", "psycopg": None},
+        translated_drivers=frozenset({"psycopg2", "psycopg", "psycopg2cffi"}),
+        driver_args=driver_args,
+        default_port=5432,
+        server_limit=server_limit,
+    )
+)
