@@ -8,13 +8,14 @@ Timeouts: ``connect`` → ``connect_timeout`` (whole seconds, rounded up); ``sta
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlalchemy as sa
 
 from dbconf.dialects.base import Dialect, Settings, ms, register, whole_seconds
 
-__all__ = ["GUCS", "RETRY", "STATEMENT_TIMEOUT", "dialect"]
+__all__ = ["GUCS", "RETRY", "STATEMENT_TIMEOUT", "dialect", "pg_option_names"]
 
 # timeouts key → the server setting (GUC) it becomes in libpq's options
 GUCS = {
@@ -25,6 +26,23 @@ GUCS = {
 # SQLSTATEs: worth retrying the whole transaction, and a statement timeout
 RETRY = {"40001": "serialization failure", "40P01": "deadlock"}
 STATEMENT_TIMEOUT = "57014"
+
+
+def pg_option_names(options: str) -> list[str]:
+    """The settings a libpq ``options`` string sets, as the server reads them: ``-c name=v``,
+    ``-cname=v`` and ``--name=v``, names case-insensitive with dashes for underscores."""
+    tokens = re.split(r"(?<!\\)\s+", options.strip())
+    names = []
+    for i, part in enumerate(tokens):
+        if part == "-c" and i + 1 < len(tokens):
+            body = tokens[i + 1]
+        elif part.startswith(("-c", "--")):
+            body = part[2:]
+        else:
+            continue
+        if body:
+            names.append(body.split("=", 1)[0].replace("-", "_").lower())
+    return names
 
 
 def driver_args(cfg: Settings) -> dict[str, Any]:
