@@ -9,6 +9,7 @@ PyMySQL's ``program_name`` (a connection attribute).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +17,15 @@ from sqlalchemy import event
 
 from dbconf.dialects.base import Dialect, Settings, Timeouts, ms, register, whole_seconds
 
-__all__ = ["RETRY", "STATEMENT_TIMEOUT", "VARIABLES", "dialect", "session_sql"]
+__all__ = [
+    "CONNECT_ERRORS",
+    "RETRY",
+    "STATEMENT_TIMEOUT",
+    "VARIABLES",
+    "dialect",
+    "hide_statement_excerpt",
+    "session_sql",
+]
 
 # timeouts key → the session variables it may become (to find one also set in init_command)
 VARIABLES = {
@@ -27,6 +36,23 @@ VARIABLES = {
 # error numbers: worth retrying the whole transaction, and a statement timeout
 RETRY = {1213: "deadlock", 1020: "serialization failure"}
 STATEMENT_TIMEOUT = frozenset({1969, 3024})
+# error numbers of a failure to connect, by what the user should check
+CONNECT_ERRORS = {
+    1044: "credentials",  # access denied to the database
+    1045: "credentials",  # access denied (password)
+    1049: "database",  # unknown database
+    2003: "unreachable",  # can't connect
+    2005: "unreachable",  # unknown host
+    2006: "unreachable",  # server has gone away
+    2013: "unreachable",  # lost connection during the handshake
+}
+_NEAR = re.compile(r"near '.*' at line (\d+)", re.DOTALL)
+
+
+def hide_statement_excerpt(message: str) -> str:
+    """A syntax error's ``near '…'`` excerpt (the statement with PyMySQL's interpolated
+    values) becomes ``near '***'``."""
+    return _NEAR.sub(r"near '***' at line \1", message)
 
 
 def driver_args(cfg: Settings) -> dict[str, Any]:

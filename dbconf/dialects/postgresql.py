@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from dbconf.dialects.base import Dialect, Settings, ms, register, whole_seconds
 
-__all__ = ["GUCS", "RETRY", "STATEMENT_TIMEOUT", "dialect", "pg_option_names"]
+__all__ = ["CONNECT_ERRORS", "GUCS", "RETRY", "STATEMENT_TIMEOUT", "dialect", "pg_option_names"]
 
 # timeouts key → the server setting (GUC) it becomes in libpq's options
 GUCS = {
@@ -26,6 +26,25 @@ GUCS = {
 # SQLSTATEs: worth retrying the whole transaction, and a statement timeout
 RETRY = {"40001": "serialization failure", "40P01": "deadlock"}
 STATEMENT_TIMEOUT = "57014"
+# a failure to connect has no SQLSTATE (no session yet): its message, by what to check
+CONNECT_ERRORS = (
+    (
+        re.compile(
+            r"password authentication failed|no password supplied|authentication failed"
+            r"|no pg_hba\.conf entry|role \".*\" does not exist"
+        ),
+        "credentials",
+    ),
+    (re.compile(r"database \".*\" does not exist"), "database"),
+    (
+        re.compile(
+            r"connection refused|could not connect|could not translate host name|timeout "
+            r"expired|no route to host|network is unreachable|server closed the connection",
+            re.IGNORECASE,
+        ),
+        "unreachable",
+    ),
+)
 
 
 def pg_option_names(options: str) -> list[str]:
