@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -87,6 +87,13 @@ class Dialect:
     setup: Callable[[sa.Engine, Settings], None] = _no_setup
     # (max_connections, reserved) read through a connection; None: no server limit
     server_limit: Callable[[sa.Connection], tuple[int, int]] | None = None
+    # a URL scheme without a driver → the backend+driver dbconf uses for it
+    default_drivers: Mapping[str, str] = field(default_factory=dict)
+    # per driver: the URL query parameters it takes, the connect_args it takes (a driver not
+    # listed is not checked), the query parameters that name a URL part (→ the URL field)
+    query_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    connect_args: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    query_parts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def known_drivers(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from dbconf.dialects.base import Dialect, Settings, Timeouts, ms, register, whol
 
 __all__ = [
     "CONNECT_ERRORS",
+    "PYMYSQL_KEYWORDS",
     "RETRY",
     "STATEMENT_TIMEOUT",
     "VARIABLES",
@@ -53,6 +54,55 @@ def hide_statement_excerpt(message: str) -> str:
     """A syntax error's ``near '…'`` excerpt (the statement with PyMySQL's interpolated
     values) becomes ``near '***'``."""
     return _NEAR.sub(r"near '***' at line \1", message)
+
+
+# pymysql.connect()'s keyword arguments that a string can carry, plus the ssl_* keys that
+# SQLAlchemy's MySQL dialect folds into ssl={...}.
+PYMYSQL_KEYWORDS = frozenset(
+    [
+        "user",
+        "password",
+        "host",
+        "database",
+        "unix_socket",
+        "port",
+        "charset",
+        "collation",
+        "sql_mode",
+        "read_default_file",
+        "use_unicode",
+        "client_flag",
+        "init_command",
+        "connect_timeout",
+        "read_default_group",
+        "autocommit",
+        "local_infile",
+        "max_allowed_packet",
+        "defer_connect",
+        "read_timeout",
+        "write_timeout",
+        "bind_address",
+        "binary_prefix",
+        "program_name",
+        "server_public_key",
+        "ssl_ca",
+        "ssl_cert",
+        "ssl_disabled",
+        "ssl_key",
+        "ssl_key_password",
+        "ssl_verify_cert",
+        "ssl_verify_identity",
+        "compress",
+        "named_pipe",
+        "passwd",
+        "db",
+        "ssl_capath",
+        "ssl_cipher",
+        "ssl_check_hostname",
+    ]
+)
+PYMYSQL_PARTS = {"user": "username", "password": "password", "passwd": "password"}
+PYMYSQL_PARTS |= {"database": "database", "db": "database", "host": "host", "port": "port"}
 
 
 def driver_args(cfg: Settings) -> dict[str, Any]:
@@ -106,10 +156,18 @@ dialect = register(
         name="mysql",
         backends=("mysql", "mariadb"),
         drivers={"pymysql": "mysql"},
+        default_drivers={"mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"},
         translated_drivers=frozenset({"pymysql"}),
         driver_args=driver_args,
         default_port=3306,
         setup=setup,
         server_limit=server_limit,
+        query_keys={"pymysql": PYMYSQL_KEYWORDS},
+        # the keywords minus the ssl_* keys SQLAlchemy folds into ssl={...}, plus Python objects
+        connect_args={
+            "pymysql": (PYMYSQL_KEYWORDS - {"ssl_capath", "ssl_cipher", "ssl_check_hostname"})
+            | {"conv", "cursorclass", "ssl", "auth_plugin_map"}
+        },
+        query_parts={"pymysql": PYMYSQL_PARTS},
     )
 )

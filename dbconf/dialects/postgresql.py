@@ -15,7 +15,15 @@ import sqlalchemy as sa
 
 from dbconf.dialects.base import Dialect, Settings, ms, register, whole_seconds
 
-__all__ = ["CONNECT_ERRORS", "GUCS", "RETRY", "STATEMENT_TIMEOUT", "dialect", "pg_option_names"]
+__all__ = [
+    "CONNECT_ERRORS",
+    "GUCS",
+    "LIBPQ_KEYWORDS",
+    "RETRY",
+    "STATEMENT_TIMEOUT",
+    "dialect",
+    "pg_option_names",
+]
 
 # timeouts key → the server setting (GUC) it becomes in libpq's options
 GUCS = {
@@ -45,6 +53,59 @@ CONNECT_ERRORS = (
         "unreachable",
     ),
 )
+
+
+# libpq 17's connection keywords (psycopg2 and psycopg pass the query through to libpq, which
+# rejects any other keyword at connect).
+LIBPQ_KEYWORDS = frozenset(
+    [
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "passfile",
+        "require_auth",
+        "channel_binding",
+        "connect_timeout",
+        "client_encoding",
+        "options",
+        "application_name",
+        "fallback_application_name",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "replication",
+        "gssencmode",
+        "sslmode",
+        "requiressl",
+        "sslnegotiation",
+        "sslcompression",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslcertmode",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "sslsni",
+        "requirepeer",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "krbsrvname",
+        "gsslib",
+        "gssdelegation",
+        "service",
+        "target_session_attrs",
+        "load_balance_hosts",
+    ]
+)
+# Query parameters that name a connection part, and the URL field they mean.
+LIBPQ_PARTS = {"user": "username", "password": "password", "dbname": "database"}
+LIBPQ_PARTS |= {"host": "host", "hostaddr": "host", "port": "port"}
 
 
 def pg_option_names(options: str) -> list[str]:
@@ -96,9 +157,17 @@ dialect = register(
         name="postgresql",
         backends=("postgresql",),
         drivers={"psycopg2": "postgresql", "psycopg": None},
+        # SQLAlchemy's own default differs between versions (psycopg 3 on 2.1); "postgres://"
+        # is Heroku's spelling
+        default_drivers={"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"},
         translated_drivers=frozenset({"psycopg2", "psycopg", "psycopg2cffi"}),
         driver_args=driver_args,
         default_port=5432,
         server_limit=server_limit,
+        query_keys={"psycopg2": LIBPQ_KEYWORDS, "psycopg": LIBPQ_KEYWORDS},
+        connect_args={
+            "psycopg2": LIBPQ_KEYWORDS | {"connection_factory", "cursor_factory", "async", "async_"}
+        },
+        query_parts={"psycopg2": LIBPQ_PARTS, "psycopg": LIBPQ_PARTS},
     )
 )

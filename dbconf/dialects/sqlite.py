@@ -22,11 +22,32 @@ from sqlalchemy import event
 
 from dbconf.dialects.base import Dialect, Settings, register
 
-__all__ = ["INTERRUPT", "dialect"]
+__all__ = ["INTERRUPT", "PYSQLITE_KEYWORDS", "dialect"]
 
 INTERRUPT = 9  # SQLITE_INTERRUPT: the statement deadline's progress handler fired
 _DEADLINE = "dbconf.statement_deadline"
 _PROGRESS_OPCODES = 1000
+
+
+# sqlite3.connect() arguments SQLAlchemy's pysqlite dialect reads from the query, and the
+# SQLite URI parameters it passes on with ?uri=true.
+PYSQLITE_KEYWORDS = frozenset(
+    [
+        "uri",
+        "timeout",
+        "isolation_level",
+        "detect_types",
+        "check_same_thread",
+        "cached_statements",
+        "mode",
+        "cache",
+        "immutable",
+        "nolock",
+        "psow",
+        "vfs",
+        "modeof",
+    ]
+)
 
 
 def driver_args(cfg: Settings) -> dict[str, Any]:
@@ -106,5 +127,6 @@ dialect = register(
         driver_args=driver_args,
         server=False,
         setup=setup,
+        query_keys={"pysqlite": PYSQLITE_KEYWORDS},
     )
 )
