@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 
@@ -148,24 +147,13 @@ def engine_kwargs(cfg: DatabaseConfig) -> dict[str, Any]:
     return kwargs
 
 
-def _install_disconnect_sqlstates(engine: sa.Engine, states: frozenset[str]) -> None:
-    @event.listens_for(engine, "handle_error")
-    def _classify(context: sa.engine.ExceptionContext) -> None:
-        orig = context.original_exception
-        code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
-        if code in states:
-            context.is_disconnect = True
-
-
 def build_engine(name: str, cfg: DatabaseConfig) -> sa.Engine:
     """Create the engine of database ``name`` (no connection is made until first use)."""
     kwargs = {**engine_kwargs(cfg), **pool_class_kwargs(cfg)}  # QueuePool → leaks.QueuePool
     engine = sa.create_engine(cfg.sqlalchemy_url, **kwargs)
     dialect = dialect_for(cfg.backend)
     if dialect is not None:
-        dialect.setup(engine, cfg)  # SET SESSION, pragmas, BEGIN (dbconf/dialects/)
-    if cfg.disconnect_sqlstates:
-        _install_disconnect_sqlstates(engine, frozenset(cfg.disconnect_sqlstates))
+        dialect.setup(engine, cfg)  # SET SESSION, pragmas, BEGIN, disconnect SQLSTATEs
     install_error_types(engine, name, cfg)  # DisconnectError, StatementTimeoutError (resilience)
     install_leak_detection(engine, name, cfg)  # pool naming, leak_detection (dbconf/leaks.py)
     register_engine(engine)  # fresh pool in forked children (dbconf/forking.py)

@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
-SERVER_BACKENDS = frozenset({"postgresql", "mysql", "mariadb"})
 URL_PARTS = ("driver", "host", "port", "username", "password", "password_file", "database", "query")
 # A pool or a worker count is at most MariaDB's largest max_connections.
 MAX_CONNECTIONS = 100_000

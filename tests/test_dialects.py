@@ -93,6 +93,7 @@ class Settings:
     timeouts: Timeouts
     application_name: str | None = None
     sqlite: None = None
+    disconnect_sqlstates: None = None
 
 
 durations = st.none() | st.floats(min_value=0.001, max_value=1e5, allow_nan=False)

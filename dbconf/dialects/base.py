@@ -12,7 +12,7 @@ one module of its dialect.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +53,8 @@ class Settings(Protocol):
     def application_name(self) -> str | None: ...
     @property
     def sqlite(self) -> Any: ...
+    @property
+    def disconnect_sqlstates(self) -> Sequence[str] | None: ...
 
 
 def ms(seconds: float) -> int:
@@ -83,7 +85,7 @@ class Dialect:
     # a server backend: pool_pre_ping on by default, counted in the connection budget
     server: bool = True
     default_port: int | None = None
-    # per-connection setup on a new engine (SET SESSION, pragmas, BEGIN)
+    # setup of a new engine (SET SESSION, pragmas, BEGIN, disconnect SQLSTATEs)
     setup: Callable[[sa.Engine, Settings], None] = _no_setup
     # (max_connections, reserved) read through a connection; None: no server limit
     server_limit: Callable[[sa.Connection], tuple[int, int]] | None = None

@@ -8,7 +8,6 @@ message).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Protocol
 
 from dbconf.dialects.base import TIMEOUT_KEYS, Settings
@@ -29,8 +28,6 @@ class Checked(Settings, Protocol):
     def is_sqlite_memory(self) -> bool: ...
     @property
     def isolation_level(self) -> str | None: ...
-    @property
-    def disconnect_sqlstates(self) -> Sequence[str] | None: ...
 
 
 def check_pool(db: Checked) -> list[Issue]:

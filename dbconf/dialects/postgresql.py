@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 
 from dbconf.dialects.base import Dialect, Settings, ms, register, whole_seconds
 
@@ -139,6 +140,20 @@ def driver_args(cfg: Settings) -> dict[str, Any]:
     return out
 
 
+def setup(engine: sa.Engine, cfg: Settings) -> None:
+    """``disconnect_sqlstates``: errors with these SQLSTATEs count as disconnects."""
+    if not cfg.disconnect_sqlstates:
+        return
+    states = frozenset(cfg.disconnect_sqlstates)
+
+    @event.listens_for(engine, "handle_error")
+    def _classify(context: sa.engine.ExceptionContext) -> None:
+        orig = context.original_exception
+        code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+        if code in states:
+            context.is_disconnect = True
+
+
 def server_limit(conn: sa.Connection) -> tuple[int, int]:
     rows = conn.execute(
         sa.text(
@@ -163,6 +178,7 @@ dialect = register(
         translated_drivers=frozenset({"psycopg2", "psycopg", "psycopg2cffi"}),
         driver_args=driver_args,
         default_port=5432,
+        setup=setup,
         server_limit=server_limit,
         query_keys={"psycopg2": LIBPQ_KEYWORDS, "psycopg": LIBPQ_KEYWORDS},
         connect_args={
