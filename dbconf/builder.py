@@ -96,21 +96,17 @@ def _connect_args(cfg: DatabaseConfig) -> dict[str, Any]:
         raise ConfigError(problems)
     if "options" in ours:
         ours["options"] = " ".join([*given(cfg, "options")[:1], ours["options"]])
-    merged = {**user, **ours}
-    if cfg.backend == "sqlite":
-        memory_static = cfg.is_sqlite_memory and cfg.pool.class_ in (None, "static")
-        if not cfg.is_sqlite_memory or memory_static:
-            merged.setdefault("check_same_thread", False)
-    return merged
+    dialect = dialect_for(cfg.backend)
+    defaults = dialect.connect_defaults(cfg) if dialect is not None else {}
+    return {**defaults, **user, **ours}
 
 
 def _pool_kwargs(cfg: DatabaseConfig) -> dict[str, Any]:
     pool = cfg.pool
-    out: dict[str, Any] = {}
+    dialect = dialect_for(cfg.backend)
+    out = dialect.pool_defaults(cfg) if dialect is not None else {}  # pre_ping, StaticPool
     if pool.class_ is not None:
         out["poolclass"] = POOL_CLASSES[pool.class_]
-    elif cfg.is_sqlite_memory:
-        out["poolclass"] = StaticPool
     pairs = {
         "pool_size": pool.size,
         "max_overflow": pool.max_overflow,
@@ -122,8 +118,6 @@ def _pool_kwargs(cfg: DatabaseConfig) -> dict[str, Any]:
     out.update({k: v for k, v in pairs.items() if v is not None})
     if pool.pre_ping is not None:
         out["pool_pre_ping"] = pool.pre_ping
-    elif (dialect := dialect_for(cfg.backend)) is not None and dialect.server:
-        out["pool_pre_ping"] = True
     return out
 
 

@@ -94,6 +94,8 @@ class Settings:
     application_name: str | None = None
     sqlite: None = None
     disconnect_sqlstates: None = None
+    pool: None = None
+    is_sqlite_memory: bool = False
 
 
 durations = st.none() | st.floats(min_value=0.001, max_value=1e5, allow_nan=False)
@@ -196,3 +198,9 @@ def test_dialects_import_no_higher_layer() -> None:
 def test_config_imports_neither_builder_nor_rules() -> None:
     for higher in ("dbconf.builder", "dbconf.rules", "dbconf.registry", "dbconf.loader"):
         assert not _reaches("dbconf.config", higher)
+
+
+def test_server_dialects_pre_ping_by_default_and_sqlite_does_not() -> None:
+    for dialect in DIALECTS:
+        defaults = dialect.pool_defaults(Settings(Timeouts()))
+        assert defaults.get("pool_pre_ping", False) is (dialect.server_limit is not None)

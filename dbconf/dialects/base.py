@@ -55,6 +55,10 @@ class Settings(Protocol):
     def sqlite(self) -> Any: ...
     @property
     def disconnect_sqlstates(self) -> Sequence[str] | None: ...
+    @property
+    def pool(self) -> Any: ...
+    @property
+    def is_sqlite_memory(self) -> bool: ...
 
 
 def ms(seconds: float) -> int:
@@ -70,6 +74,14 @@ def _no_setup(engine: sa.Engine, cfg: Settings) -> None:
     return None
 
 
+def _nothing(cfg: Settings) -> dict[str, Any]:
+    return {}
+
+
+def _pre_ping(cfg: Settings) -> dict[str, Any]:
+    return {"pool_pre_ping": True}
+
+
 @dataclass(frozen=True)
 class Dialect:
     """One family of backends (``backends``: the SQLAlchemy backend names it covers)."""
@@ -82,8 +94,10 @@ class Dialect:
     translated_drivers: frozenset[str]
     # driver arguments (connect_args) for the translated settings
     driver_args: Callable[[Settings], dict[str, Any]]
-    # a server backend: pool_pre_ping on by default, counted in the connection budget
-    server: bool = True
+    # engine pool arguments dbconf sets when the user does not (a server: pre_ping on)
+    pool_defaults: Callable[[Settings], dict[str, Any]] = _pre_ping
+    # driver arguments dbconf sets unless the user gives them in connect_args
+    connect_defaults: Callable[[Settings], dict[str, Any]] = _nothing
     default_port: int | None = None
     # setup of a new engine (SET SESSION, pragmas, BEGIN, disconnect SQLSTATEs)
     setup: Callable[[sa.Engine, Settings], None] = _no_setup

@@ -8,7 +8,7 @@ message).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from dbconf.dialects.base import TIMEOUT_KEYS, Settings
 
@@ -22,10 +22,6 @@ class Checked(Settings, Protocol):
 
     @property
     def backend(self) -> str: ...
-    @property
-    def pool(self) -> Any: ...
-    @property
-    def is_sqlite_memory(self) -> bool: ...
     @property
     def isolation_level(self) -> str | None: ...
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.pool import StaticPool
 
 from dbconf.dialects.base import Dialect, Settings, register
 
@@ -54,6 +55,20 @@ def driver_args(cfg: Settings) -> dict[str, Any]:
     t = cfg.timeouts
     busy = t.connect if t.connect is not None else t.lock
     return {"timeout": busy} if busy is not None else {}
+
+
+def pool_defaults(cfg: Settings) -> dict[str, Any]:
+    """An in-memory database lives in one connection: shared through a StaticPool."""
+    return {"poolclass": StaticPool} if cfg.is_sqlite_memory else {}
+
+
+def connect_defaults(cfg: Settings) -> dict[str, Any]:
+    """``check_same_thread=False`` (SQLAlchemy's own default for a file, made explicit; for
+    memory, when the one connection is shared through the static pool)."""
+    memory_static = cfg.is_sqlite_memory and cfg.pool.class_ in (None, "static")
+    if not cfg.is_sqlite_memory or memory_static:
+        return {"check_same_thread": False}
+    return {}
 
 
 def _pragmas(cfg: Settings) -> list[str]:
@@ -125,7 +140,8 @@ dialect = register(
         drivers={"pysqlite": None},
         translated_drivers=frozenset({"pysqlite"}),
         driver_args=driver_args,
-        server=False,
+        pool_defaults=pool_defaults,
+        connect_defaults=connect_defaults,
         setup=setup,
         query_keys={"pysqlite": PYSQLITE_KEYWORDS},
     )
