@@ -3,8 +3,8 @@
 A :class:`Dialect` is everything dbconf knows about one family of backends: its drivers and the
 extra of pyproject.toml that installs each, the drivers whose timeouts dbconf translates, the
 default port, the per-connection setup, the error codes it classifies and the server-limit
-query. The modules of this package import only SQLAlchemy and :mod:`dbconf.errors`-level
-modules, never the config models: they read a database's settings through the small protocols
+query. The modules of this package import only SQLAlchemy and each other (never the config
+models or any layer above): they read a database's settings through the small protocols
 below, which :class:`dbconf.config.DatabaseConfig` satisfies. Adding a driver means editing the
 one module of its dialect.
 """
@@ -121,8 +121,8 @@ class Dialect:
         )
 
 
-# Filled by the dialect modules, which dbconf/dialects/__init__.py imports (a package's
-# __init__ runs before any of its modules, so the registry is full once base is importable).
+# Filled by the dialect modules as dbconf/dialects/__init__.py imports them (a package's
+# __init__ runs before any import of its modules completes, so users see it full).
 _REGISTRY: dict[str, Dialect] = {}
 
 
