@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from dbconf.config import DatabaseConfig, ProfileConfig
+from dbconf.dialects import dialect_for
 
 if TYPE_CHECKING:
     from dbconf.registry import DatabaseReport, Registry
@@ -49,8 +50,6 @@ __all__ = [
 
 QUEUE_DEFAULT_SIZE = 5
 QUEUE_DEFAULT_OVERFLOW = 10
-_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
-_FAMILY = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 
 
 @dataclass(frozen=True)
@@ -150,13 +149,13 @@ def pool_budget(name: str, db: DatabaseConfig) -> PoolBudget:
 
 
 def _server_of(db: DatabaseConfig) -> tuple[str, str] | None:
-    family = _FAMILY.get(db.backend)
-    if family is None:
+    dialect = dialect_for(db.backend)
+    if dialect is None or dialect.server_limit is None:
         return None  # SQLite (no server) or a dialect dbconf does not know the limits of
     url = db.sqlalchemy_url
     host = url.host or "localhost"
-    port = url.port or _DEFAULT_PORTS[family]
-    return family, f"{family}://{host}:{port}"
+    port = url.port or dialect.default_port
+    return dialect.name, f"{dialect.name}://{host}:{port}"
 
 
 def compute_budget(config: ProfileConfig) -> list[ServerBudget]:
@@ -220,20 +219,9 @@ def evaluate(budget: ServerBudget, limit: ServerLimit) -> BudgetReport:
 def query_limit(conn: sa.Connection) -> ServerLimit:
     """Read the server's connection limit through ``conn`` (any user may read these)."""
     backend = conn.dialect.name
-    if backend == "postgresql":
-        rows = conn.execute(
-            sa.text(
-                "SELECT name, setting FROM pg_settings WHERE name IN "
-                "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
-            )
-        ).all()
-        settings = {str(name): int(value) for name, value in rows}
-        reserved = settings.get("superuser_reserved_connections", 0)
-        reserved += settings.get("reserved_connections", 0)
-        return ServerLimit(settings["max_connections"], reserved)
-    if backend in ("mysql", "mariadb"):
-        value = conn.execute(sa.text("SELECT @@max_connections")).scalar_one()
-        return ServerLimit(int(value))
+    dialect = dialect_for(backend)
+    if dialect is not None and dialect.server_limit is not None:
+        return ServerLimit(*dialect.server_limit(conn))
     raise ValueError(f"no connection limit known for {backend}")
 
 

@@ -28,10 +28,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
+from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY, issues_error, shown_value
-from dbconf.rules import check_dialect_options, check_pool
 from dbconf.urls import combine, connect_arg_issues, mask_url, parse_url
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
-SERVER_BACKENDS = frozenset({"postgresql", "mysql", "mariadb"})
 URL_PARTS = ("driver", "host", "port", "username", "password", "password_file", "database", "query")
 # A pool or a worker count is at most MariaDB's largest max_connections.
 MAX_CONNECTIONS = 100_000

@@ -3,7 +3,7 @@
 :func:`conflicts` compares what the builder would pass for ``timeouts``/``application_name``
 with what the user wrote in ``connect_args`` and the URL query, including the server settings
 hidden inside libpq's ``options`` (every spelling the server reads) and MariaDB/MySQL's
-``init_command``. The per-dialect names are the tables below.
+``init_command``. The per-dialect names are tables of :mod:`dbconf.dialects`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from dbconf.dialects import mysql, postgresql
+from dbconf.dialects.postgresql import pg_option_names
 from dbconf.errors import Problem
 
 if TYPE_CHECKING:
@@ -26,37 +28,6 @@ def _conflict(key: str, arg: str) -> Problem:
         f"is also given as the driver argument {arg!r} in connect_args or the URL query; "
         "set it in one place only",
     )
-
-
-# The server settings each timeout becomes (PostgreSQL GUCs in options, MariaDB/MySQL session
-# variables), to find the same setting also written by hand.
-_PG_GUCS = {
-    "statement": "statement_timeout",
-    "lock": "lock_timeout",
-    "idle_in_transaction": "idle_in_transaction_session_timeout",
-}
-_MYSQL_VARIABLES = {
-    "statement": ("max_statement_time", "max_execution_time"),
-    "lock": ("innodb_lock_wait_timeout",),
-    "idle_in_transaction": ("idle_transaction_timeout",),
-}
-
-
-def pg_option_names(options: str) -> list[str]:
-    """The settings a libpq ``options`` string sets, as the server reads them: ``-c name=v``,
-    ``-cname=v`` and ``--name=v``, names case-insensitive with dashes for underscores."""
-    tokens = re.split(r"(?<!\\)\s+", options.strip())
-    names = []
-    for i, part in enumerate(tokens):
-        if part == "-c" and i + 1 < len(tokens):
-            body = tokens[i + 1]
-        elif part.startswith(("-c", "--")):
-            body = part[2:]
-        else:
-            continue
-        if body:
-            names.append(body.split("=", 1)[0].replace("-", "_").lower())
-    return names
 
 
 def given(cfg: DatabaseConfig, arg: str) -> list[str]:
@@ -82,12 +53,12 @@ def conflicts(cfg: DatabaseConfig, ours: dict[str, Any]) -> list[Problem]:
     problems = [_conflict(names[arg], arg) for arg in ours if arg != "options" and given(cfg, arg)]
     if "options" in ours:
         written = {n for text in given(cfg, "options") for n in pg_option_names(text)}
-        for key, guc in _PG_GUCS.items():
+        for key, guc in postgresql.GUCS.items():
             if getattr(t, key) is not None and guc in written:
                 problems.append(_conflict(f"timeouts.{key}", f"options (-c {guc})"))
     if cfg.backend in ("mysql", "mariadb"):
         init = " ".join(given(cfg, "init_command")).lower()
-        for key, variables in _MYSQL_VARIABLES.items():
+        for key, variables in mysql.VARIABLES.items():
             hit = [v for v in variables if re.search(rf"\b{v}\b", init)]
             if getattr(t, key) is not None and hit:
                 problems.append(_conflict(f"timeouts.{key}", f"init_command ({hit[0]})"))

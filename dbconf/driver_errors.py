@@ -33,11 +33,13 @@ what the server itself logs.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy.exc as sa_exc
+
+from dbconf.dialects import mysql as mysql_dialect
+from dbconf.dialects import postgresql
 
 __all__ = ["connect_hint", "hide_values"]
 
@@ -56,47 +58,21 @@ _UNREACHABLE = (
 )
 _OTHER = "check the URL, the credentials and that the server is reachable"
 
-_MYSQL_CONNECT = {
-    1044: _CREDENTIALS,  # access denied to the database
-    1045: _CREDENTIALS,  # access denied (password)
-    1049: _DATABASE,  # unknown database
-    2003: _UNREACHABLE,  # can't connect
-    2005: _UNREACHABLE,  # unknown host
-    2006: _UNREACHABLE,  # server has gone away
-    2013: _UNREACHABLE,  # lost connection during the handshake
-}
-_PG_CONNECT = (
-    (
-        re.compile(
-            r"password authentication failed|no password supplied|authentication failed"
-            r"|no pg_hba\.conf entry|role \".*\" does not exist"
-        ),
-        _CREDENTIALS,
-    ),
-    (re.compile(r"database \".*\" does not exist"), _DATABASE),
-    (
-        re.compile(
-            r"connection refused|could not connect|could not translate host name|timeout "
-            r"expired|no route to host|network is unreachable|server closed the connection",
-            re.IGNORECASE,
-        ),
-        _UNREACHABLE,
-    ),
-)
+_HINTS = {"credentials": _CREDENTIALS, "database": _DATABASE, "unreachable": _UNREACHABLE}
 
 
 def connect_hint(orig: BaseException | None) -> str:
     """What to check when connecting failed with the driver error ``orig``."""
     args = getattr(orig, "args", ())
     if args and type(args[0]) is int:
-        return _MYSQL_CONNECT.get(args[0], _OTHER)
-    text = str(orig)
-    return next((hint for pattern, hint in _PG_CONNECT if pattern.search(text)), _OTHER)
+        kind = mysql_dialect.CONNECT_ERRORS.get(args[0])
+    else:
+        text = str(orig)
+        kind = next((k for pattern, k in postgresql.CONNECT_ERRORS if pattern.search(text)), None)
+    return _HINTS[kind] if kind is not None else _OTHER
 
 
 # --- hide_parameters ----------------------------------------------------------------------
-
-_MYSQL_NEAR = re.compile(r"near '.*' at line (\d+)", re.DOTALL)
 
 
 def _texts(params: Any) -> Iterator[str]:
@@ -145,7 +121,7 @@ def hide_values(error: sa_exc.DBAPIError) -> None:
         return
     lines = [line for line in message.splitlines() if line.strip()]
     kept = lines[0] if lines else message
-    kept = _MYSQL_NEAR.sub(r"near '***' at line \1", kept) if mysql else kept
+    kept = mysql_dialect.hide_statement_excerpt(kept) if mysql else kept
     kept = _mask(kept, error.params)
     if kept == message.strip():
         return

@@ -62,6 +62,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from dbconf.config import DatabaseConfig, RetryConfig
+from dbconf.dialects import mysql, postgresql, sqlite
 from dbconf.driver_errors import connect_hint, hide_values
 from dbconf.errors import (
     ConfigError,
@@ -86,11 +87,6 @@ log = logging.getLogger("dbconf")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_PG_RETRY = {"40001": "serialization failure", "40P01": "deadlock"}
-_MYSQL_RETRY = {1213: "deadlock", 1020: "serialization failure"}
-_PG_TIMEOUT = "57014"
-_MYSQL_TIMEOUT = frozenset({1969, 3024})
-_SQLITE_INTERRUPT = 9
 _NO_STATEMENT = "during BEGIN, COMMIT or ROLLBACK (if COMMIT, it may have committed)"
 _ADVICE = (
     "retry the transaction (db.run_in_transaction) — a disconnect during COMMIT leaves the "
@@ -119,11 +115,13 @@ def first_line(orig: BaseException | None, password: str | None) -> str:
 
 
 def _is_statement_timeout(orig: BaseException | None, sqlite_deadline: bool) -> bool:
-    if _sqlstate(orig) == _PG_TIMEOUT or _mysql_errno(orig) in _MYSQL_TIMEOUT:
+    if _sqlstate(orig) == postgresql.STATEMENT_TIMEOUT:
+        return True
+    if _mysql_errno(orig) in mysql.STATEMENT_TIMEOUT:
         return True
     if sqlite_deadline and type(orig).__module__ == "sqlite3":
         code = getattr(orig, "sqlite_errorcode", None)  # Python 3.11+
-        return code == _SQLITE_INTERRUPT if code is not None else str(orig) == "interrupted"
+        return code == sqlite.INTERRUPT if code is not None else str(orig) == "interrupted"
     return False
 
 
@@ -281,10 +279,10 @@ def retry_reason(exc: BaseException) -> str | None:
     if not isinstance(exc, sa_exc.DBAPIError):
         return None
     state = _sqlstate(exc.orig)
-    if state in _PG_RETRY:
-        return _PG_RETRY[state]
+    if state in postgresql.RETRY:
+        return postgresql.RETRY[state]
     errno = _mysql_errno(exc.orig)
-    return _MYSQL_RETRY.get(errno) if errno is not None else None
+    return mysql.RETRY.get(errno) if errno is not None else None
 
 
 def run_in_transaction(

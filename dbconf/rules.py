@@ -1,39 +1,23 @@
-"""Cross-field rules of a database's configuration that depend on its dialect.
-
-Which pool options a pool class can take, and which timeouts a dialect can honour: checked when
-the model is validated, so a bad profile fails at load with the key's origin, not inside
-``create_engine``. Each error's context carries ``at``, the key path the loader points at.
-"""
+"""What would fail when building a profile's databases: unknown or missing drivers, and
+settings given twice (:func:`build_problems`, run at load). The per-field rules of a database
+that depend on its dialect are in :mod:`dbconf.dialects.checks`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import NoSuchModuleError
 
+from dbconf.builder import engine_kwargs
+from dbconf.config import DatabaseConfig
+from dbconf.dialects import DIALECTS, dialect_for
 from dbconf.errors import ConfigError, Problem, did_you_mean
 from dbconf.origin import KeyPath, Origin, find_origin
-from dbconf.urls import Issue
 
-if TYPE_CHECKING:
-    from dbconf.config import DatabaseConfig
+__all__ = ["KNOWN_DRIVERS", "build_problems", "missing_driver_hint"]
 
-__all__ = ["build_problems", "check_dialect_options", "check_pool", "missing_driver_hint"]
-
-KNOWN_DRIVERS = (
-    "postgresql",
-    "postgresql+psycopg2",
-    "postgresql+psycopg",
-    "mysql",
-    "mysql+pymysql",
-    "mariadb",
-    "mariadb+pymysql",
-    "sqlite",
-    "sqlite+pysqlite",
-)
-# The pyproject extra that installs the driver dbconf supports for a backend.
-EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+# Every backend[+driver] spelling of the drivers the dialects know (for "did you mean").
+KNOWN_DRIVERS = tuple(name for dialect in DIALECTS for name in dialect.known_drivers)
 
 
 def build_problems(
@@ -41,8 +25,6 @@ def build_problems(
 ) -> list[Problem]:
     """What would fail when building these databases: unknown or missing drivers, and
     translation conflicts (a setting given twice). Imports drivers; connects to nothing."""
-    from dbconf.builder import engine_kwargs  # builder imports config, which imports us
-
     problems: list[Problem] = []
 
     def problem(name: str, key: str, message: str, fallback: str = "") -> None:
@@ -87,89 +69,10 @@ def build_problems(
 def missing_driver_hint(drivername: str, driver: str, module: str | None) -> str:
     """What to install for a driver that is not installed: an extra of dbconf only for the
     drivers dbconf ships (a real extra of pyproject.toml), else the driver itself."""
-    backend = drivername.partition("+")[0]
-    extra = EXTRAS.get(backend)
-    if extra is not None and driver in ("psycopg2", "pymysql"):
+    dialect = dialect_for(drivername.partition("+")[0])
+    extra = dialect.drivers.get(driver) if dialect is not None else None
+    if extra is not None:
         how = f"pip install 'dbconf[{extra}]'"
     else:
         how = f"dbconf ships no extra for it: install the {driver} driver itself"
     return f"the driver for {drivername} is not installed ({module}); {how}"
-
-
-def check_pool(db: DatabaseConfig) -> list[Issue]:
-    pool = db.pool
-    issues: list[Issue] = []
-    sized = [
-        k for k in ("size", "max_overflow", "timeout", "use_lifo") if getattr(pool, k) is not None
-    ]
-    if pool.class_ in ("null", "static", "singleton") and sized:
-        issues.append(
-            (
-                f"pool.{sized[0]}",
-                f"pool.{'/'.join(sized)} cannot be used with pool.class {pool.class_}: only the "
-                "queue pool has a size, overflow, timeout or LIFO order; remove them or use "
-                "class: queue",
-            )
-        )
-    elif db.is_sqlite_memory and (sized or pool.class_ in ("queue", "null")):
-        issues.append(
-            (
-                f"pool.{(sized or ['class'])[0]}",
-                "an in-memory SQLite database lives in one connection, which dbconf shares "
-                f"through a static pool; remove pool.{'/'.join(sized) or 'class'} (or use a "
-                "file database for a sized pool)",
-            )
-        )
-    return issues
-
-
-def check_dialect_options(db: DatabaseConfig) -> list[Issue]:
-    backend, t = db.backend, db.timeouts
-    issues: list[Issue] = []
-
-    def unsupported(key: str, why: str) -> None:
-        at = key.split(" ")[0].split("/")[0]
-        issues.append((at, f"{key} is not supported for {backend}: {why}"))
-
-    if db.disconnect_sqlstates is not None and backend != "postgresql":
-        unsupported(
-            "disconnect_sqlstates", "only PostgreSQL errors carry a SQLSTATE that dbconf can match"
-        )
-    if backend == "sqlite":
-        if db.isolation_level in ("READ COMMITTED", "REPEATABLE READ"):
-            unsupported(
-                "isolation_level", "SQLite offers SERIALIZABLE, READ UNCOMMITTED and AUTOCOMMIT"
-            )
-        if t.idle_in_transaction is not None:
-            unsupported("timeouts.idle_in_transaction", "SQLite has no server session to time out")
-        if t.connect is not None and t.lock is not None and t.connect != t.lock:
-            unsupported(
-                "timeouts.connect and timeouts.lock",
-                "both are the busy timeout on SQLite; set only one",
-            )
-        return issues
-    if db.sqlite is not None:
-        unsupported("sqlite", "the sqlite: pragmas apply to SQLite only")
-    if backend in ("mysql", "mariadb"):
-        if t.idle_in_transaction is not None and backend == "mysql":
-            unsupported(
-                "timeouts.idle_in_transaction",
-                "MySQL has no such timeout; MariaDB does (idle_transaction_timeout): use a "
-                "mariadb+pymysql:// URL for MariaDB",
-            )
-        for key in ("lock", "idle_in_transaction"):
-            value = getattr(t, key)
-            if value is not None and (value < 1 or value != int(value)):
-                unsupported(
-                    f"timeouts.{key}",
-                    "MariaDB/MySQL take this timeout in whole seconds (at least 1s)",
-                )
-    elif backend != "postgresql":
-        given = [k for k, v in t.model_dump().items() if v is not None]
-        if given or db.application_name is not None:
-            unsupported(
-                "timeouts/application_name",
-                "dbconf translates these for PostgreSQL, MariaDB/MySQL and SQLite only; pass "
-                "driver options through connect_args",
-            )
-    return issues

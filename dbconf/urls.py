@@ -12,8 +12,8 @@ explicit ``host``/``port`` also drops a ``?host=``/``?port=``). A percent-encode
 credentials, a port outside 1-65535, a query parameter the driver does not take;
 :func:`connect_arg_issues` likewise for ``connect_args`` keys.
 
-The per-driver facts (which query parameters a driver takes, which of them are connection
-parts) are the tables below; they are meant to move to per-dialect modules.
+The per-driver facts (which query parameters and connect_args a driver takes, which of them
+are connection parts) are tables of the modules of :mod:`dbconf.dialects`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,19 @@ from urllib.parse import unquote
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
+from dbconf.dialects import DIALECTS
+from dbconf.dialects.mysql import PYMYSQL_KEYWORDS
+from dbconf.dialects.postgresql import LIBPQ_KEYWORDS
+from dbconf.dialects.sqlite import PYSQLITE_KEYWORDS
 from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY
 
 __all__ = [
+    "CONNECT_ARGS",
     "DEFAULT_DRIVERS",
+    "LIBPQ_KEYWORDS",
+    "PYMYSQL_KEYWORDS",
+    "PYSQLITE_KEYWORDS",
     "QUERY_KEYS",
     "combine",
     "connect_arg_issues",
@@ -39,151 +47,14 @@ __all__ = [
 ]
 
 
-# A URL without a driver gets the driver dbconf ships and tests (SQLAlchemy's own default
-# differs between versions: psycopg 3 on 2.1); "postgres://" is Heroku's spelling.
-DEFAULT_DRIVERS = {
-    "postgres": "postgresql+psycopg2",
-    "postgresql": "postgresql+psycopg2",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mariadb+pymysql",
-}
+# A URL without a driver gets the driver dbconf ships and tests (the dialects' tables).
+DEFAULT_DRIVERS = {k: v for d in DIALECTS for k, v in d.default_drivers.items()}
 
-# --- per-driver facts ----------------------------------------------------------------------
-
-# libpq 17's connection keywords (psycopg2 and psycopg pass the query through to libpq, which
-# rejects any other keyword at connect).
-LIBPQ_KEYWORDS = frozenset(
-    [
-        "host",
-        "hostaddr",
-        "port",
-        "dbname",
-        "user",
-        "password",
-        "passfile",
-        "require_auth",
-        "channel_binding",
-        "connect_timeout",
-        "client_encoding",
-        "options",
-        "application_name",
-        "fallback_application_name",
-        "keepalives",
-        "keepalives_idle",
-        "keepalives_interval",
-        "keepalives_count",
-        "tcp_user_timeout",
-        "replication",
-        "gssencmode",
-        "sslmode",
-        "requiressl",
-        "sslnegotiation",
-        "sslcompression",
-        "sslcert",
-        "sslkey",
-        "sslpassword",
-        "sslcertmode",
-        "sslrootcert",
-        "sslcrl",
-        "sslcrldir",
-        "sslsni",
-        "requirepeer",
-        "ssl_min_protocol_version",
-        "ssl_max_protocol_version",
-        "krbsrvname",
-        "gsslib",
-        "gssdelegation",
-        "service",
-        "target_session_attrs",
-        "load_balance_hosts",
-    ]
-)
-# pymysql.connect()'s keyword arguments that a string can carry, plus the ssl_* keys that
-# SQLAlchemy's MySQL dialect folds into ssl={...}.
-PYMYSQL_KEYWORDS = frozenset(
-    [
-        "user",
-        "password",
-        "host",
-        "database",
-        "unix_socket",
-        "port",
-        "charset",
-        "collation",
-        "sql_mode",
-        "read_default_file",
-        "use_unicode",
-        "client_flag",
-        "init_command",
-        "connect_timeout",
-        "read_default_group",
-        "autocommit",
-        "local_infile",
-        "max_allowed_packet",
-        "defer_connect",
-        "read_timeout",
-        "write_timeout",
-        "bind_address",
-        "binary_prefix",
-        "program_name",
-        "server_public_key",
-        "ssl_ca",
-        "ssl_cert",
-        "ssl_disabled",
-        "ssl_key",
-        "ssl_key_password",
-        "ssl_verify_cert",
-        "ssl_verify_identity",
-        "compress",
-        "named_pipe",
-        "passwd",
-        "db",
-        "ssl_capath",
-        "ssl_cipher",
-        "ssl_check_hostname",
-    ]
-)
-# sqlite3.connect() arguments SQLAlchemy's pysqlite dialect reads from the query, and the
-# SQLite URI parameters it passes on with ?uri=true.
-PYSQLITE_KEYWORDS = frozenset(
-    [
-        "uri",
-        "timeout",
-        "isolation_level",
-        "detect_types",
-        "check_same_thread",
-        "cached_statements",
-        "mode",
-        "cache",
-        "immutable",
-        "nolock",
-        "psow",
-        "vfs",
-        "modeof",
-    ]
-)
-QUERY_KEYS: dict[str, frozenset[str]] = {
-    "psycopg2": LIBPQ_KEYWORDS,
-    "psycopg": LIBPQ_KEYWORDS,
-    "pymysql": PYMYSQL_KEYWORDS,
-    "pysqlite": PYSQLITE_KEYWORDS,
-}
-# connect_args a driver takes beyond its query keywords (Python objects, aliases).
-CONNECT_ARGS: dict[str, frozenset[str]] = {
-    "psycopg2": LIBPQ_KEYWORDS | {"connection_factory", "cursor_factory", "async", "async_"},
-    "pymysql": (PYMYSQL_KEYWORDS - {"ssl_capath", "ssl_cipher", "ssl_check_hostname"})
-    | {"conv", "cursorclass", "ssl", "auth_plugin_map"},
-}
-# Query parameters that name a connection part, and the URL field they mean.
-_LIBPQ_PARTS = {"user": "username", "password": "password", "dbname": "database"}
-_LIBPQ_PARTS |= {"host": "host", "hostaddr": "host", "port": "port"}
-_PYMYSQL_PARTS = {"user": "username", "password": "password", "passwd": "password"}
-_PYMYSQL_PARTS |= {"database": "database", "db": "database", "host": "host", "port": "port"}
-QUERY_PARTS: dict[str, dict[str, str]] = {
-    "psycopg2": _LIBPQ_PARTS,
-    "psycopg": _LIBPQ_PARTS,
-    "pymysql": _PYMYSQL_PARTS,
-}
+# Per driver, from its dialect: the URL query parameters it takes, the connect_args it takes
+# (a driver not listed is not checked), and the query parameters that name a URL part.
+QUERY_KEYS = {k: v for d in DIALECTS for k, v in d.query_keys.items()}
+CONNECT_ARGS = {k: v for d in DIALECTS for k, v in d.connect_args.items()}
+QUERY_PARTS = {k: v for d in DIALECTS for k, v in d.query_parts.items()}
 # Parts moved from the query into the URL's fields; host and port stay in the query (SQLAlchemy
 # reads libpq's multi-host ?host=a:1&host=b:2 from there) unless an explicit part replaces them.
 _LIFTED = ("username", "password", "database")

@@ -1,0 +1,137 @@
+"""What every dialect module provides, and the registry :func:`dialect_for`.
+
+A :class:`Dialect` is everything dbconf knows about one family of backends: its drivers and the
+extra of pyproject.toml that installs each, the drivers whose timeouts dbconf translates, the
+default port, the per-connection setup, the error codes it classifies and the server-limit
+query. The modules of this package import only SQLAlchemy and each other (never the config
+models or any layer above): they read a database's settings through the small protocols
+below, which :class:`dbconf.config.DatabaseConfig` satisfies. Adding a driver means editing the
+one module of its dialect.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+__all__ = [
+    "TIMEOUT_KEYS",
+    "Dialect",
+    "Settings",
+    "Timeouts",
+    "dialect_for",
+    "ms",
+    "register",
+    "whole_seconds",
+]
+
+
+TIMEOUT_KEYS = ("connect", "statement", "lock", "idle_in_transaction")
+
+
+class Timeouts(Protocol):
+    @property
+    def connect(self) -> float | None: ...
+    @property
+    def statement(self) -> float | None: ...
+    @property
+    def lock(self) -> float | None: ...
+    @property
+    def idle_in_transaction(self) -> float | None: ...
+
+
+class Settings(Protocol):
+    """The part of a database's configuration the dialects read."""
+
+    @property
+    def timeouts(self) -> Timeouts: ...
+    @property
+    def application_name(self) -> str | None: ...
+    @property
+    def sqlite(self) -> Any: ...
+    @property
+    def disconnect_sqlstates(self) -> Sequence[str] | None: ...
+    @property
+    def pool(self) -> Any: ...
+    @property
+    def is_sqlite_memory(self) -> bool: ...
+
+
+def ms(seconds: float) -> int:
+    """Seconds to whole milliseconds, rounded up (1e-6 guards float noise: 0.1 s → 100 ms)."""
+    return math.ceil(round(seconds * 1000, 6))
+
+
+def whole_seconds(seconds: float) -> int:
+    return math.ceil(round(seconds, 6))
+
+
+def _no_setup(engine: sa.Engine, cfg: Settings) -> None:
+    return None
+
+
+def _nothing(cfg: Settings) -> dict[str, Any]:
+    return {}
+
+
+def _pre_ping(cfg: Settings) -> dict[str, Any]:
+    return {"pool_pre_ping": True}
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """One family of backends (``backends``: the SQLAlchemy backend names it covers)."""
+
+    name: str
+    backends: tuple[str, ...]
+    # driver → the pyproject extra that installs it (None: dbconf ships no extra for it)
+    drivers: Mapping[str, str | None]
+    # the drivers dbconf translates timeouts/application_name for
+    translated_drivers: frozenset[str]
+    # driver arguments (connect_args) for the translated settings
+    driver_args: Callable[[Settings], dict[str, Any]]
+    # engine pool arguments dbconf sets when the user does not (a server: pre_ping on)
+    pool_defaults: Callable[[Settings], dict[str, Any]] = _pre_ping
+    # driver arguments dbconf sets unless the user gives them in connect_args
+    connect_defaults: Callable[[Settings], dict[str, Any]] = _nothing
+    default_port: int | None = None
+    # setup of a new engine (SET SESSION, pragmas, BEGIN, disconnect SQLSTATEs)
+    setup: Callable[[sa.Engine, Settings], None] = _no_setup
+    # (max_connections, reserved) read through a connection; None: no server limit
+    server_limit: Callable[[sa.Connection], tuple[int, int]] | None = None
+    # a URL scheme without a driver → the backend+driver dbconf uses for it
+    default_drivers: Mapping[str, str] = field(default_factory=dict)
+    # per driver: the URL query parameters it takes, the connect_args it takes (a driver not
+    # listed is not checked), the query parameters that name a URL part (→ the URL field)
+    query_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    connect_args: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    query_parts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    @property
+    def known_drivers(self) -> tuple[str, ...]:
+        """Every ``backend[+driver]`` spelling of the drivers dbconf knows."""
+        return tuple(
+            name
+            for backend in self.backends
+            for name in (backend, *(f"{backend}+{d}" for d in self.drivers))
+        )
+
+
+# Filled by the dialect modules as dbconf/dialects/__init__.py imports them (a package's
+# __init__ runs before any import of its modules completes, so users see it full).
+_REGISTRY: dict[str, Dialect] = {}
+
+
+def register(dialect: Dialect) -> Dialect:
+    for backend in dialect.backends:
+        _REGISTRY[backend] = dialect
+    return dialect
+
+
+def dialect_for(backend: str) -> Dialect | None:
+    """The dialect of a SQLAlchemy backend name (``"mariadb"`` → the MySQL dialect), or None."""
+    return _REGISTRY.get(backend)

@@ -1,0 +1,173 @@
+"""MariaDB and MySQL: PyMySQL.
+
+Timeouts: ``connect`` → ``connect_timeout`` (``0`` → ``None``, no connect timeout); on each new
+connection a ``SET SESSION`` chosen by the server's version string: ``max_statement_time``
+(MariaDB, seconds) or ``max_execution_time`` (MySQL, ms, SELECT only),
+``innodb_lock_wait_timeout``, ``idle_transaction_timeout`` (MariaDB); ``application_name`` →
+PyMySQL's ``program_name`` (a connection attribute).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from dbconf.dialects.base import Dialect, Settings, Timeouts, ms, register, whole_seconds
+
+__all__ = [
+    "CONNECT_ERRORS",
+    "PYMYSQL_KEYWORDS",
+    "RETRY",
+    "STATEMENT_TIMEOUT",
+    "VARIABLES",
+    "dialect",
+    "hide_statement_excerpt",
+    "session_sql",
+]
+
+# timeouts key → the session variables it may become (to find one also set in init_command)
+VARIABLES = {
+    "statement": ("max_statement_time", "max_execution_time"),
+    "lock": ("innodb_lock_wait_timeout",),
+    "idle_in_transaction": ("idle_transaction_timeout",),
+}
+# error numbers: worth retrying the whole transaction, and a statement timeout
+RETRY = {1213: "deadlock", 1020: "serialization failure"}
+STATEMENT_TIMEOUT = frozenset({1969, 3024})
+# error numbers of a failure to connect, by what the user should check
+CONNECT_ERRORS = {
+    1044: "credentials",  # access denied to the database
+    1045: "credentials",  # access denied (password)
+    1049: "database",  # unknown database
+    2003: "unreachable",  # can't connect
+    2005: "unreachable",  # unknown host
+    2006: "unreachable",  # server has gone away
+    2013: "unreachable",  # lost connection during the handshake
+}
+_NEAR = re.compile(r"near '.*' at line (\d+)", re.DOTALL)
+
+
+def hide_statement_excerpt(message: str) -> str:
+    """A syntax error's ``near '…'`` excerpt (the statement with PyMySQL's interpolated
+    values) becomes ``near '***'``."""
+    return _NEAR.sub(r"near '***' at line \1", message)
+
+
+# pymysql.connect()'s keyword arguments that a string can carry, plus the ssl_* keys that
+# SQLAlchemy's MySQL dialect folds into ssl={...}.
+PYMYSQL_KEYWORDS = frozenset(
+    [
+        "user",
+        "password",
+        "host",
+        "database",
+        "unix_socket",
+        "port",
+        "charset",
+        "collation",
+        "sql_mode",
+        "read_default_file",
+        "use_unicode",
+        "client_flag",
+        "init_command",
+        "connect_timeout",
+        "read_default_group",
+        "autocommit",
+        "local_infile",
+        "max_allowed_packet",
+        "defer_connect",
+        "read_timeout",
+        "write_timeout",
+        "bind_address",
+        "binary_prefix",
+        "program_name",
+        "server_public_key",
+        "ssl_ca",
+        "ssl_cert",
+        "ssl_disabled",
+        "ssl_key",
+        "ssl_key_password",
+        "ssl_verify_cert",
+        "ssl_verify_identity",
+        "compress",
+        "named_pipe",
+        "passwd",
+        "db",
+        "ssl_capath",
+        "ssl_cipher",
+        "ssl_check_hostname",
+    ]
+)
+PYMYSQL_PARTS = {"user": "username", "password": "password", "passwd": "password"}
+PYMYSQL_PARTS |= {"database": "database", "db": "database", "host": "host", "port": "port"}
+
+
+def driver_args(cfg: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if cfg.timeouts.connect is not None:
+        out["connect_timeout"] = whole_seconds(cfg.timeouts.connect) or None
+    if cfg.application_name is not None:
+        out["program_name"] = cfg.application_name
+    return out
+
+
+def session_sql(server_version: str, t: Timeouts) -> str | None:
+    """The ``SET SESSION`` statement for the timeouts, chosen by the server's version string."""
+    mariadb = "mariadb" in server_version.lower()
+    assigns: list[str] = []
+    if t.statement is not None:
+        if mariadb:
+            assigns.append(f"max_statement_time = {round(t.statement, 6)!r}")
+        else:
+            assigns.append(f"max_execution_time = {ms(t.statement)}")
+    if t.lock is not None:
+        assigns.append(f"innodb_lock_wait_timeout = {whole_seconds(t.lock)}")
+    if t.idle_in_transaction is not None:
+        assigns.append(f"idle_transaction_timeout = {whole_seconds(t.idle_in_transaction)}")
+    return f"SET SESSION {', '.join(assigns)}" if assigns else None
+
+
+def setup(engine: sa.Engine, cfg: Settings) -> None:
+    t = cfg.timeouts
+    if t.statement is None and t.lock is None and t.idle_in_transaction is None:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _set_session(dbapi_connection: Any, _record: Any) -> None:
+        sql = session_sql(str(dbapi_connection.get_server_info()), t)
+        if sql:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(sql)
+            finally:
+                cursor.close()
+
+
+def server_limit(conn: sa.Connection) -> tuple[int, int]:
+    value = conn.execute(sa.text("SELECT @@max_connections")).scalar_one()
+    return int(value), 0
+
+
+dialect = register(
+    Dialect(
+        name="mysql",
+        backends=("mysql", "mariadb"),
+        drivers={"pymysql": "mysql"},
+        default_drivers={"mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"},
+        translated_drivers=frozenset({"pymysql"}),
+        driver_args=driver_args,
+        default_port=3306,
+        setup=setup,
+        server_limit=server_limit,
+        query_keys={"pymysql": PYMYSQL_KEYWORDS},
+        # the keywords minus the ssl_* keys SQLAlchemy folds into ssl={...}, plus Python objects
+        connect_args={
+            "pymysql": (PYMYSQL_KEYWORDS - {"ssl_capath", "ssl_cipher", "ssl_check_hostname"})
+            | {"conv", "cursorclass", "ssl", "auth_plugin_map"}
+        },
+        query_parts={"pymysql": PYMYSQL_PARTS},
+    )
+)

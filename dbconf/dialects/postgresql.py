@@ -1,0 +1,189 @@
+"""PostgreSQL: psycopg2 (the driver dbconf ships) and psycopg 3.
+
+Timeouts: ``connect`` → ``connect_timeout`` (whole seconds, rounded up); ``statement``/``lock``/
+``idle_in_transaction`` → ``-c statement_timeout``, ``-c lock_timeout``,
+``-c idle_in_transaction_session_timeout`` in libpq's ``options`` (ms, rounded up);
+``application_name`` → ``application_name``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from dbconf.dialects.base import Dialect, Settings, ms, register, whole_seconds
+
+__all__ = [
+    "CONNECT_ERRORS",
+    "GUCS",
+    "LIBPQ_KEYWORDS",
+    "RETRY",
+    "STATEMENT_TIMEOUT",
+    "dialect",
+    "pg_option_names",
+]
+
+# timeouts key → the server setting (GUC) it becomes in libpq's options
+GUCS = {
+    "statement": "statement_timeout",
+    "lock": "lock_timeout",
+    "idle_in_transaction": "idle_in_transaction_session_timeout",
+}
+# SQLSTATEs: worth retrying the whole transaction, and a statement timeout
+RETRY = {"40001": "serialization failure", "40P01": "deadlock"}
+STATEMENT_TIMEOUT = "57014"
+# a failure to connect has no SQLSTATE (no session yet): its message, by what to check
+CONNECT_ERRORS = (
+    (
+        re.compile(
+            r"password authentication failed|no password supplied|authentication failed"
+            r"|no pg_hba\.conf entry|role \".*\" does not exist"
+        ),
+        "credentials",
+    ),
+    (re.compile(r"database \".*\" does not exist"), "database"),
+    (
+        re.compile(
+            r"connection refused|could not connect|could not translate host name|timeout "
+            r"expired|no route to host|network is unreachable|server closed the connection",
+            re.IGNORECASE,
+        ),
+        "unreachable",
+    ),
+)
+
+
+# libpq 17's connection keywords (psycopg2 and psycopg pass the query through to libpq, which
+# rejects any other keyword at connect).
+LIBPQ_KEYWORDS = frozenset(
+    [
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "passfile",
+        "require_auth",
+        "channel_binding",
+        "connect_timeout",
+        "client_encoding",
+        "options",
+        "application_name",
+        "fallback_application_name",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "replication",
+        "gssencmode",
+        "sslmode",
+        "requiressl",
+        "sslnegotiation",
+        "sslcompression",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslcertmode",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "sslsni",
+        "requirepeer",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "krbsrvname",
+        "gsslib",
+        "gssdelegation",
+        "service",
+        "target_session_attrs",
+        "load_balance_hosts",
+    ]
+)
+# Query parameters that name a connection part, and the URL field they mean.
+LIBPQ_PARTS = {"user": "username", "password": "password", "dbname": "database"}
+LIBPQ_PARTS |= {"host": "host", "hostaddr": "host", "port": "port"}
+
+
+def pg_option_names(options: str) -> list[str]:
+    """The settings a libpq ``options`` string sets, as the server reads them: ``-c name=v``,
+    ``-cname=v`` and ``--name=v``, names case-insensitive with dashes for underscores."""
+    tokens = re.split(r"(?<!\\)\s+", options.strip())
+    names = []
+    for i, part in enumerate(tokens):
+        if part == "-c" and i + 1 < len(tokens):
+            body = tokens[i + 1]
+        elif part.startswith(("-c", "--")):
+            body = part[2:]
+        else:
+            continue
+        if body:
+            names.append(body.split("=", 1)[0].replace("-", "_").lower())
+    return names
+
+
+def driver_args(cfg: Settings) -> dict[str, Any]:
+    t = cfg.timeouts
+    out: dict[str, Any] = {}
+    if t.connect is not None:
+        out["connect_timeout"] = whole_seconds(t.connect)
+    if cfg.application_name is not None:
+        out["application_name"] = cfg.application_name
+    values = {key: getattr(t, key) for key in GUCS}
+    options = " ".join(f"-c {GUCS[k]}={ms(v)}" for k, v in values.items() if v is not None)
+    if options:
+        out["options"] = options
+    return out
+
+
+def setup(engine: sa.Engine, cfg: Settings) -> None:
+    """``disconnect_sqlstates``: errors with these SQLSTATEs count as disconnects."""
+    if not cfg.disconnect_sqlstates:
+        return
+    states = frozenset(cfg.disconnect_sqlstates)
+
+    @event.listens_for(engine, "handle_error")
+    def _classify(context: sa.engine.ExceptionContext) -> None:
+        orig = context.original_exception
+        code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+        if code in states:
+            context.is_disconnect = True
+
+
+def server_limit(conn: sa.Connection) -> tuple[int, int]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
+        )
+    ).all()
+    settings = {str(name): int(value) for name, value in rows}
+    reserved = settings.get("superuser_reserved_connections", 0)
+    reserved += settings.get("reserved_connections", 0)
+    return settings["max_connections"], reserved
+
+
+dialect = register(
+    Dialect(
+        name="postgresql",
+        backends=("postgresql",),
+        drivers={"psycopg2": "postgresql", "psycopg": None},
+        # SQLAlchemy's own default differs between versions (psycopg 3 on 2.1); "postgres://"
+        # is Heroku's spelling
+        default_drivers={"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"},
+        translated_drivers=frozenset({"psycopg2", "psycopg", "psycopg2cffi"}),
+        driver_args=driver_args,
+        default_port=5432,
+        setup=setup,
+        server_limit=server_limit,
+        query_keys={"psycopg2": LIBPQ_KEYWORDS, "psycopg": LIBPQ_KEYWORDS},
+        connect_args={
+            "psycopg2": LIBPQ_KEYWORDS | {"connection_factory", "cursor_factory", "async", "async_"}
+        },
+        query_parts={"psycopg2": LIBPQ_PARTS, "psycopg": LIBPQ_PARTS},
+    )
+)
