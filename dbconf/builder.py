@@ -31,7 +31,6 @@ from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, Stat
 from dbconf.config import DatabaseConfig, SessionConfig, reveal
 from dbconf.conflicts import conflicts, given
 from dbconf.dialects import dialect_for
-from dbconf.dialects.mysql import session_sql as mysql_session_sql
 from dbconf.errors import ConfigError, Problem
 from dbconf.forking import register_engine
 from dbconf.leaks import install as install_leak_detection
@@ -44,7 +43,6 @@ __all__ = [
     "build_sessionmaker",
     "describe_pool",
     "engine_kwargs",
-    "mysql_session_sql",
 ]
 
 POOL_CLASSES: dict[str, type[Pool]] = {

@@ -18,7 +18,7 @@ from dbconf.errors import Problem
 if TYPE_CHECKING:
     from dbconf.config import DatabaseConfig
 
-__all__ = ["conflicts", "given", "pg_option_names"]
+__all__ = ["conflicts", "given"]
 
 
 def _conflict(key: str, arg: str) -> Problem:

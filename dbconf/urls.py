@@ -27,18 +27,12 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
 from dbconf.dialects import DIALECTS
-from dbconf.dialects.mysql import PYMYSQL_KEYWORDS
-from dbconf.dialects.postgresql import LIBPQ_KEYWORDS
-from dbconf.dialects.sqlite import PYSQLITE_KEYWORDS
 from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY
 
 __all__ = [
     "CONNECT_ARGS",
     "DEFAULT_DRIVERS",
-    "LIBPQ_KEYWORDS",
-    "PYMYSQL_KEYWORDS",
-    "PYSQLITE_KEYWORDS",
     "QUERY_KEYS",
     "combine",
     "connect_arg_issues",

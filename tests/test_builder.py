@@ -15,14 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
 
-from dbconf.builder import (
-    build_engine,
-    build_sessionmaker,
-    engine_kwargs,
-    mysql_session_sql,
-)
+from dbconf.builder import build_engine, build_sessionmaker, engine_kwargs
 from dbconf.config import DatabaseConfig, SessionConfig, TimeoutsConfig
-from dbconf.conflicts import pg_option_names
+from dbconf.dialects.mysql import session_sql as mysql_session_sql
+from dbconf.dialects.postgresql import pg_option_names
 from dbconf.errors import ConfigError
 from dbconf.registry import Registry
 

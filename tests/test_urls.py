@@ -248,7 +248,7 @@ def test_query_keys_of_another_driver_are_not_checked() -> None:
 
 
 def test_every_libpq_keyword_is_one_the_installed_libpq_takes() -> None:
-    from dbconf.urls import LIBPQ_KEYWORDS
+    from dbconf.dialects.postgresql import LIBPQ_KEYWORDS
 
     for key in LIBPQ_KEYWORDS:
         psycopg2.extensions.parse_dsn(f"{key}=1")  # raises for a keyword libpq does not know
@@ -257,7 +257,7 @@ def test_every_libpq_keyword_is_one_the_installed_libpq_takes() -> None:
 
 
 def test_every_pymysql_keyword_is_a_connect_argument_or_read_by_sqlalchemy() -> None:
-    from dbconf.urls import PYMYSQL_KEYWORDS
+    from dbconf.dialects.mysql import PYMYSQL_KEYWORDS
 
     params = set(inspect.signature(pymysql.connections.Connection.__init__).parameters)
     sqlalchemy_ssl = {"ssl_capath", "ssl_cipher", "ssl_check_hostname"}  # folded into ssl={}
@@ -267,7 +267,7 @@ def test_every_pymysql_keyword_is_a_connect_argument_or_read_by_sqlalchemy() -> 
 
 
 def test_pysqlite_keywords_are_read_by_sqlalchemy(config: Path) -> None:
-    from dbconf.urls import PYSQLITE_KEYWORDS
+    from dbconf.dialects.sqlite import PYSQLITE_KEYWORDS
 
     keys = "uri=true&timeout=3&check_same_thread=false&cached_statements=10&mode=ro&cache=shared"
     loaded = load(config, url=f"sqlite:///x.db?{keys}&detect_types=0&isolation_level=DEFERRED")
