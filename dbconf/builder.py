@@ -22,7 +22,7 @@ silent override (found by :mod:`dbconf.conflicts`). ``-c`` options are appended 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,8 +37,12 @@ from dbconf.leaks import install as install_leak_detection
 from dbconf.leaks import pool_class_kwargs
 from dbconf.resilience import install_error_types
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 __all__ = [
     "POOL_CLASSES",
+    "build_async_engine",
     "build_engine",
     "build_sessionmaker",
     "describe_pool",
@@ -53,8 +57,15 @@ POOL_CLASSES: dict[str, type[Pool]] = {
 }
 
 
-def _unsupported(cfg: DatabaseConfig, keys: list[str], drivers: frozenset[str]) -> ConfigError:
-    driver = cfg.sqlalchemy_url.get_driver_name()
+def _driver(cfg: DatabaseConfig, use_async: bool) -> str:
+    """The driver an engine of ``cfg`` uses: the sync one, or the async one."""
+    url = cfg.async_url if use_async else cfg.sqlalchemy_url
+    return url.get_driver_name() if url is not None else ""
+
+
+def _unsupported(cfg: DatabaseConfig, keys: list[str], driver: str) -> ConfigError:
+    dialect = dialect_for(cfg.backend)
+    drivers = dialect.translated_drivers if dialect is not None else frozenset()
     return ConfigError(
         [
             Problem(
@@ -75,20 +86,21 @@ def _translated(cfg: DatabaseConfig) -> list[str]:
     return keys
 
 
-def _driver_args(cfg: DatabaseConfig) -> dict[str, Any]:
+def _driver_args(cfg: DatabaseConfig, use_async: bool) -> dict[str, Any]:
     """connect_args for the translated settings (SET statements are done on connect)."""
     keys = _translated(cfg)
     dialect = dialect_for(cfg.backend)
     if not keys or dialect is None:
         return {}
-    if cfg.sqlalchemy_url.get_driver_name() not in dialect.translated_drivers:
-        raise _unsupported(cfg, keys, dialect.translated_drivers)
+    driver = _driver(cfg, use_async)
+    if driver not in dialect.translated_drivers:
+        raise _unsupported(cfg, keys, driver)
     return dialect.driver_args(cfg)
 
 
-def _connect_args(cfg: DatabaseConfig) -> dict[str, Any]:
+def _connect_args(cfg: DatabaseConfig, use_async: bool) -> dict[str, Any]:
     user = reveal(cfg.connect_args or {})
-    ours = _driver_args(cfg)
+    ours = _driver_args(cfg, use_async)
     problems = conflicts(cfg, ours)
     if problems:
         raise ConfigError(problems)
@@ -119,8 +131,9 @@ def _pool_kwargs(cfg: DatabaseConfig) -> dict[str, Any]:
     return out
 
 
-def engine_kwargs(cfg: DatabaseConfig) -> dict[str, Any]:
-    """The keyword arguments for ``create_engine(cfg.sqlalchemy_url, **kwargs)``.
+def engine_kwargs(cfg: DatabaseConfig, *, use_async: bool = False) -> dict[str, Any]:
+    """The keyword arguments for ``create_engine(cfg.sqlalchemy_url, **kwargs)`` (with
+    ``use_async``: for ``create_async_engine(cfg.async_url, **kwargs)``).
 
     Raises :class:`ConfigError` (paths relative to the database) for a translated setting the
     driver cannot take or that is also given as a raw driver argument.
@@ -133,7 +146,7 @@ def engine_kwargs(cfg: DatabaseConfig) -> dict[str, Any]:
     if cfg.execution_options:
         kwargs["execution_options"] = dict(cfg.execution_options)
     kwargs.update(_pool_kwargs(cfg))
-    connect_args = _connect_args(cfg)
+    connect_args = _connect_args(cfg, use_async)
     if connect_args:
         kwargs["connect_args"] = connect_args
     return kwargs
@@ -149,6 +162,36 @@ def build_engine(name: str, cfg: DatabaseConfig) -> sa.Engine:
     install_error_types(engine, name, cfg)  # DisconnectError, StatementTimeoutError (resilience)
     install_leak_detection(engine, name, cfg)  # pool naming, leak_detection (dbconf/leaks.py)
     register_engine(engine)  # fresh pool in forked children (dbconf/forking.py)
+    return engine
+
+
+def build_async_engine(name: str, cfg: DatabaseConfig) -> AsyncEngine:
+    """Create the async engine of database ``name`` on ``cfg.async_url``: the same pool,
+    timeouts, typed errors, leak detection and fork safety as :func:`build_engine`, installed
+    on its ``sync_engine`` (no connection is made until first use)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = cfg.async_url
+    if url is None:
+        raise ConfigError(
+            [
+                Problem(
+                    "",
+                    "async_driver",
+                    f"dbconf knows no async driver for {cfg.backend}; set async_driver to the "
+                    "name of one SQLAlchemy supports",
+                )
+            ]
+        )
+    kwargs = {**engine_kwargs(cfg, use_async=True), **pool_class_kwargs(cfg, use_async=True)}
+    engine = create_async_engine(url, **kwargs)
+    sync = engine.sync_engine
+    dialect = dialect_for(cfg.backend)
+    if dialect is not None:
+        dialect.setup(sync, cfg)
+    install_error_types(sync, name, cfg)
+    install_leak_detection(sync, name, cfg)
+    register_engine(sync)
     return engine
 
 

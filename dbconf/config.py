@@ -32,7 +32,7 @@ from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY, issues_error, shown_value
-from dbconf.urls import combine, connect_arg_issues, mask_url, parse_url
+from dbconf.urls import combine, connect_arg_issues, mask_url, parse_url, split_async
 
 __all__ = [
     "DatabaseConfig",
@@ -210,6 +210,7 @@ class DatabaseConfig(_Model):
 
     url: SecretStr | None = None
     driver: str | None = None
+    async_driver: str | None = None
     host: str | None = None
     port: int | None = Field(None, ge=1, le=65535)
     username: str | None = None
@@ -237,6 +238,7 @@ class DatabaseConfig(_Model):
     sessions: dict[str, SessionConfig] = Field(default_factory=dict)
 
     _url: URL = PrivateAttr()
+    _async_url: URL | None = PrivateAttr(None)
 
     @field_validator("driver")
     @classmethod
@@ -290,7 +292,9 @@ class DatabaseConfig(_Model):
         password = self.password.get_secret_value() if self.password else None
         parts: dict[str, Any] = {"username": self.username, "password": password}
         parts |= {"host": self.host, "port": self.port, "database": self.database}
-        self._url, issues = combine(base, self.driver, parts, reveal(self.query))
+        url, issues = combine(base, self.driver, parts, reveal(self.query))
+        self._url, self._async_url, more = split_async(url, self.async_driver)
+        issues += more
         issues += connect_arg_issues(self._url, self.connect_args or {})
         issues += check_pool(self) + check_dialect_options(self)
         if issues:
@@ -301,6 +305,12 @@ class DatabaseConfig(_Model):
     def sqlalchemy_url(self) -> URL:
         """The URL to connect to, password included (render it with ``hide_password``)."""
         return self._url
+
+    @property
+    def async_url(self) -> URL | None:
+        """The same location with the async driver (``async_driver``, an async driver in the
+        URL, or the dialect's default); None when dbconf knows no async driver for it."""
+        return self._async_url
 
     @property
     def backend(self) -> str:

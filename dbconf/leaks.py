@@ -300,8 +300,10 @@ class QueuePool(sa_pool.QueuePool):
         return pool
 
 
-def pool_class_kwargs(cfg: DatabaseConfig) -> dict[str, Any]:
+def pool_class_kwargs(cfg: DatabaseConfig, *, use_async: bool = False) -> dict[str, Any]:
     """``{"poolclass": QueuePool}`` where SQLAlchemy would use its QueuePool, else ``{}``."""
+    if use_async:
+        return {}  # TODO(async pool): an AsyncAdaptedQueuePool raising PoolExhaustedError
     if cfg.pool.class_ == "queue":
         return {"poolclass": QueuePool}
     if cfg.pool.class_ is None and not cfg.is_sqlite_memory:

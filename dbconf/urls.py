@@ -26,7 +26,7 @@ from urllib.parse import unquote
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
-from dbconf.dialects import DIALECTS
+from dbconf.dialects import DIALECTS, dialect_for
 from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY
 
@@ -38,6 +38,7 @@ __all__ = [
     "connect_arg_issues",
     "mask_url",
     "parse_url",
+    "split_async",
 ]
 
 
@@ -130,6 +131,42 @@ def combine(
             merged.pop(key, None)
     url = url.set(**{**fields, **explicit}, query=merged)
     return url, issues + url_issues(url, explicit, where, hide_keys)
+
+
+def split_async(url: URL, async_driver: str | None) -> tuple[URL, URL | None, list[Issue]]:
+    """The sync and the async URL of one database location. A URL written with an async
+    driver (``postgresql+asyncpg://``) sets the async driver, and the sync URL gets the
+    dialect's default sync driver; otherwise the async URL uses ``async_driver`` or the
+    dialect's default async driver (None: dbconf knows none for this backend)."""
+    backend = url.get_backend_name()
+    dialect = dialect_for(backend)
+    if dialect is None:
+        return url, url.set(drivername=f"{backend}+{async_driver}") if async_driver else None, []
+    issues: list[Issue] = []
+    driver = url.drivername.partition("+")[2]
+    if driver and dialect.is_async(driver):
+        if async_driver is not None and async_driver != driver:
+            issues.append(
+                (
+                    "async_driver",
+                    f"the URL names the async driver {driver} and async_driver says "
+                    f"{async_driver}; give it in one place",
+                )
+            )
+        async_driver = driver
+        url = url.set(drivername=dialect.sync_drivername(backend))
+    elif async_driver is not None and not dialect.is_async(async_driver):
+        known = sorted(dialect.async_drivers)
+        issues.append(
+            (
+                "async_driver",
+                f"{async_driver!r} is not an async driver of {dialect.name}"
+                f"{did_you_mean(async_driver, known)}; use one of {', '.join(known)}",
+            )
+        )
+        async_driver = None
+    chosen = async_driver or dialect.default_async_driver
+    return url, url.set(drivername=f"{backend}+{chosen}") if chosen else None, issues
 
 
 def connect_arg_issues(url: URL, keys: Iterable[str]) -> list[Issue]:

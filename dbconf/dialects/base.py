@@ -88,7 +88,7 @@ class Dialect:
 
     name: str
     backends: tuple[str, ...]
-    # driver → the pyproject extra that installs it (None: dbconf ships no extra for it)
+    # sync driver → the pyproject extra that installs it (None: dbconf ships no extra for it)
     drivers: Mapping[str, str | None]
     # the drivers dbconf translates timeouts/application_name for
     translated_drivers: frozenset[str]
@@ -110,6 +110,19 @@ class Dialect:
     query_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
     connect_args: Mapping[str, frozenset[str]] = field(default_factory=dict)
     query_parts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # async driver → the pyproject extra that installs it (with SQLAlchemy's asyncio extra)
+    async_drivers: Mapping[str, str | None] = field(default_factory=dict)
+    # the async driver a database uses when neither its URL nor async_driver names one
+    default_async_driver: str | None = None
+
+    def is_async(self, driver: str) -> bool:
+        """Whether ``driver`` (a name without the backend) is one of this dialect's async
+        drivers."""
+        return driver in self.async_drivers
+
+    def sync_drivername(self, backend: str) -> str:
+        """``backend+driver`` of the sync driver dbconf uses when a URL names none."""
+        return self.default_drivers.get(backend, backend)
 
     @property
     def known_drivers(self) -> tuple[str, ...]:
@@ -117,7 +130,11 @@ class Dialect:
         return tuple(
             name
             for backend in self.backends
-            for name in (backend, *(f"{backend}+{d}" for d in self.drivers))
+            for name in (
+                backend,
+                *(f"{backend}+{d}" for d in self.drivers),
+                *(f"{backend}+{d}" for d in self.async_drivers),
+            )
         )
 
 

@@ -171,7 +171,9 @@ dialect = register(
     Dialect(
         name="postgresql",
         backends=("postgresql",),
-        drivers={"psycopg2": "postgresql", "psycopg": None},
+        drivers={"psycopg2": "postgresql", "psycopg": "psycopg"},
+        async_drivers={"asyncpg": "asyncpg", "psycopg_async": "psycopg"},
+        default_async_driver="asyncpg",
         # SQLAlchemy's own default differs between versions (psycopg 3 on 2.1); "postgres://"
         # is Heroku's spelling
         default_drivers={"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"},

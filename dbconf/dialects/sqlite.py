@@ -14,6 +14,7 @@ every statement onto SQLAlchemy's slower event path.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Any
 
@@ -110,8 +111,17 @@ def setup(engine: sa.Engine, cfg: Settings) -> None:
     # The driver's isolation_level is None only on AUTOCOMMIT connections: no BEGIN there.
     def _do_begin(dbapi_connection: Any) -> None:
         raw = dbapi_connection.dbapi_connection
-        if raw.isolation_level is not None and not raw.in_transaction:
-            raw.execute("BEGIN")
+        if raw.isolation_level is None:
+            return
+        if isinstance(raw, sqlite3.Connection):
+            if not raw.in_transaction:
+                raw.execute("BEGIN")
+        elif not raw.driver_connection.in_transaction:  # aiosqlite, through SQLAlchemy's adapter
+            cursor = raw.cursor()
+            try:
+                cursor.execute("BEGIN")
+            finally:
+                cursor.close()
 
     engine.dialect.do_begin = _do_begin  # type: ignore[method-assign]
 
@@ -138,6 +148,8 @@ dialect = register(
         name="sqlite",
         backends=("sqlite",),
         drivers={"pysqlite": None},
+        async_drivers={"aiosqlite": "aiosqlite"},
+        default_async_driver="aiosqlite",
         translated_drivers=frozenset({"pysqlite"}),
         driver_args=driver_args,
         pool_defaults=pool_defaults,
