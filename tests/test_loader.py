@@ -1048,7 +1048,8 @@ def test_unknown_keys_at_every_level_with_suggestions(write_config: WriteConfig)
             "(did you mean 'default_database'?); "
             "allowed here: extends, default_database, workers, databases",
             f"{path}:7:9 {pre}.databases.primary.hots: unknown key 'hots' (did you mean 'host'?); "
-            "allowed here: url, driver, async_driver, host, port, username, password, password_file, database, "
+            "allowed here: url, driver, async_driver, host, port, username, password, "
+            "password_file, database, "
             "query, echo, hide_parameters, isolation_level, application_name, connect_args, "
             "execution_options, pool, timeouts, sqlite, leak_detection, retry, "
             "disconnect_sqlstates, sessions",
