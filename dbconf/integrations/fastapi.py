@@ -3,22 +3,25 @@
 .. code-block:: python
 
     from fastapi import FastAPI
-    from dbconf.integrations.fastapi import SessionDep, lifespan
+    from dbconf.integrations.fastapi import AsyncSessionDep, SessionDep, lifespan
 
     dbs = dbconf.load("production")
     app = FastAPI(lifespan=lifespan(dbs))
-    PrimarySession = SessionDep(dbs["primary"])
+    PrimarySession = SessionDep(dbs["primary"])            # sync endpoints (threadpool)
+    PrimaryAsyncSession = AsyncSessionDep(dbs["primary"])  # async endpoints (asyncpg, …)
 
     @app.post("/items")
-    def create(session: PrimarySession) -> dict[str, str]: ...
+    async def create(session: PrimaryAsyncSession) -> dict[str, str]: ...
 
-``SessionDep`` is ``Annotated[Session, Depends(db.dependency(flavour), scope="function")]``:
-the session is committed when the endpoint returns and *before the response is sent* (so a
-failed commit is a 500, never a 200 for work that was lost), rolled back when it raises
-(``HTTPException`` included), and always closed. Writing ``Depends(db.dependency())`` by hand,
-pass ``scope="function"`` too (FastAPI ≥ 0.121.1): FastAPI's default runs the code after
-``yield`` once the response has gone out. With ``from __future__ import annotations``
-FastAPI resolves the alias by name in the module's globals, so define it at module level.
+``SessionDep`` is ``Annotated[Session, Depends(db.dependency(flavour), scope="function")]`` and
+``AsyncSessionDep`` is ``Annotated[AsyncSession, Depends(db.async_dependency(flavour),
+scope="function")]``: the session is committed when the endpoint returns and *before the
+response is sent* (so a failed commit is a 500, never a 200 for work that was lost), rolled
+back when it raises (``HTTPException`` included), and always closed. Writing
+``Depends(db.dependency())`` by hand, pass ``scope="function"`` too (FastAPI ≥ 0.121.1):
+FastAPI's default runs the code after ``yield`` once the response has gone out. With
+``from __future__ import annotations`` FastAPI resolves the alias by name in the module's
+globals, so define it at module level.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from dbconf.registry import Database, Registry
 
-__all__ = ["SessionDep", "lifespan"]
+__all__ = ["AsyncSessionDep", "SessionDep", "lifespan"]
 
 
 def SessionDep(db: Database, flavour: str = "default") -> Any:  # noqa: N802 (a type alias)
@@ -40,8 +44,14 @@ def SessionDep(db: Database, flavour: str = "default") -> Any:  # noqa: N802 (a 
     return Annotated[Session, Depends(db.dependency(flavour), scope="function")]
 
 
+def AsyncSessionDep(db: Database, flavour: str = "default") -> Any:  # noqa: N802 (a type alias)
+    """``Annotated[AsyncSession, Depends(db.async_dependency(flavour), scope="function")]``."""
+    return Annotated[AsyncSession, Depends(db.async_dependency(flavour), scope="function")]
+
+
 def lifespan(registry: Registry) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """A FastAPI ``lifespan`` that disposes every engine of ``registry`` at shutdown."""
+    """A FastAPI ``lifespan`` that disposes every engine of ``registry``, sync and async, at
+    shutdown. The registry stays usable (an app started again gets new pools)."""
 
     @asynccontextmanager
     async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
