@@ -2,12 +2,12 @@
 
 Both drivers get the same translation. Timeouts: ``connect`` → ``connect_timeout`` (``0`` →
 ``None``, no connect timeout); on each new connection a ``SET SESSION`` chosen by the server's
-version string: ``max_statement_time`` (MariaDB, seconds) or ``max_execution_time`` (MySQL, ms, SELECT only),
-``innodb_lock_wait_timeout``, ``idle_transaction_timeout`` (MariaDB); ``application_name`` →
-PyMySQL's/aiomysql's ``program_name`` (a connection attribute). With aiomysql the
-``SET SESSION`` runs in the same ``connect`` event, through SQLAlchemy's adapted connection
-(its cursor runs synchronously inside SQLAlchemy's greenlet). aiomysql's ``ssl`` is an
-``ssl.SSLContext`` (pass it in connect_args): the ``?ssl_*`` query keys are PyMySQL's only.
+version string: ``max_statement_time`` (MariaDB, seconds) or ``max_execution_time`` (MySQL, ms,
+SELECT only), ``innodb_lock_wait_timeout``, ``idle_transaction_timeout`` (MariaDB);
+``application_name`` → PyMySQL's/aiomysql's ``program_name`` (a connection attribute). With aiomysql
+the ``SET SESSION`` runs in the same ``connect`` event, through SQLAlchemy's adapted connection (its
+cursor runs synchronously inside SQLAlchemy's greenlet). aiomysql's ``ssl`` is an ``ssl.SSLContext``
+(pass it in connect_args): the ``?ssl_*`` query keys are PyMySQL's only.
 """
 
 from __future__ import annotations
