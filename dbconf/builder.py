@@ -31,11 +31,13 @@ from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, Stat
 from dbconf.config import DatabaseConfig, SessionConfig, reveal
 from dbconf.conflicts import conflicts, given
 from dbconf.dialects import dialect_for
+from dbconf.drivers import require_driver
 from dbconf.errors import ConfigError, Problem
 from dbconf.forking import register_engine
 from dbconf.leaks import install as install_leak_detection
 from dbconf.leaks import pool_class_kwargs
 from dbconf.resilience import install_error_types
+from dbconf.urls import driver_issues
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -63,16 +65,19 @@ def _driver(cfg: DatabaseConfig, use_async: bool) -> str:
     return url.get_driver_name() if url is not None else ""
 
 
-def _unsupported(cfg: DatabaseConfig, keys: list[str], driver: str) -> ConfigError:
+def _unsupported(cfg: DatabaseConfig, keys: list[str], driver: str, use_async: bool) -> ConfigError:
     dialect = dialect_for(cfg.backend)
-    drivers = dialect.translated_drivers if dialect is not None else frozenset()
+    if dialect is None:
+        drivers: list[str] = []
+    else:
+        drivers = sorted(dialect.async_driver_args if use_async else dialect.translated_drivers)
     return ConfigError(
         [
             Problem(
                 "",
                 keys[0],
                 f"dbconf translates {', '.join(keys)} for the "
-                f"{'/'.join(sorted(drivers))} driver of {cfg.backend}, not {driver}; "
+                f"{'/'.join(drivers)} driver of {cfg.backend}, not {driver}; "
                 "pass the driver's own options through connect_args instead",
             )
         ]
@@ -93,19 +98,27 @@ def _driver_args(cfg: DatabaseConfig, use_async: bool) -> dict[str, Any]:
     if not keys or dialect is None:
         return {}
     driver = _driver(cfg, use_async)
-    if driver not in dialect.translated_drivers:
-        raise _unsupported(cfg, keys, driver)
-    return dialect.driver_args(cfg)
+    translate = dialect.translation(driver)
+    if translate is None:
+        raise _unsupported(cfg, keys, driver, use_async)
+    return translate(cfg)
 
 
 def _connect_args(cfg: DatabaseConfig, use_async: bool) -> dict[str, Any]:
     user = reveal(cfg.connect_args or {})
+    if not cfg.names_driver(use_async):  # the implied side: checked now, not at load
+        url = cfg.async_url if use_async else cfg.sqlalchemy_url
+        issues = driver_issues(url, user, cfg.query or {}) if url is not None else []
+        if issues:
+            raise ConfigError([Problem("", at, message) for at, message in issues])
     ours = _driver_args(cfg, use_async)
     problems = conflicts(cfg, ours)
     if problems:
         raise ConfigError(problems)
     if "options" in ours:
         ours["options"] = " ".join([*given(cfg, "options")[:1], ours["options"]])
+    if "server_settings" in ours and isinstance(user.get("server_settings"), dict):
+        ours["server_settings"] = {**user["server_settings"], **ours["server_settings"]}
     dialect = dialect_for(cfg.backend)
     defaults = dialect.connect_defaults(cfg) if dialect is not None else {}
     return {**defaults, **user, **ours}
@@ -153,7 +166,9 @@ def engine_kwargs(cfg: DatabaseConfig, *, use_async: bool = False) -> dict[str, 
 
 
 def build_engine(name: str, cfg: DatabaseConfig) -> sa.Engine:
-    """Create the engine of database ``name`` (no connection is made until first use)."""
+    """Create the engine of database ``name`` (no connection is made until first use).
+    Raises :class:`ConfigError` naming the extra to install when the sync driver is missing."""
+    require_driver(cfg, use_async=False)
     kwargs = {**engine_kwargs(cfg), **pool_class_kwargs(cfg)}  # QueuePool → leaks.QueuePool
     engine = sa.create_engine(cfg.sqlalchemy_url, **kwargs)
     dialect = dialect_for(cfg.backend)
@@ -171,18 +186,9 @@ def build_async_engine(name: str, cfg: DatabaseConfig) -> AsyncEngine:
     on its ``sync_engine`` (no connection is made until first use)."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    require_driver(cfg, use_async=True)  # no async driver known, not installed, no greenlet
     url = cfg.async_url
-    if url is None:
-        raise ConfigError(
-            [
-                Problem(
-                    "",
-                    "async_driver",
-                    f"dbconf knows no async driver for {cfg.backend}; set async_driver to the "
-                    "name of one SQLAlchemy supports",
-                )
-            ]
-        )
+    assert url is not None  # require_driver raised otherwise
     kwargs = {**engine_kwargs(cfg, use_async=True), **pool_class_kwargs(cfg, use_async=True)}
     engine = create_async_engine(url, **kwargs)
     sync = engine.sync_engine

@@ -10,7 +10,8 @@ explicit ``host``/``port`` also drops a ``?host=``/``?port=``). A percent-encode
 
 :func:`url_issues` finds what would only fail at connect: a SQLite URL with a host, port or
 credentials, a port outside 1-65535, a query parameter the driver does not take;
-:func:`connect_arg_issues` likewise for ``connect_args`` keys.
+:func:`connect_arg_issues` likewise for ``connect_args`` keys; :func:`driver_issues` both, for
+the other side (sync/async) of a database than the one its URL names.
 
 The per-driver facts (which query parameters and connect_args a driver takes, which of them
 are connection parts) are tables of the modules of :mod:`dbconf.dialects`.
@@ -36,8 +37,10 @@ __all__ = [
     "QUERY_KEYS",
     "combine",
     "connect_arg_issues",
+    "driver_issues",
     "mask_url",
     "parse_url",
+    "query_issues",
     "split_async",
 ]
 
@@ -210,6 +213,12 @@ def url_issues(
             )
     if url.port is not None and not 1 <= url.port <= 65535:
         issues.append(("url", "the URL's port must be 1-65535"))  # a port: key is bounded
+    return issues + query_issues(url, where, hide_keys)
+
+
+def query_issues(url: URL, where: Mapping[str, str], hide_keys: bool) -> list[Issue]:
+    """URL query parameters ``url``'s driver does not take (``where``: key → "url"/"query")."""
+    issues: list[Issue] = []
     driver = driver_name(url)
     known = QUERY_KEYS.get(driver)
     if known is not None:
@@ -226,3 +235,14 @@ def url_issues(
                     )
                 )
     return issues
+
+
+def driver_issues(url: URL, connect_args: Iterable[str], query: Iterable[str]) -> list[Issue]:
+    """What ``url``'s driver would reject at connect among the URL query parameters and
+    ``connect_args`` keys (``query``: the keys written in ``query:`` rather than the URL), for
+    the side of a database the URL was not written for (the sync driver of an async URL, the
+    async driver of a sync one): a query is shared by both sides and must suit both."""
+    written = set(query)
+    where = {k: "query" if k in written else "url" for k in url.query}
+    hide_keys = any(SECRET_KEY.search(k) for k in url.query)
+    return query_issues(url, where, hide_keys) + connect_arg_issues(url, connect_args)
