@@ -118,7 +118,7 @@ def test_fastapi_async_example_commits_and_rolls_back(tmp_path: Path) -> None:
             assert failed.status_code == 409
             assert (await client.post("/notes", params={"body": "second"})).status_code == 200
             assert (await client.get("/notes")).json() == ["first", "second"]
-            assert dbs["primary"].pool_status().checked_out == 0
+            assert dbs["primary"].async_pool_status().checked_out == 0
         await dbs.aclose()
 
     asyncio.run(main())

@@ -44,7 +44,7 @@ def client(app: ASGIApp) -> httpx.AsyncClient:
 
 
 def checked_out(db: Database) -> int | None:
-    return db.pool_status().checked_out
+    return db.async_pool_status().checked_out
 
 
 class ProbeAtResponseStart:

@@ -26,6 +26,7 @@ globals, so define it at module level.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
@@ -50,14 +51,20 @@ def AsyncSessionDep(db: Database, flavour: str = "default") -> Any:  # noqa: N80
 
 
 def lifespan(registry: Registry) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """A FastAPI ``lifespan`` that disposes every engine of ``registry``, sync and async, at
-    shutdown. The registry stays usable (an app started again gets new pools)."""
+    """A FastAPI ``lifespan`` that disposes every engine of ``registry`` at shutdown: the sync
+    engines, and the async engine of the app's event loop, awaited, so its connections are
+    closed before the server's loop stops (``await db.adispose()``).
+
+    It disposes rather than closes: the registry stays usable, and an app started again (a
+    second ``TestClient``, a reload) gets new pools. Close the registry yourself (``with`` /
+    ``async with dbconf.load(...)``, ``await dbs.aclose()``) when nothing will use it again.
+    """
 
     @asynccontextmanager
     async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            registry.dispose()
+            await asyncio.gather(*(db.adispose() for db in registry))
 
     return _lifespan
