@@ -10,6 +10,7 @@ from sqlalchemy.engine import URL
 
 from dbconf.config import DatabaseConfig
 from dbconf.resilience import first_line
+from dbconf.urls import mask_url
 
 __all__ = ["DatabaseReport", "make_report", "one_line"]
 
@@ -52,7 +53,7 @@ def make_report(
         ok=ok,
         dialect=url.get_backend_name(),
         driver=url.get_driver_name(),
-        url=config.masked_url(),
+        url=mask_url(url),
         timeouts=config.timeouts.model_dump(exclude_none=True),
         **kw,
     )
