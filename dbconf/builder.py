@@ -37,7 +37,7 @@ from dbconf.forking import register_engine
 from dbconf.leaks import install as install_leak_detection
 from dbconf.leaks import pool_class_kwargs
 from dbconf.resilience import install_error_types
-from dbconf.urls import driver_issues
+from dbconf.urls import BOTH_SIDES, driver_issues
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -108,7 +108,11 @@ def _connect_args(cfg: DatabaseConfig, use_async: bool) -> dict[str, Any]:
     user = reveal(cfg.connect_args or {})
     if not cfg.names_driver(use_async):  # the implied side: checked now, not at load
         url = cfg.async_url if use_async else cfg.sqlalchemy_url
-        issues = driver_issues(url, user, cfg.query or {}) if url is not None else []
+        sync, other = cfg.sqlalchemy_url, cfg.async_url
+        note = BOTH_SIDES.format(
+            sync=sync.get_driver_name(), async_=other.get_driver_name() if other else "none"
+        )
+        issues = driver_issues(url, user, cfg.query or {}, note) if url is not None else []
         if issues:
             raise ConfigError([Problem("", at, message) for at, message in issues])
     ours = _driver_args(cfg, use_async)

@@ -33,6 +33,7 @@ from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY, issues_error, shown_value
 from dbconf.urls import (
+    BOTH_SIDES,
     combine,
     connect_arg_issues,
     driver_issues,
@@ -307,10 +308,14 @@ class DatabaseConfig(_Model):
         written_async = self._async_url is not None and url.drivername == self._async_url.drivername
         self._named = (not written_async, written_async or self.async_driver is not None)
         keys = list(self.connect_args or {})
-        issues += connect_arg_issues(url, keys)
         if self._async_url is not None and self._named == (True, True):
-            found = driver_issues(self._async_url, keys, self.query or {})
-            issues += [i for i in found if i not in issues]
+            note = BOTH_SIDES.format(
+                sync=self._url.get_driver_name(), async_=self._async_url.get_driver_name()
+            )
+            issues += connect_arg_issues(url, keys, note)
+            issues += driver_issues(self._async_url, keys, self.query or {}, note)
+        else:
+            issues += connect_arg_issues(url, keys)
         issues += check_pool(self) + check_dialect_options(self)
         if issues:
             raise issues_error(issues)
