@@ -37,6 +37,7 @@ from dbconf.forking import register_engine
 from dbconf.leaks import install as install_leak_detection
 from dbconf.leaks import pool_class_kwargs
 from dbconf.resilience import install_error_types
+from dbconf.session_classes import async_classes, sync_class
 from dbconf.urls import BOTH_SIDES, driver_issues
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "POOL_CLASSES",
     "build_async_engine",
+    "build_async_sessionmaker_kwargs",
     "build_engine",
     "build_sessionmaker",
     "describe_pool",
@@ -212,6 +214,11 @@ def build_sessionmaker(engine: sa.Engine, flavour: SessionConfig) -> sessionmake
     isolation_level="AUTOCOMMIT")``: every statement is committed by the server as it runs
     (SQLAlchemy 2 has no Session-level autocommit).
     """
+    bind = engine.execution_options(isolation_level="AUTOCOMMIT") if flavour.autocommit else engine
+    return sessionmaker(bind=bind, class_=sync_class(flavour), **_session_flags(flavour))
+
+
+def _session_flags(flavour: SessionConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for key in ("autoflush", "expire_on_commit", "autobegin", "twophase"):
         value = getattr(flavour, key)
@@ -219,8 +226,17 @@ def build_sessionmaker(engine: sa.Engine, flavour: SessionConfig) -> sessionmake
             kwargs[key] = value
     if flavour.info is not None:
         kwargs["info"] = dict(flavour.info)
-    bind = engine.execution_options(isolation_level="AUTOCOMMIT") if flavour.autocommit else engine
-    return sessionmaker(bind=bind, class_=Session, **kwargs)
+    return kwargs
+
+
+def build_async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
+    """The keyword arguments of ``async_sessionmaker(bind, **kwargs)`` for ``flavour``:
+    ``class_`` and ``sync_session_class`` (:func:`dbconf.session_classes.async_classes`) and
+    the same flags as :func:`build_sessionmaker`. The bind is the caller's: for
+    ``autocommit: true`` use ``async_engine.execution_options(isolation_level="AUTOCOMMIT")``.
+    """
+    class_, sync_session_class = async_classes(flavour)
+    return {"class_": class_, "sync_session_class": sync_session_class, **_session_flags(flavour)}
 
 
 def describe_pool(pool: Pool) -> dict[str, Any]:

@@ -143,15 +143,31 @@ class TimeoutsConfig(_Model):
     idle_in_transaction: Timeout | None = None
 
 
-class SessionConfig(_Model):
-    """One named sessionmaker flavour. ``autocommit`` maps to an AUTOCOMMIT connection."""
+_CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
+
+class SessionConfig(_Model):
+    """One named sessionmaker flavour. ``autocommit`` maps to an AUTOCOMMIT connection.
+    ``class`` is the import path of the session class (``sqlmodel:Session``); only its form
+    is checked here, the class itself at load (:mod:`dbconf.session_classes`)."""
+
+    class_: str | None = Field(None, alias="class")
     autoflush: bool | None = None
     expire_on_commit: bool | None = None
     autobegin: bool | None = None
     autocommit: bool | None = None
     twophase: bool | None = None
     info: dict[str, Any] | None = None
+
+    @field_validator("class_")
+    @classmethod
+    def _class_path(cls, value: str | None) -> str | None:
+        if value is not None and not _CLASS_PATH.match(value):
+            raise PydanticCustomError(
+                "class_path",
+                "is not an import path: write module.sub:ClassName (e.g. sqlmodel:Session)",
+            )
+        return value
 
     @model_validator(mode="after")
     def _autocommit_twophase(self) -> SessionConfig:
