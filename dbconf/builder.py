@@ -37,7 +37,8 @@ from dbconf.forking import register_engine
 from dbconf.leaks import install as install_leak_detection
 from dbconf.leaks import pool_class_kwargs
 from dbconf.resilience import install_error_types
-from dbconf.urls import driver_issues
+from dbconf.session_classes import async_classes, sync_class
+from dbconf.urls import BOTH_SIDES, driver_issues
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -48,6 +49,7 @@ __all__ = [
     "POOL_CLASSES",
     "build_async_engine",
     "build_async_sessionmaker",
+    "build_async_sessionmaker_kwargs",
     "build_engine",
     "build_sessionmaker",
     "describe_pool",
@@ -111,7 +113,11 @@ def _connect_args(cfg: DatabaseConfig, use_async: bool) -> dict[str, Any]:
     user = reveal(cfg.connect_args or {})
     if not cfg.names_driver(use_async):  # the implied side: checked now, not at load
         url = cfg.async_url if use_async else cfg.sqlalchemy_url
-        issues = driver_issues(url, user, cfg.query or {}) if url is not None else []
+        sync, other = cfg.sqlalchemy_url, cfg.async_url
+        note = BOTH_SIDES.format(
+            sync=sync.get_driver_name(), async_=other.get_driver_name() if other else "none"
+        )
+        issues = driver_issues(url, user, cfg.query or {}, note) if url is not None else []
         if issues:
             raise ConfigError([Problem("", at, message) for at, message in issues])
     ours = _driver_args(cfg, use_async)
@@ -211,19 +217,11 @@ def build_sessionmaker(engine: sa.Engine, flavour: SessionConfig) -> sessionmake
     isolation_level="AUTOCOMMIT")``: every statement is committed by the server as it runs
     (SQLAlchemy 2 has no Session-level autocommit).
     """
-    kwargs: dict[str, Any] = {}
-    for key in ("autoflush", "expire_on_commit", "autobegin", "twophase"):
-        value = getattr(flavour, key)
-        if value is not None:
-            kwargs[key] = value
-    if flavour.info is not None:
-        kwargs["info"] = dict(flavour.info)
     bind = engine.execution_options(isolation_level="AUTOCOMMIT") if flavour.autocommit else engine
-    return sessionmaker(bind=bind, class_=Session, **kwargs)
+    return sessionmaker(bind=bind, class_=sync_class(flavour), **_session_flags(flavour))
 
 
-def _async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
-    """The async_sessionmaker flags of ``flavour``: those of :func:`build_sessionmaker`."""
+def _session_flags(flavour: SessionConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for key in ("autoflush", "expire_on_commit", "autobegin", "twophase"):
         value = getattr(flavour, key)
@@ -234,20 +232,26 @@ def _async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
     return kwargs
 
 
+def build_async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
+    """The keyword arguments of ``async_sessionmaker(bind, **kwargs)`` for ``flavour``:
+    ``class_`` and ``sync_session_class`` (:func:`dbconf.session_classes.async_classes`) and
+    the same flags as :func:`build_sessionmaker`. The bind is the caller's: for
+    ``autocommit: true`` use ``async_engine.execution_options(isolation_level="AUTOCOMMIT")``.
+    """
+    class_, sync_session_class = async_classes(flavour)
+    return {"class_": class_, "sync_session_class": sync_session_class, **_session_flags(flavour)}
+
+
 def build_async_sessionmaker(
     engines: LoopEngines, flavour: SessionConfig
 ) -> LoopSessionmaker[AsyncSession]:
-    """An async_sessionmaker with exactly the flags the flavour sets, binding the running
-    loop's engine of ``engines`` when called (``autocommit: true``: its AUTOCOMMIT variant)."""
-    from sqlalchemy.ext.asyncio import AsyncSession
-
+    """An async_sessionmaker with exactly the flags the flavour sets and its session classes
+    (:func:`build_async_sessionmaker_kwargs`), binding the running loop's engine of
+    ``engines`` when called (``autocommit: true``: its AUTOCOMMIT variant)."""
     from dbconf.loops import LoopSessionmaker
 
     return LoopSessionmaker(
-        engines,
-        autocommit=bool(flavour.autocommit),
-        class_=AsyncSession,
-        **_async_sessionmaker_kwargs(flavour),
+        engines, autocommit=bool(flavour.autocommit), **build_async_sessionmaker_kwargs(flavour)
     )
 
 

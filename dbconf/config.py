@@ -33,6 +33,7 @@ from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY, issues_error, shown_value
 from dbconf.urls import (
+    BOTH_SIDES,
     combine,
     connect_arg_issues,
     driver_issues,
@@ -142,15 +143,31 @@ class TimeoutsConfig(_Model):
     idle_in_transaction: Timeout | None = None
 
 
-class SessionConfig(_Model):
-    """One named sessionmaker flavour. ``autocommit`` maps to an AUTOCOMMIT connection."""
+_CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
+
+class SessionConfig(_Model):
+    """One named sessionmaker flavour. ``autocommit`` maps to an AUTOCOMMIT connection.
+    ``class`` is the import path of the session class (``sqlmodel:Session``); only its form
+    is checked here, the class itself at load (:mod:`dbconf.session_classes`)."""
+
+    class_: str | None = Field(None, alias="class")
     autoflush: bool | None = None
     expire_on_commit: bool | None = None
     autobegin: bool | None = None
     autocommit: bool | None = None
     twophase: bool | None = None
     info: dict[str, Any] | None = None
+
+    @field_validator("class_")
+    @classmethod
+    def _class_path(cls, value: str | None) -> str | None:
+        if value is not None and not _CLASS_PATH.match(value):
+            raise PydanticCustomError(
+                "class_path",
+                "is not an import path: write module.sub:ClassName (e.g. sqlmodel:Session)",
+            )
+        return value
 
     @model_validator(mode="after")
     def _autocommit_twophase(self) -> SessionConfig:
@@ -307,10 +324,14 @@ class DatabaseConfig(_Model):
         written_async = self._async_url is not None and url.drivername == self._async_url.drivername
         self._named = (not written_async, written_async or self.async_driver is not None)
         keys = list(self.connect_args or {})
-        issues += connect_arg_issues(url, keys)
         if self._async_url is not None and self._named == (True, True):
-            found = driver_issues(self._async_url, keys, self.query or {})
-            issues += [i for i in found if i not in issues]
+            note = BOTH_SIDES.format(
+                sync=self._url.get_driver_name(), async_=self._async_url.get_driver_name()
+            )
+            issues += connect_arg_issues(url, keys, note)
+            issues += driver_issues(self._async_url, keys, self.query or {}, note)
+        else:
+            issues += connect_arg_issues(url, keys)
         issues += check_pool(self) + check_dialect_options(self)
         if issues:
             raise issues_error(issues)

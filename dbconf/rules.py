@@ -13,6 +13,7 @@ from dbconf.config import DatabaseConfig
 from dbconf.drivers import KNOWN_DRIVERS, driver_problem, install_hint
 from dbconf.errors import ConfigError, Problem
 from dbconf.origin import KeyPath, Origin, find_origin
+from dbconf.session_classes import class_problem
 
 __all__ = ["KNOWN_DRIVERS", "build_problems", "missing_driver_hint"]
 
@@ -31,6 +32,11 @@ def build_problems(
         problems.append(Problem(str(origin) if origin else fallback, where, message))
 
     for name, db in databases.items():
+        for flavour_name, flavour in db.sessions.items():
+            if flavour.class_ is not None:
+                found = class_problem(flavour.class_)
+                if found is not None:
+                    problem(name, f"sessions.{flavour_name}.class", found)
         for use_async in (False, True):
             if not db.names_driver(use_async):
                 continue  # implied: checked when built (drivers.require_driver)

@@ -32,6 +32,7 @@ from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY
 
 __all__ = [
+    "BOTH_SIDES",
     "CONNECT_ARGS",
     "DEFAULT_DRIVERS",
     "QUERY_KEYS",
@@ -58,6 +59,11 @@ QUERY_PARTS = {k: v for d in DIALECTS for k, v in d.query_parts.items()}
 _LIFTED = ("username", "password", "database")
 FIELDS = ("username", "password", "host", "port", "database")
 Issue = tuple[str, str]  # (key path within the database, message)
+# Said when a key suits one side of a database but not the other.
+BOTH_SIDES = (
+    "; connect_args and the URL query go to both the sync ({sync}) and the async ({async_}) "
+    "driver of a database: keep only what both take, or name just the driver you use"
+)
 
 
 def driver_name(url: URL) -> str:
@@ -172,7 +178,7 @@ def split_async(url: URL, async_driver: str | None) -> tuple[URL, URL | None, li
     return url, url.set(drivername=f"{backend}+{chosen}") if chosen else None, issues
 
 
-def connect_arg_issues(url: URL, keys: Iterable[str]) -> list[Issue]:
+def connect_arg_issues(url: URL, keys: Iterable[str], note: str = "") -> list[Issue]:
     """``connect_args`` keys the driver's ``connect()`` does not take (a TypeError, or libpq's
     "invalid connection option", at the first connect)."""
     driver = driver_name(url)
@@ -183,7 +189,7 @@ def connect_arg_issues(url: URL, keys: Iterable[str]) -> list[Issue]:
         (
             f"connect_args.{key}" if "." not in key else "connect_args",
             f"{key!r} is not an argument of the {driver} driver{did_you_mean(key, known)}; "
-            "remove it (it would fail at connect)",
+            f"remove it (it would fail at connect){note}",
         )
         for key in keys
         if key not in known
@@ -216,7 +222,9 @@ def url_issues(
     return issues + query_issues(url, where, hide_keys)
 
 
-def query_issues(url: URL, where: Mapping[str, str], hide_keys: bool) -> list[Issue]:
+def query_issues(
+    url: URL, where: Mapping[str, str], hide_keys: bool, note: str = ""
+) -> list[Issue]:
     """URL query parameters ``url``'s driver does not take (``where``: key → "url"/"query")."""
     issues: list[Issue] = []
     driver = driver_name(url)
@@ -231,13 +239,15 @@ def query_issues(url: URL, where: Mapping[str, str], hide_keys: bool) -> list[Is
                         where.get(key, "url"),
                         f"the URL query parameter {shown} is not taken by the {driver} "
                         f"driver{did_you_mean(key, known)}; remove it (it would fail at "
-                        "connect)",
+                        f"connect){note}",
                     )
                 )
     return issues
 
 
-def driver_issues(url: URL, connect_args: Iterable[str], query: Iterable[str]) -> list[Issue]:
+def driver_issues(
+    url: URL, connect_args: Iterable[str], query: Iterable[str], note: str = ""
+) -> list[Issue]:
     """What ``url``'s driver would reject at connect among the URL query parameters and
     ``connect_args`` keys (``query``: the keys written in ``query:`` rather than the URL), for
     the side of a database the URL was not written for (the sync driver of an async URL, the
@@ -245,4 +255,4 @@ def driver_issues(url: URL, connect_args: Iterable[str], query: Iterable[str]) -
     written = set(query)
     where = {k: "query" if k in written else "url" for k in url.query}
     hide_keys = any(SECRET_KEY.search(k) for k in url.query)
-    return query_issues(url, where, hide_keys) + connect_arg_issues(url, connect_args)
+    return query_issues(url, where, hide_keys, note) + connect_arg_issues(url, connect_args, note)
