@@ -15,19 +15,19 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dbconf.config import ProfileConfig
 from dbconf.errors import UnknownSessionFlavourError
-from dbconf.integrations.fastapi import AsyncSessionDep, lifespan
+from dbconf.integrations.fastapi import AsyncSessionDep, SessionDep, lifespan
 from dbconf.registry import Database, Registry
 
 PG_DRIVERS = ["asyncpg", "psycopg_async"]
@@ -286,3 +286,52 @@ def test_the_flavour_is_checked_when_the_alias_is_made(tmp_path: Path) -> None:
     dbs = registry(f"sqlite:///{tmp_path / 'x.db'}")
     with pytest.raises(UnknownSessionFlavourError, match="batch"):
         AsyncSessionDep(dbs["main"], "batch")
+
+
+CLASSES_MODULE = "app_fastapi_session_classes"
+CLASSES_SOURCE = """
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+
+class NoteSession(Session):
+    pass
+
+
+class NoteAsyncSession(AsyncSession):
+    sync_session_class = NoteSession
+"""
+
+
+def test_the_aliases_are_typed_with_the_flavours_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flavour with ``class:`` gives ``Annotated[ThatClass, …]``, and the endpoint gets an
+    instance of it; the default flavour keeps SQLAlchemy's classes."""
+    (tmp_path / f"{CLASSES_MODULE}.py").write_text(CLASSES_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    dbs = registry(
+        f"sqlite:///{tmp_path / 'typed.db'}",
+        sessions={"notes": {"class": f"{CLASSES_MODULE}:NoteAsyncSession"}},
+    )
+    db = dbs["main"]
+    module = __import__(CLASSES_MODULE)
+    assert get_args(AsyncSessionDep(db, "notes"))[0] is module.NoteAsyncSession
+    assert get_args(SessionDep(db, "notes"))[0] is module.NoteSession
+    assert get_args(AsyncSessionDep(db))[0] is AsyncSession
+    assert get_args(SessionDep(db))[0] is Session
+
+    api = FastAPI()
+    NotesSession = AsyncSessionDep(db, "notes")  # noqa: N806 (a type alias)
+
+    @api.get("/kind")
+    async def kind(session: NotesSession) -> list[str]:  # type: ignore[valid-type]
+        s: AsyncSession = session
+        return [type(s).__name__, type(s.sync_session).__name__]
+
+    async def main() -> None:
+        async with client(api) as c:
+            assert (await c.get("/kind")).json() == ["NoteAsyncSession", "NoteSession"]
+        await dbs.aclose()
+
+    run(main)

@@ -15,13 +15,14 @@
 
 ``SessionDep`` is ``Annotated[Session, Depends(db.dependency(flavour), scope="function")]`` and
 ``AsyncSessionDep`` is ``Annotated[AsyncSession, Depends(db.async_dependency(flavour),
-scope="function")]``: the session is committed when the endpoint returns and *before the
-response is sent* (so a failed commit is a 500, never a 200 for work that was lost), rolled
-back when it raises (``HTTPException`` included), and always closed. Writing
-``Depends(db.dependency())`` by hand, pass ``scope="function"`` too (FastAPI ≥ 0.121.1):
-FastAPI's default runs the code after ``yield`` once the response has gone out. With
-``from __future__ import annotations`` FastAPI resolves the alias by name in the module's
-globals, so define it at module level.
+scope="function")]``, each typed with the flavour's own class when it sets ``class:``
+(``sqlmodel:Session``; :mod:`dbconf.session_classes`). The session is committed when the
+endpoint returns and *before the response is sent* (so a failed commit is a 500, never a 200
+for work that was lost), rolled back when it raises (``HTTPException`` included), and always
+closed. Writing ``Depends(db.dependency())`` by hand, pass ``scope="function"`` too (FastAPI
+≥ 0.121.1): FastAPI's default runs the code after ``yield`` once the response has gone out.
+With ``from __future__ import annotations`` FastAPI resolves the alias by name in the
+module's globals, so define it at module level.
 """
 
 from __future__ import annotations
@@ -32,22 +33,27 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from dbconf.registry import Database, Registry
+from dbconf.session_classes import async_classes, sync_class
 
 __all__ = ["AsyncSessionDep", "SessionDep", "lifespan"]
 
 
 def SessionDep(db: Database, flavour: str = "default") -> Any:  # noqa: N802 (a type alias)
-    """``Annotated[Session, Depends(db.dependency(flavour), scope="function")]``."""
-    return Annotated[Session, Depends(db.dependency(flavour), scope="function")]
+    """``Annotated[Session, Depends(db.dependency(flavour), scope="function")]``, typed with
+    the flavour's session class (its ``class:``, e.g. SQLModel's ``Session``)."""
+    dependency = db.dependency(flavour)  # checks the flavour
+    cls = sync_class(db.config.sessions[flavour])
+    return Annotated[cls, Depends(dependency, scope="function")]
 
 
 def AsyncSessionDep(db: Database, flavour: str = "default") -> Any:  # noqa: N802 (a type alias)
-    """``Annotated[AsyncSession, Depends(db.async_dependency(flavour), scope="function")]``."""
-    return Annotated[AsyncSession, Depends(db.async_dependency(flavour), scope="function")]
+    """``Annotated[AsyncSession, Depends(db.async_dependency(flavour), scope="function")]``,
+    typed with the flavour's async session class (its ``class:``)."""
+    dependency = db.async_dependency(flavour)  # checks the flavour
+    cls, _sync = async_classes(db.config.sessions[flavour])
+    return Annotated[cls, Depends(dependency, scope="function")]
 
 
 def lifespan(registry: Registry) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
