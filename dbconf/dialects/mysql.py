@@ -41,6 +41,7 @@ STATEMENT_TIMEOUT = frozenset({1969, 3024})
 CONNECT_ERRORS = {
     1044: "credentials",  # access denied to the database
     1045: "credentials",  # access denied (password)
+    1698: "credentials",  # access denied (no password given, e.g. unix_socket-only user)
     1049: "database",  # unknown database
     2003: "unreachable",  # can't connect
     2005: "unreachable",  # unknown host
