@@ -133,7 +133,8 @@ def test_leaked_async_session_warns_with_task_and_line(
         assert f"acquired at {__file__}:{acquired}" in message
         assert f'File "{__file__}", line {acquired}, in leaker' in message
         stack = message.split("Acquired at", 1)[1]
-        assert "sqlalchemy" not in stack and "asyncio" not in stack  # library frames skipped
+        assert "sqlalchemy" not in stack
+        assert "asyncio" not in stack
         assert getattr(record, "dbconf_task", None) == "pool-leaker"
 
     async def main() -> None:
