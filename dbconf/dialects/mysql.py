@@ -132,6 +132,10 @@ def session_sql(server_version: str, t: Timeouts) -> str | None:
 
 
 def setup(engine: sa.Engine, cfg: Settings) -> None:
+    if engine.dialect.driver == "aiomysql":
+        # SQLAlchemy < 2.0.25 pings an aiomysql connection with ping(), which its adapter
+        # refuses (ping(reconnect) takes the argument): every pre-pinged checkout failed.
+        engine.dialect._send_false_to_ping = True  # type: ignore[attr-defined]
     t = cfg.timeouts
     if t.statement is None and t.lock is None and t.idle_in_transaction is None:
         return
