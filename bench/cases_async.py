@@ -47,8 +47,14 @@ def _hand(**pool: Any) -> tuple[Any, Any]:
 
 
 def _same_pool(result: CaseResult, db: Any, engine: Any) -> None:
+    """Note any pool setting that differs. dbconf's async pool is its own subclass of the
+    hand engine's ``AsyncAdaptedQueuePool`` (typed exhaustion error, leak tracking hook):
+    the same pool by class, the subclass's cost is what the case measures."""
+    pool, hand_pool = db.async_engine.sync_engine.pool, engine.sync_engine.pool
     ours, theirs = pool_signature(db.async_engine.sync_engine), pool_signature(engine.sync_engine)
     result.metrics["pool"] = ours
+    if isinstance(pool, type(hand_pool)):
+        theirs["class"] = ours["class"]
     if ours != theirs:
         result.notes.append(f"pools differ: dbconf {ours} vs hand {theirs}")
 
