@@ -65,7 +65,7 @@ def test_a_finished_loop_closes_its_connections(
     driver: str, pg_url: str, pg_admin: sa.Engine, tmp_path: Path
 ) -> None:
     app = unique("core_loop")
-    dbs = make_registry(driver, {"pg": pg_url}, tmp_path)
+    dbs = make_registry(driver, {"pg": pg_url}, tmp_path, app)
     db = dbs["main"]
 
     async def work() -> int:
@@ -163,7 +163,7 @@ def test_async_with_registry_closes_and_refuses_further_use(
     driver: str, pg_url: str, pg_admin: sa.Engine, tmp_path: Path
 ) -> None:
     app = unique("core_close")
-    dbs = make_registry(driver, {"pg": pg_url}, tmp_path)
+    dbs = make_registry(driver, {"pg": pg_url}, tmp_path, app)
     db = dbs["main"]
     held: list[int] = []
 
