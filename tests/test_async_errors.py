@@ -281,7 +281,7 @@ def test_password_never_in_async_error_or_log_texts(
 def test_connect_hint_for_async_driver_error_forms() -> None:
     from dbconf.driver_errors import connect_hint
 
-    class AsyncpgLike(Exception):
+    class AsyncpgLikeError(Exception):
         def __init__(self, message: str, sqlstate: str) -> None:
             super().__init__(message)
             self.sqlstate = sqlstate
@@ -291,14 +291,14 @@ def test_connect_hint_for_async_driver_error_forms() -> None:
     assert "reachable" in connect_hint(ConnectionRefusedError(111, "refused"))
     assert "reachable" in connect_hint(TimeoutError())
     assert "reachable" in connect_hint(wrapped)
-    assert "password" in connect_hint(AsyncpgLike("no such role", "28000"))
-    assert "password" in connect_hint(AsyncpgLike("bad password", "28P01"))
-    assert "create the database" in connect_hint(AsyncpgLike("no such db", "3D000"))
+    assert "password" in connect_hint(AsyncpgLikeError("no such role", "28000"))
+    assert "password" in connect_hint(AsyncpgLikeError("bad password", "28P01"))
+    assert "create the database" in connect_hint(AsyncpgLikeError("no such db", "3D000"))
 
 
 def test_retry_reason_reads_the_mysql_errno_before_its_sqlstate() -> None:
-    class PyMySQLLike(Exception):
+    class PyMySQLLikeError(Exception):
         sqlstate = "40001"  # what PyMySQL reports for a deadlock (1213)
 
-    error = sa.exc.OperationalError("UPDATE t", {}, PyMySQLLike(1213, "Deadlock found"))
+    error = sa.exc.OperationalError("UPDATE t", {}, PyMySQLLikeError(1213, "Deadlock found"))
     assert retry_reason(error) == "deadlock"
