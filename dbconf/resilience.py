@@ -18,6 +18,14 @@ handler may return a new exception, which is raised ``from`` the driver's except
   (dbconf's progress-handler deadline). The connection is not invalidated: it goes back to the
   pool after the scope rolls back.
 
+The same listener serves async engines (installed on ``sync_engine`` by
+:func:`dbconf.builder.build_async_engine`): asyncpg (SQLSTATE through SQLAlchemy's adapter,
+``sqlstate``/``pgcode``), psycopg 3 async (``sqlstate``), aiomysql (PyMySQL's error numbers)
+and aiosqlite (sqlite3's errors). asyncpg raises the OSError or timeout of an unreachable
+server, and on SQLAlchemy 2.0 its own errors, at connect without SQLAlchemy wrapping them;
+a ``do_connect`` listener turns those into the driver's OperationalError so that they become
+ConnectError too. Messages name the async URL of an async engine.
+
 Pre-ping failures are left alone (the pool handles them silently), and so are exceptions that
 SQLAlchemy does not wrap (``KeyboardInterrupt``, cancellation). With ``hide_parameters`` on,
 the bound values the server echoed are first removed from every error's text
