@@ -9,9 +9,15 @@ which is only what the user wrote plus dbconf's documented defaults:
 - SQLite in-memory database: one connection shared through a ``StaticPool`` with
   ``check_same_thread=False``, so every thread sees the same database.
 
-Timeouts and ``application_name`` are translated per dialect, by the modules of
-:mod:`dbconf.dialects` (which also set up each new connection: MariaDB/MySQL ``SET SESSION``,
-SQLite pragmas, ``BEGIN`` and statement deadline).
+Timeouts and ``application_name`` are translated per dialect and driver, sync and async, by the
+modules of :mod:`dbconf.dialects` (which also set up each new connection: MariaDB/MySQL ``SET
+SESSION``, SQLite pragmas, ``BEGIN`` and statement deadline); ``engine_kwargs(cfg,
+use_async=True)`` is what reaches ``create_async_engine`` (asyncpg: ``timeout`` and
+``server_settings``). The side of a database whose driver the user did not name (the async
+driver of a sync URL, the sync driver of an async one) has its URL query and ``connect_args``
+checked here, when built; :func:`build_engine` and :func:`build_async_engine` first call
+:func:`dbconf.drivers.require_driver` (a missing driver or greenlet is a ConfigError naming the
+extra). Session flavours' ``class:`` is resolved by :mod:`dbconf.session_classes`.
 
 A duration of 0 disables the timeout (as on the servers); for pymysql ``connect: 0`` means
 "no connect timeout" (``connect_timeout=None``). A driver argument that the user also gives in
@@ -31,11 +37,14 @@ from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, Stat
 from dbconf.config import DatabaseConfig, SessionConfig, reveal
 from dbconf.conflicts import conflicts, given
 from dbconf.dialects import dialect_for
+from dbconf.drivers import require_driver
 from dbconf.errors import ConfigError, Problem
 from dbconf.forking import register_engine
 from dbconf.leaks import install as install_leak_detection
 from dbconf.leaks import pool_class_kwargs
 from dbconf.resilience import install_error_types
+from dbconf.session_classes import async_classes, sync_class
+from dbconf.urls import BOTH_SIDES, driver_issues
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -46,6 +55,7 @@ __all__ = [
     "POOL_CLASSES",
     "build_async_engine",
     "build_async_sessionmaker",
+    "build_async_sessionmaker_kwargs",
     "build_engine",
     "build_sessionmaker",
     "describe_pool",
@@ -66,16 +76,19 @@ def _driver(cfg: DatabaseConfig, use_async: bool) -> str:
     return url.get_driver_name() if url is not None else ""
 
 
-def _unsupported(cfg: DatabaseConfig, keys: list[str], driver: str) -> ConfigError:
+def _unsupported(cfg: DatabaseConfig, keys: list[str], driver: str, use_async: bool) -> ConfigError:
     dialect = dialect_for(cfg.backend)
-    drivers = dialect.translated_drivers if dialect is not None else frozenset()
+    if dialect is None:
+        drivers: list[str] = []
+    else:
+        drivers = sorted(dialect.async_driver_args if use_async else dialect.translated_drivers)
     return ConfigError(
         [
             Problem(
                 "",
                 keys[0],
                 f"dbconf translates {', '.join(keys)} for the "
-                f"{'/'.join(sorted(drivers))} driver of {cfg.backend}, not {driver}; "
+                f"{'/'.join(drivers)} driver of {cfg.backend}, not {driver}; "
                 "pass the driver's own options through connect_args instead",
             )
         ]
@@ -96,19 +109,31 @@ def _driver_args(cfg: DatabaseConfig, use_async: bool) -> dict[str, Any]:
     if not keys or dialect is None:
         return {}
     driver = _driver(cfg, use_async)
-    if driver not in dialect.translated_drivers:
-        raise _unsupported(cfg, keys, driver)
-    return dialect.driver_args(cfg)
+    translate = dialect.translation(driver)
+    if translate is None:
+        raise _unsupported(cfg, keys, driver, use_async)
+    return translate(cfg)
 
 
 def _connect_args(cfg: DatabaseConfig, use_async: bool) -> dict[str, Any]:
     user = reveal(cfg.connect_args or {})
+    if not cfg.names_driver(use_async):  # the implied side: checked now, not at load
+        url = cfg.async_url if use_async else cfg.sqlalchemy_url
+        sync, other = cfg.sqlalchemy_url, cfg.async_url
+        note = BOTH_SIDES.format(
+            sync=sync.get_driver_name(), async_=other.get_driver_name() if other else "none"
+        )
+        issues = driver_issues(url, user, cfg.query or {}, note) if url is not None else []
+        if issues:
+            raise ConfigError([Problem("", at, message) for at, message in issues])
     ours = _driver_args(cfg, use_async)
     problems = conflicts(cfg, ours)
     if problems:
         raise ConfigError(problems)
     if "options" in ours:
         ours["options"] = " ".join([*given(cfg, "options")[:1], ours["options"]])
+    if "server_settings" in ours and isinstance(user.get("server_settings"), dict):
+        ours["server_settings"] = {**user["server_settings"], **ours["server_settings"]}
     dialect = dialect_for(cfg.backend)
     defaults = dialect.connect_defaults(cfg) if dialect is not None else {}
     return {**defaults, **user, **ours}
@@ -156,7 +181,9 @@ def engine_kwargs(cfg: DatabaseConfig, *, use_async: bool = False) -> dict[str, 
 
 
 def build_engine(name: str, cfg: DatabaseConfig) -> sa.Engine:
-    """Create the engine of database ``name`` (no connection is made until first use)."""
+    """Create the engine of database ``name`` (no connection is made until first use).
+    Raises :class:`ConfigError` naming the extra to install when the sync driver is missing."""
+    require_driver(cfg, use_async=False)
     kwargs = {**engine_kwargs(cfg), **pool_class_kwargs(cfg)}  # QueuePool → leaks.QueuePool
     engine = sa.create_engine(cfg.sqlalchemy_url, **kwargs)
     dialect = dialect_for(cfg.backend)
@@ -174,25 +201,10 @@ def build_async_engine(name: str, cfg: DatabaseConfig) -> AsyncEngine:
     on its ``sync_engine`` (no connection is made until first use)."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    require_driver(cfg, use_async=True)  # no async driver known, not installed, no greenlet
     url = cfg.async_url
-    if url is None:
-        raise ConfigError(
-            [
-                Problem(
-                    "",
-                    "async_driver",
-                    f"dbconf knows no async driver for {cfg.backend}; set async_driver to the "
-                    "name of one SQLAlchemy supports",
-                )
-            ]
-        )
+    assert url is not None  # require_driver raised otherwise
     kwargs = {**engine_kwargs(cfg, use_async=True), **pool_class_kwargs(cfg, use_async=True)}
-    if cfg.backend == "sqlite" and cfg.pool.class_ is None and not cfg.is_sqlite_memory:
-        # a pool on every SQLAlchemy version, as on the sync side (2.0 gives aiosqlite file
-        # databases a NullPool, 2.1 an AsyncAdaptedQueuePool)
-        from sqlalchemy.pool import AsyncAdaptedQueuePool
-
-        kwargs.setdefault("poolclass", AsyncAdaptedQueuePool)
     engine = create_async_engine(url, **kwargs)
     sync = engine.sync_engine
     dialect = dialect_for(cfg.backend)
@@ -211,19 +223,11 @@ def build_sessionmaker(engine: sa.Engine, flavour: SessionConfig) -> sessionmake
     isolation_level="AUTOCOMMIT")``: every statement is committed by the server as it runs
     (SQLAlchemy 2 has no Session-level autocommit).
     """
-    kwargs: dict[str, Any] = {}
-    for key in ("autoflush", "expire_on_commit", "autobegin", "twophase"):
-        value = getattr(flavour, key)
-        if value is not None:
-            kwargs[key] = value
-    if flavour.info is not None:
-        kwargs["info"] = dict(flavour.info)
     bind = engine.execution_options(isolation_level="AUTOCOMMIT") if flavour.autocommit else engine
-    return sessionmaker(bind=bind, class_=Session, **kwargs)
+    return sessionmaker(bind=bind, class_=sync_class(flavour), **_session_flags(flavour))
 
 
-def _async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
-    """The async_sessionmaker flags of ``flavour``: those of :func:`build_sessionmaker`."""
+def _session_flags(flavour: SessionConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for key in ("autoflush", "expire_on_commit", "autobegin", "twophase"):
         value = getattr(flavour, key)
@@ -234,20 +238,26 @@ def _async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
     return kwargs
 
 
+def build_async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
+    """The keyword arguments of ``async_sessionmaker(bind, **kwargs)`` for ``flavour``:
+    ``class_`` and ``sync_session_class`` (:func:`dbconf.session_classes.async_classes`) and
+    the same flags as :func:`build_sessionmaker`. The bind is the caller's: for
+    ``autocommit: true`` use ``async_engine.execution_options(isolation_level="AUTOCOMMIT")``.
+    """
+    class_, sync_session_class = async_classes(flavour)
+    return {"class_": class_, "sync_session_class": sync_session_class, **_session_flags(flavour)}
+
+
 def build_async_sessionmaker(
     engines: LoopEngines, flavour: SessionConfig
 ) -> LoopSessionmaker[AsyncSession]:
-    """An async_sessionmaker with exactly the flags the flavour sets, binding the running
-    loop's engine of ``engines`` when called (``autocommit: true``: its AUTOCOMMIT variant)."""
-    from sqlalchemy.ext.asyncio import AsyncSession
-
+    """An async_sessionmaker with the flavour's class and exactly the flags it sets
+    (:func:`build_async_sessionmaker_kwargs`), binding the running loop's engine of
+    ``engines`` when called (``autocommit: true``: its AUTOCOMMIT variant)."""
     from dbconf.loops import LoopSessionmaker
 
     return LoopSessionmaker(
-        engines,
-        autocommit=bool(flavour.autocommit),
-        class_=AsyncSession,
-        **_async_sessionmaker_kwargs(flavour),
+        engines, autocommit=bool(flavour.autocommit), **build_async_sessionmaker_kwargs(flavour)
     )
 
 

@@ -18,12 +18,20 @@ handler may return a new exception, which is raised ``from`` the driver's except
   (dbconf's progress-handler deadline). The connection is not invalidated: it goes back to the
   pool after the scope rolls back.
 
+The same listener serves async engines (installed on ``sync_engine`` by
+:func:`dbconf.builder.build_async_engine`): asyncpg (SQLSTATE through SQLAlchemy's adapter,
+``sqlstate``/``pgcode``), psycopg 3 async (``sqlstate``), aiomysql (PyMySQL's error numbers)
+and aiosqlite (sqlite3's errors). asyncpg raises the OSError or timeout of an unreachable
+server, and on SQLAlchemy 2.0 its own errors, at connect without SQLAlchemy wrapping them;
+a ``do_connect`` listener turns those into the driver's OperationalError so that they become
+ConnectError too. Messages name the async URL of an async engine.
+
 Pre-ping failures are left alone (the pool handles them silently), and so are exceptions that
 SQLAlchemy does not wrap (``KeyboardInterrupt``, cancellation). With ``hide_parameters`` on,
 the bound values the server echoed are first removed from every error's text
 (:func:`dbconf.driver_errors.hide_values`).
 
-**Retries.** :func:`run_in_transaction` runs ``fn(session)`` in one session scope (commit on
+**Retries.** :func:`~dbconf.retry_loops.run_in_transaction` runs ``fn(session)`` in one session scope (commit on
 success, rollback on error) and re-runs the whole function in a new session when the failure
 is transient:
 
@@ -42,27 +50,22 @@ Backoff is exponential with full jitter: before retry *n* (1-based) dbconf sleep
 *n*). Defaults: the database's ``retry:`` block, then :data:`DEFAULT_RETRY` (3 retries, 50 ms,
 2 s); at most 100 retries and 3600 s per backoff, in YAML and in code. A disconnect during
 COMMIT leaves the outcome unknown (the server may have committed), so a retried function must
-be idempotent. :func:`run_in_transaction_async` is its twin for ``async def fn(session)``:
-the same decision and backoff (written once, in ``_retry_delay``), sleeping with
+be idempotent. :func:`~dbconf.retry_loops.run_in_transaction_async` is its twin for ``async def fn(session)``:
+the same decision and backoff (written once, in ``dbconf.retry_loops``), sleeping with
 ``asyncio.sleep``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
-import random
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 from sqlalchemy import event
-from sqlalchemy.orm import Session
 
 from dbconf.config import DatabaseConfig, RetryConfig
 from dbconf.dialects import mysql, postgresql, sqlite
@@ -74,10 +77,7 @@ from dbconf.errors import (
     Problem,
     StatementTimeoutError,
 )
-from dbconf.session import async_session_scope, session_scope
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+from dbconf.urls import mask_url
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -85,9 +85,6 @@ __all__ = [
     "first_line",
     "install_error_types",
     "retry_reason",
-    "retrying",
-    "run_in_transaction",
-    "run_in_transaction_async",
 ]
 
 log = logging.getLogger("dbconf")
@@ -132,12 +129,36 @@ def _is_statement_timeout(orig: BaseException | None, sqlite_deadline: bool) -> 
     return False
 
 
+_UNWRAPPED_CONNECT = (OSError, asyncio.TimeoutError)  # the same class on Python 3.11+
+
+
+def _connect_dbapi_errors(dialect: sa.Dialect, _rec: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect (``do_connect``) turning what asyncpg raises unwrapped into the driver's
+    OperationalError, which SQLAlchemy wraps and passes to ``handle_error`` (it lets other
+    exceptions through unseen): the OSError / timeout of an unreachable server, and on
+    SQLAlchemy < 2.0.25 asyncpg's own server errors (SQLSTATE kept)."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except Exception as e:
+        dbapi: Any = dialect.loaded_dbapi
+        state = getattr(e, "sqlstate", None)
+        if isinstance(e, dbapi.Error) or not (
+            isinstance(e, _UNWRAPPED_CONNECT) or isinstance(state, str)
+        ):
+            raise
+        text = str(e) if isinstance(state, str) else f"{type(e).__name__}: {e}"
+        error = dbapi.OperationalError(text)
+        error.sqlstate = error.pgcode = state
+        raise error from e
+
+
 def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> None:
     """Raise DisconnectError / StatementTimeoutError from ``engine`` (see the module doc).
 
     Install it after any listener that sets ``is_disconnect`` (``disconnect_sqlstates``).
     """
-    where = f"database {name!r} ({cfg.masked_url()})"
+    async_url = cfg.async_url if engine.dialect.is_async else None  # an async engine's sync_engine
+    where = f"database {name!r} ({cfg.masked_url() if async_url is None else mask_url(async_url)})"
     password = cfg.sqlalchemy_url.password
     secret = str(password) if password else None
     declared = frozenset(cfg.disconnect_sqlstates or ())
@@ -145,14 +166,17 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
     sqlite_deadline = cfg.backend == "sqlite" and bool(timeout)
     hide_parameters = cfg.hide_parameters
 
+    if engine.dialect.is_async:
+        event.listen(engine, "do_connect", _connect_dbapi_errors)
+
     @event.listens_for(engine, "handle_error")
     def _typed(ctx: sa.engine.ExceptionContext) -> BaseException | None:
         error = ctx.sqlalchemy_exception
+        orig = ctx.original_exception
         if ctx.is_pre_ping or not isinstance(error, sa_exc.DBAPIError):
             return None
         if hide_parameters:
             hide_values(error)  # before anything quotes the driver's text
-        orig = ctx.original_exception
         said = first_line(orig, secret)
         if ctx.connection is None:  # no connection yet: connecting (or reconnecting) failed
             return cast(
@@ -197,7 +221,7 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How :func:`run_in_transaction` retries: at most ``retries`` re-runs, full-jitter
+    """How :func:`~dbconf.retry_loops.run_in_transaction` retries: at most ``retries`` re-runs, full-jitter
     exponential backoff starting at ``backoff`` seconds, each sleep at most ``max_backoff``.
 
     The bounds are those of the YAML ``retry:`` block (:class:`~dbconf.config.RetryConfig`):
@@ -285,100 +309,8 @@ def retry_reason(exc: BaseException) -> str | None:
         return "disconnect"
     if not isinstance(exc, sa_exc.DBAPIError):
         return None
+    errno = _mysql_errno(exc.orig)  # first: PyMySQL errors carry a SQLSTATE too (1213: 40001)
+    if errno is not None:
+        return mysql.RETRY.get(errno)
     state = _sqlstate(exc.orig)
-    if state in postgresql.RETRY:
-        return postgresql.RETRY[state]
-    errno = _mysql_errno(exc.orig)
-    return mysql.RETRY.get(errno) if errno is not None else None
-
-
-def _retry_delay(
-    exc: Exception, attempt: int, policy: RetryPolicy, database: str, rand: Callable[[], float]
-) -> float | None:
-    """The one retry decision of the sync and async loops: how long to sleep before re-running
-    after ``exc`` ended attempt number ``attempt``, or None to re-raise it (not transient, or
-    the retries are exhausted: then a note says so)."""
-    reason = retry_reason(exc)
-    if reason is None:
-        return None
-    if attempt > policy.retries:
-        add_note = getattr(exc, "add_note", None)
-        if add_note is not None:
-            add_note(f"dbconf: gave up after {attempt} attempts on database {database!r}")
-        return None
-    delay = rand() * policy.cap(attempt)
-    log.warning(
-        "database %r: attempt %d of %d failed with %s (%s); retrying the transaction in %.3f s",
-        database,
-        attempt,
-        policy.retries + 1,
-        type(exc).__name__,
-        reason,
-        delay,
-    )
-    return delay
-
-
-def run_in_transaction(
-    factory: Callable[[], Session],
-    fn: Callable[[Session], R],
-    *,
-    policy: RetryPolicy,
-    database: str,
-    sleep: Callable[[float], object] = time.sleep,
-    rand: Callable[[], float] = random.random,
-) -> R:
-    """Run ``fn(session)`` in a session scope and return its result, retrying transient
-    failures (see the module doc) in a new session; re-raise the last error when the retries
-    are exhausted, and any other error at once."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            with session_scope(factory) as session:
-                return fn(session)
-        except Exception as exc:
-            delay = _retry_delay(exc, attempt, policy, database, rand)
-            if delay is None:
-                raise
-            sleep(delay)
-
-
-async def run_in_transaction_async(
-    factory: Callable[[], AsyncSession],
-    fn: Callable[[AsyncSession], Awaitable[R]],
-    *,
-    policy: RetryPolicy,
-    database: str,
-    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    rand: Callable[[], float] = random.random,
-) -> R:
-    """The async twin of :func:`run_in_transaction`: ``await fn(session)`` in an async session
-    scope, the same retry decision and backoff, sleeping with ``asyncio.sleep``."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            async with async_session_scope(factory) as session:
-                return await fn(session)
-        except Exception as exc:
-            delay = _retry_delay(exc, attempt, policy, database, rand)
-            if delay is None:
-                raise
-            await sleep(delay)
-
-
-def retrying(
-    run: Callable[[Callable[[Session], Any]], Any],
-) -> Callable[[Callable[Concatenate[Session, P], R]], Callable[P, R]]:
-    """A decorator: ``fn(session, *args, **kwargs)`` becomes ``fn(*args, **kwargs)`` run by
-    ``run`` (a bound :meth:`Database.run_in_transaction` with its retry settings)."""
-
-    def decorate(fn: Callable[Concatenate[Session, P], R]) -> Callable[P, R]:
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return cast(R, run(lambda session: fn(session, *args, **kwargs)))
-
-        return wrapper
-
-    return decorate
+    return postgresql.RETRY.get(state) if state is not None else None

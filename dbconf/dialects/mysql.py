@@ -1,10 +1,13 @@
-"""MariaDB and MySQL: PyMySQL.
+"""MariaDB and MySQL: PyMySQL (sync) and aiomysql (async, built on PyMySQL: same error codes).
 
-Timeouts: ``connect`` → ``connect_timeout`` (``0`` → ``None``, no connect timeout); on each new
-connection a ``SET SESSION`` chosen by the server's version string: ``max_statement_time``
-(MariaDB, seconds) or ``max_execution_time`` (MySQL, ms, SELECT only),
-``innodb_lock_wait_timeout``, ``idle_transaction_timeout`` (MariaDB); ``application_name`` →
-PyMySQL's ``program_name`` (a connection attribute).
+Both drivers get the same translation. Timeouts: ``connect`` → ``connect_timeout`` (``0`` →
+``None``, no connect timeout); on each new connection a ``SET SESSION`` chosen by the server's
+version string: ``max_statement_time`` (MariaDB, seconds) or ``max_execution_time`` (MySQL, ms,
+SELECT only), ``innodb_lock_wait_timeout``, ``idle_transaction_timeout`` (MariaDB);
+``application_name`` → PyMySQL's/aiomysql's ``program_name`` (a connection attribute). With aiomysql
+the ``SET SESSION`` runs in the same ``connect`` event, through SQLAlchemy's adapted connection (its
+cursor runs synchronously inside SQLAlchemy's greenlet). aiomysql's ``ssl`` is an ``ssl.SSLContext``
+(pass it in connect_args): the ``?ssl_*`` query keys are PyMySQL's only.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ STATEMENT_TIMEOUT = frozenset({1969, 3024})
 CONNECT_ERRORS = {
     1044: "credentials",  # access denied to the database
     1045: "credentials",  # access denied (password)
+    1698: "credentials",  # access denied (no password given, e.g. unix_socket-only user)
     1049: "database",  # unknown database
     2003: "unreachable",  # can't connect
     2005: "unreachable",  # unknown host
@@ -101,8 +105,37 @@ PYMYSQL_KEYWORDS = frozenset(
         "ssl_check_hostname",
     ]
 )
+# aiomysql.connect()'s keyword arguments a URL query string can carry (SQLAlchemy coerces the
+# numbers and flags), and every keyword argument.
+AIOMYSQL_KEYWORDS = frozenset(
+    [
+        "user",
+        "password",
+        "host",
+        "db",
+        "port",
+        "unix_socket",
+        "charset",
+        "sql_mode",
+        "read_default_file",
+        "use_unicode",
+        "client_flag",
+        "init_command",
+        "connect_timeout",
+        "read_default_group",
+        "autocommit",
+        "local_infile",
+        "program_name",
+        "server_public_key",
+        "auth_plugin",
+    ]
+)
+AIOMYSQL_CONNECT_ARGS = AIOMYSQL_KEYWORDS | {"conv", "cursorclass", "ssl", "echo"}
+AIOMYSQL_CONNECT_ARGS |= {"async_creator_fn"}
 PYMYSQL_PARTS = {"user": "username", "password": "password", "passwd": "password"}
 PYMYSQL_PARTS |= {"database": "database", "db": "database", "host": "host", "port": "port"}
+AIOMYSQL_PARTS = {"user": "username", "password": "password", "db": "database"}
+AIOMYSQL_PARTS |= {"host": "host", "port": "port"}
 
 
 def driver_args(cfg: Settings) -> dict[str, Any]:
@@ -131,17 +164,19 @@ def session_sql(server_version: str, t: Timeouts) -> str | None:
 
 
 def setup(engine: sa.Engine, cfg: Settings) -> None:
-    if engine.dialect.driver == "aiomysql" and hasattr(engine.dialect, "_send_false_to_ping"):
-        # SQLAlchemy 2.0.24 (at least) pings aiomysql as it pings PyMySQL >= 1.1 (ping() with
-        # no argument), which aiomysql's adapter refuses: pass reconnect=False as for old PyMySQL
-        engine.dialect._send_false_to_ping = True
+    if engine.dialect.driver == "aiomysql":
+        # SQLAlchemy < 2.0.25 pings an aiomysql connection with ping(), which its adapter
+        # refuses (ping(reconnect) takes the argument): every pre-pinged checkout failed.
+        engine.dialect._send_false_to_ping = True  # type: ignore[attr-defined]
     t = cfg.timeouts
     if t.statement is None and t.lock is None and t.idle_in_transaction is None:
         return
 
     @event.listens_for(engine, "connect")
     def _set_session(dbapi_connection: Any, _record: Any) -> None:
-        sql = session_sql(str(dbapi_connection.get_server_info()), t)
+        # aiomysql: SQLAlchemy's adapter wraps the driver's connection
+        driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+        sql = session_sql(str(driver.get_server_info()), t)
         if sql:
             cursor = dbapi_connection.cursor()
             try:
@@ -165,15 +200,17 @@ dialect = register(
         default_drivers={"mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"},
         translated_drivers=frozenset({"pymysql"}),
         driver_args=driver_args,
+        async_driver_args={"aiomysql": driver_args},
         default_port=3306,
         setup=setup,
         server_limit=server_limit,
-        query_keys={"pymysql": PYMYSQL_KEYWORDS},
+        query_keys={"pymysql": PYMYSQL_KEYWORDS, "aiomysql": AIOMYSQL_KEYWORDS},
         # the keywords minus the ssl_* keys SQLAlchemy folds into ssl={...}, plus Python objects
         connect_args={
             "pymysql": (PYMYSQL_KEYWORDS - {"ssl_capath", "ssl_cipher", "ssl_check_hostname"})
-            | {"conv", "cursorclass", "ssl", "auth_plugin_map"}
+            | {"conv", "cursorclass", "ssl", "auth_plugin_map"},
+            "aiomysql": AIOMYSQL_CONNECT_ARGS,
         },
-        query_parts={"pymysql": PYMYSQL_PARTS},
+        query_parts={"pymysql": PYMYSQL_PARTS, "aiomysql": AIOMYSQL_PARTS},
     )
 )
