@@ -31,9 +31,9 @@ SQLAlchemy does not wrap (``KeyboardInterrupt``, cancellation). With ``hide_para
 the bound values the server echoed are first removed from every error's text
 (:func:`dbconf.driver_errors.hide_values`).
 
-**Retries.** :func:`~dbconf.retry_loops.run_in_transaction` runs ``fn(session)`` in one session scope (commit on
-success, rollback on error) and re-runs the whole function in a new session when the failure
-is transient:
+**Retries.** :func:`~dbconf.retry_loops.run_in_transaction` runs ``fn(session)`` in one session
+scope (commit on success, rollback on error) and re-runs the whole function in a new session
+when the failure is transient:
 
 - PostgreSQL SQLSTATE 40001 (serialization failure) and 40P01 (deadlock detected);
 - MariaDB/MySQL error 1213 (deadlock: InnoDB rolled the transaction back) and 1020 (MariaDB's
@@ -50,8 +50,8 @@ Backoff is exponential with full jitter: before retry *n* (1-based) dbconf sleep
 *n*). Defaults: the database's ``retry:`` block, then :data:`DEFAULT_RETRY` (3 retries, 50 ms,
 2 s); at most 100 retries and 3600 s per backoff, in YAML and in code. A disconnect during
 COMMIT leaves the outcome unknown (the server may have committed), so a retried function must
-be idempotent. :func:`~dbconf.retry_loops.run_in_transaction_async` is its twin for ``async def fn(session)``:
-the same decision and backoff (written once, in ``dbconf.retry_loops``), sleeping with
+be idempotent. :func:`~dbconf.retry_loops.run_in_transaction_async` is its twin for
+``async def fn(session)``: the same decision and backoff (written once, in ``dbconf.retry_loops``), sleeping with
 ``asyncio.sleep``.
 """
 
@@ -221,8 +221,8 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How :func:`~dbconf.retry_loops.run_in_transaction` retries: at most ``retries`` re-runs, full-jitter
-    exponential backoff starting at ``backoff`` seconds, each sleep at most ``max_backoff``.
+    """How :func:`~dbconf.retry_loops.run_in_transaction` retries: at most ``retries`` re-runs,
+    full-jitter exponential backoff starting at ``backoff`` seconds, each sleep at most ``max_backoff``.
 
     The bounds are those of the YAML ``retry:`` block (:class:`~dbconf.config.RetryConfig`):
     ``retries`` a whole number from 0 to 100, each backoff from 0 to 3600 seconds; anything
