@@ -51,8 +51,8 @@ Backoff is exponential with full jitter: before retry *n* (1-based) dbconf sleep
 2 s); at most 100 retries and 3600 s per backoff, in YAML and in code. A disconnect during
 COMMIT leaves the outcome unknown (the server may have committed), so a retried function must
 be idempotent. :func:`~dbconf.retry_loops.run_in_transaction_async` is its twin for
-``async def fn(session)``: the same decision and backoff (written once, in ``dbconf.retry_loops``), sleeping with
-``asyncio.sleep``.
+``async def fn(session)``: the same decision and backoff (written once, in
+``dbconf.retry_loops``), sleeping with ``asyncio.sleep``.
 """
 
 from __future__ import annotations
@@ -222,7 +222,8 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
 @dataclass(frozen=True)
 class RetryPolicy:
     """How :func:`~dbconf.retry_loops.run_in_transaction` retries: at most ``retries`` re-runs,
-    full-jitter exponential backoff starting at ``backoff`` seconds, each sleep at most ``max_backoff``.
+    full-jitter exponential backoff starting at ``backoff`` seconds, each sleep at most
+    ``max_backoff``.
 
     The bounds are those of the YAML ``retry:`` block (:class:`~dbconf.config.RetryConfig`):
     ``retries`` a whole number from 0 to 100, each backoff from 0 to 3600 seconds; anything
