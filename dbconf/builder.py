@@ -195,12 +195,18 @@ def build_async_engine(name: str, cfg: DatabaseConfig) -> AsyncEngine:
     return engine
 
 
-def build_sessionmaker(engine: sa.Engine, flavour: SessionConfig) -> sessionmaker[Session]:
+def build_sessionmaker(
+    engine: sa.Engine, flavour: SessionConfig, *, connection: sa.Connection | None = None
+) -> sessionmaker[Session]:
     """A sessionmaker with exactly the flags the flavour sets.
 
     ``autocommit: true`` binds the sessions to ``engine.execution_options(
     isolation_level="AUTOCOMMIT")``: every statement is committed by the server as it runs
     (SQLAlchemy 2 has no Session-level autocommit).
+
+    With ``connection`` (a test harness's, see :mod:`dbconf.testhooks`) the sessions are
+    bound to it with ``join_transaction_mode="create_savepoint"``, autocommit flavours too:
+    they join its transaction and their commits release savepoints.
     """
     kwargs: dict[str, Any] = {}
     for key in ("autoflush", "expire_on_commit", "autobegin", "twophase"):
@@ -209,6 +215,10 @@ def build_sessionmaker(engine: sa.Engine, flavour: SessionConfig) -> sessionmake
             kwargs[key] = value
     if flavour.info is not None:
         kwargs["info"] = dict(flavour.info)
+    if connection is not None:
+        return sessionmaker(
+            bind=connection, class_=Session, join_transaction_mode="create_savepoint", **kwargs
+        )
     bind = engine.execution_options(isolation_level="AUTOCOMMIT") if flavour.autocommit else engine
     return sessionmaker(bind=bind, class_=Session, **kwargs)
 

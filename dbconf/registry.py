@@ -26,7 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from dbconf import resilience
+from dbconf import resilience, testhooks
 from dbconf.builder import build_engine, build_sessionmaker, describe_pool
 from dbconf.config import DatabaseConfig, ProfileConfig, SessionConfig
 from dbconf.errors import (
@@ -123,8 +123,18 @@ class Database:
             raise UnknownSessionFlavourError(flavour, self.flavours, self.name) from None
 
     def sessionmaker(self, flavour: str = "default") -> sessionmaker[Session]:
-        """The sessionmaker of ``flavour`` (``sessions:`` in the config), built once."""
+        """The sessionmaker of ``flavour`` (``sessions:`` in the config), built once.
+
+        While a test harness binds this database (:mod:`dbconf.testhooks`, the pytest
+        plugin's rollback per test), a sessionmaker bound to the harness's connection instead;
+        the cached one is untouched and used again once the binding ends.
+        """
         self._require_open()
+        binding = testhooks.binding_for(self.name, self.config)
+        if binding is not None:
+            return build_sessionmaker(
+                self.engine, self._flavour(flavour), connection=binding.connection
+            )
         maker = self._makers.get(flavour)
         if maker is None:
             settings = self._flavour(flavour)
@@ -391,6 +401,15 @@ def load(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Registry:
-    """Load ``profile`` (validated now; no engine, no connection until first use)."""
+    """Load ``profile`` (validated now; no engine, no connection until first use).
+
+    During a test run of dbconf's pytest plugin, the test profile's databases are pointed at
+    the test databases here (:func:`dbconf.testhooks.load_overrides`).
+    """
     loaded = load_profile(profile, path=path, environ=environ, overrides=overrides)
+    if loaded.path is not None:
+        extra = testhooks.load_overrides(loaded.name, loaded.path)
+        if extra:
+            combined = {**(overrides or {}), **extra}
+            loaded = load_profile(loaded.name, path=path, environ=environ, overrides=combined)
     return Registry(loaded.config, profile=loaded.name, origins=loaded.origins)
