@@ -9,6 +9,7 @@ place (a primary and its replica in a test profile) share one test database.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +96,7 @@ def exists(conn: sa.Connection, target: Target) -> bool:
 def fingerprint_of(conn: sa.Connection, target: Target) -> str | None:
     """The fingerprint stored on the test database by :func:`store_fingerprint`, if any."""
     if target.backend == "postgresql":
-        query = (
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :n"
-        )
+        query = "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :n"
     else:  # MariaDB keeps a database comment (10.5+); MySQL has none: never reused
         query = "SELECT schema_comment FROM information_schema.schemata WHERE schema_name = :n"
     try:
@@ -116,10 +115,9 @@ def store_fingerprint(conn: sa.Connection, target: Target, fingerprint: str) -> 
     if target.backend == "postgresql":
         conn.exec_driver_sql(f"COMMENT ON DATABASE {name} IS '{comment}'")
     else:
-        try:
+        # MySQL has no database comments: its test database is rebuilt every run
+        with contextlib.suppress(sa.exc.DBAPIError):
             conn.exec_driver_sql(f"ALTER DATABASE {name} COMMENT '{comment}'")
-        except sa.exc.DBAPIError:  # MySQL: no database comments; the database is rebuilt
-            pass
 
 
 def create(conn: sa.Connection, target: Target) -> None:

@@ -83,8 +83,8 @@ def _alembic_heads(rootdir: Path) -> str:
     if not ini.is_file():
         return ""
     try:
-        from alembic.config import Config
-        from alembic.script import ScriptDirectory
+        from alembic.config import Config  # type: ignore[import-not-found,unused-ignore]
+        from alembic.script import ScriptDirectory  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return ""
     heads = ScriptDirectory.from_config(Config(str(ini))).get_heads()
@@ -92,7 +92,11 @@ def _alembic_heads(rootdir: Path) -> str:
 
 
 def fingerprint(
-    entries: list[SchemaEntry], names: tuple[str, ...], default: str, dialect: sa.Dialect, rootdir: Path
+    entries: list[SchemaEntry],
+    names: tuple[str, ...],
+    default: str,
+    dialect: sa.Dialect,
+    rootdir: Path,
 ) -> str:
     """The fingerprint of what ``entries`` build in the test database used by ``names``."""
     parts: list[str] = []

@@ -50,7 +50,7 @@ def start(touched: dict[LocationKey, set[str]]) -> Listener:
         compiled = getattr(context, "compiled", None)
         node = getattr(compiled, "statement", None)
         if isinstance(node, UpdateBase):
-            table = getattr(node.table, "name", None)  # type: ignore[attr-defined]
+            table = getattr(node.table, "name", None)
         if table is None:
             match = _DML.match(statement)
             table = match.group(1) if match else None
