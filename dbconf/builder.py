@@ -38,11 +38,14 @@ from dbconf.leaks import pool_class_kwargs
 from dbconf.resilience import install_error_types
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+    from dbconf.loops import LoopEngines, LoopSessionmaker
 
 __all__ = [
     "POOL_CLASSES",
     "build_async_engine",
+    "build_async_sessionmaker",
     "build_engine",
     "build_sessionmaker",
     "describe_pool",
@@ -221,6 +224,35 @@ def build_sessionmaker(
         )
     bind = engine.execution_options(isolation_level="AUTOCOMMIT") if flavour.autocommit else engine
     return sessionmaker(bind=bind, class_=Session, **kwargs)
+
+
+def _async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
+    """The async_sessionmaker flags of ``flavour``: those of :func:`build_sessionmaker`."""
+    kwargs: dict[str, Any] = {}
+    for key in ("autoflush", "expire_on_commit", "autobegin", "twophase"):
+        value = getattr(flavour, key)
+        if value is not None:
+            kwargs[key] = value
+    if flavour.info is not None:
+        kwargs["info"] = dict(flavour.info)
+    return kwargs
+
+
+def build_async_sessionmaker(
+    engines: LoopEngines, flavour: SessionConfig
+) -> LoopSessionmaker[AsyncSession]:
+    """An async_sessionmaker with exactly the flags the flavour sets, binding the running
+    loop's engine of ``engines`` when called (``autocommit: true``: its AUTOCOMMIT variant)."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from dbconf.loops import LoopSessionmaker
+
+    return LoopSessionmaker(
+        engines,
+        autocommit=bool(flavour.autocommit),
+        class_=AsyncSession,
+        **_async_sessionmaker_kwargs(flavour),
+    )
 
 
 def describe_pool(pool: Pool) -> dict[str, Any]:

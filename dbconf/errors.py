@@ -14,6 +14,7 @@ __all__ = [
     "ConnectError",
     "DbconfError",
     "DisconnectError",
+    "NoEventLoopError",
     "PoolExhaustedError",
     "Problem",
     "RegistryClosedError",
@@ -116,6 +117,20 @@ class RegistryClosedError(DbconfError, RuntimeError):
             f"database {database!r} belongs to a closed Registry (its with block ended, or "
             "close() was called) and opens no more connections; use it inside the with "
             "block, or load the profile again (dbconf.load) for a new Registry"
+        )
+
+
+class NoEventLoopError(DbconfError, RuntimeError):
+    """An async engine was asked for outside a running event loop: dbconf keeps one async
+    engine per event loop (:mod:`dbconf.loops`), so there is none to give."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        super().__init__(
+            f"database {database!r}: db.async_engine needs a running event loop (dbconf keeps "
+            "one async engine per loop); use it inside async code, or create the "
+            "sessionmaker with db.async_sessionmaker(), which binds the running loop's engine "
+            "when it is called"
         )
 
 

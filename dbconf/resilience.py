@@ -42,19 +42,22 @@ Backoff is exponential with full jitter: before retry *n* (1-based) dbconf sleep
 *n*). Defaults: the database's ``retry:`` block, then :data:`DEFAULT_RETRY` (3 retries, 50 ms,
 2 s); at most 100 retries and 3600 s per backoff, in YAML and in code. A disconnect during
 COMMIT leaves the outcome unknown (the server may have committed), so a retried function must
-be idempotent.
+be idempotent. :func:`run_in_transaction_async` is its twin for ``async def fn(session)``:
+the same decision and backoff (written once, in ``_retry_delay``), sleeping with
+``asyncio.sleep``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
@@ -71,7 +74,10 @@ from dbconf.errors import (
     Problem,
     StatementTimeoutError,
 )
-from dbconf.session import session_scope
+from dbconf.session import async_session_scope, session_scope
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -81,6 +87,7 @@ __all__ = [
     "retry_reason",
     "retrying",
     "run_in_transaction",
+    "run_in_transaction_async",
 ]
 
 log = logging.getLogger("dbconf")
@@ -285,6 +292,33 @@ def retry_reason(exc: BaseException) -> str | None:
     return mysql.RETRY.get(errno) if errno is not None else None
 
 
+def _retry_delay(
+    exc: Exception, attempt: int, policy: RetryPolicy, database: str, rand: Callable[[], float]
+) -> float | None:
+    """The one retry decision of the sync and async loops: how long to sleep before re-running
+    after ``exc`` ended attempt number ``attempt``, or None to re-raise it (not transient, or
+    the retries are exhausted: then a note says so)."""
+    reason = retry_reason(exc)
+    if reason is None:
+        return None
+    if attempt > policy.retries:
+        add_note = getattr(exc, "add_note", None)
+        if add_note is not None:
+            add_note(f"dbconf: gave up after {attempt} attempts on database {database!r}")
+        return None
+    delay = rand() * policy.cap(attempt)
+    log.warning(
+        "database %r: attempt %d of %d failed with %s (%s); retrying the transaction in %.3f s",
+        database,
+        attempt,
+        policy.retries + 1,
+        type(exc).__name__,
+        reason,
+        delay,
+    )
+    return delay
+
+
 def run_in_transaction(
     factory: Callable[[], Session],
     fn: Callable[[Session], R],
@@ -304,26 +338,34 @@ def run_in_transaction(
             with session_scope(factory) as session:
                 return fn(session)
         except Exception as exc:
-            reason = retry_reason(exc)
-            if reason is None:
+            delay = _retry_delay(exc, attempt, policy, database, rand)
+            if delay is None:
                 raise
-            if attempt > policy.retries:
-                add_note = getattr(exc, "add_note", None)
-                if add_note is not None:
-                    add_note(f"dbconf: gave up after {attempt} attempts on database {database!r}")
-                raise
-            delay = rand() * policy.cap(attempt)
-            log.warning(
-                "database %r: attempt %d of %d failed with %s (%s); retrying the transaction "
-                "in %.3f s",
-                database,
-                attempt,
-                policy.retries + 1,
-                type(exc).__name__,
-                reason,
-                delay,
-            )
             sleep(delay)
+
+
+async def run_in_transaction_async(
+    factory: Callable[[], AsyncSession],
+    fn: Callable[[AsyncSession], Awaitable[R]],
+    *,
+    policy: RetryPolicy,
+    database: str,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    rand: Callable[[], float] = random.random,
+) -> R:
+    """The async twin of :func:`run_in_transaction`: ``await fn(session)`` in an async session
+    scope, the same retry decision and backoff, sleeping with ``asyncio.sleep``."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            async with async_session_scope(factory) as session:
+                return await fn(session)
+        except Exception as exc:
+            delay = _retry_delay(exc, attempt, policy, database, rand)
+            if delay is None:
+                raise
+            await sleep(delay)
 
 
 def retrying(

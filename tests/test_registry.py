@@ -277,6 +277,14 @@ def test_closing_with_threads_mid_scope_closes_their_connections_when_returned(
         release.set()
 
 
+async def _async_engine(db: Any) -> object:
+    return db.async_engine
+
+
+async def _nothing(_session: object) -> None:
+    return None
+
+
 def _uses(dbs: Registry) -> dict[str, Callable[[], object]]:
     db = dbs._databases["main"]
     return {
@@ -291,6 +299,13 @@ def _uses(dbs: Registry) -> dict[str, Callable[[], object]]:
         "db.retrying()": db.retrying,
         "db.dependency()": db.dependency,
         "db.async_session()": lambda: asyncio.run(db.async_session().__aenter__()),
+        "db.async_transaction()": lambda: asyncio.run(db.async_transaction().__aenter__()),
+        "db.async_engine": lambda: asyncio.run(_async_engine(db)),
+        "db.async_sessionmaker()": db.async_sessionmaker,
+        "db.run_in_transaction_async()": lambda: asyncio.run(db.run_in_transaction_async(_nothing)),
+        "db.async_dependency()": db.async_dependency,
+        "db.async_check()": lambda: asyncio.run(db.async_check()),
+        "registry.async_check()": lambda: asyncio.run(dbs.async_check()),
         "db.pool_status()": db.pool_status,
         "db.check()": db.check,
     }
@@ -350,31 +365,6 @@ def test_check_reports_reachable_and_unreachable(pg_url: str, maria_url: str) ->
         assert "UNREACHABLE" in down.render()
         assert "server 15" in pg.render()
         assert [r.name for r in dbs.check(["lite"])] == ["lite"]
-
-
-def test_async_session_commits_and_rolls_back(tmp_path: Path) -> None:
-    db = registry({"main": {"url": f"sqlite:///{tmp_path}/a.db"}})["main"]
-
-    async def work() -> None:
-        async with db.async_session() as s:
-            s.execute(sa.text("CREATE TABLE t (x int)"))
-            s.execute(sa.text("INSERT INTO t VALUES (1)"))
-
-    async def cancelled() -> None:
-        async with db.async_session() as s:
-            s.execute(sa.text("INSERT INTO t VALUES (2)"))
-            raise asyncio.CancelledError
-
-    async def work_then_cancelled() -> None:
-        await work()
-        with pytest.raises(asyncio.CancelledError):
-            await cancelled()
-
-    asyncio.run(work_then_cancelled())
-    with db.session() as s:
-        assert s.execute(sa.text("SELECT x FROM t")).scalars().all() == [1]
-    assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-    db.dispose()
 
 
 def test_dependency_generator_without_fastapi(tmp_path: Path) -> None:
