@@ -16,6 +16,7 @@ from bench.stats import FULL, QUICK, CaseResult, Scale, Target
 
 
 def _cases(pg: bool) -> dict[int, tuple[bool, Callable[[Scale], CaseResult]]]:
+    from bench.cases_async import case9, case10, case11
     from bench.cases_merge import case8
     from bench.cases_single import case1, case2, case3, case4, case7
     from bench.cases_startup import case6
@@ -30,6 +31,9 @@ def _cases(pg: bool) -> dict[int, tuple[bool, Callable[[Scale], CaseResult]]]:
         6: (False, case6),
         7: (True, case7),
         8: (False, case8),
+        9: (True, case9),
+        10: (True, case10),
+        11: (True, case11),
     }
 
 
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         action="append",
         metavar="N",
-        choices=range(1, 9),
+        choices=range(1, 12),
         help="run only case N (repeatable)",
     )
     parser.add_argument("--out", default=str(RESULTS / "latest.json"), help="JSON output path")

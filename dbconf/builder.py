@@ -31,14 +31,17 @@ from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, Stat
 from dbconf.config import DatabaseConfig, SessionConfig, reveal
 from dbconf.conflicts import conflicts, given
 from dbconf.dialects import dialect_for
+from dbconf.drivers import require_driver
 from dbconf.errors import ConfigError, Problem
 from dbconf.forking import register_engine
 from dbconf.leaks import install as install_leak_detection
 from dbconf.leaks import pool_class_kwargs
 from dbconf.resilience import install_error_types
+from dbconf.session_classes import async_classes, sync_class
+from dbconf.urls import BOTH_SIDES, driver_issues
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
     from dbconf.loops import LoopEngines, LoopSessionmaker
 
@@ -46,6 +49,7 @@ __all__ = [
     "POOL_CLASSES",
     "build_async_engine",
     "build_async_sessionmaker",
+    "build_async_sessionmaker_kwargs",
     "build_engine",
     "build_sessionmaker",
     "describe_pool",
@@ -66,16 +70,19 @@ def _driver(cfg: DatabaseConfig, use_async: bool) -> str:
     return url.get_driver_name() if url is not None else ""
 
 
-def _unsupported(cfg: DatabaseConfig, keys: list[str], driver: str) -> ConfigError:
+def _unsupported(cfg: DatabaseConfig, keys: list[str], driver: str, use_async: bool) -> ConfigError:
     dialect = dialect_for(cfg.backend)
-    drivers = dialect.translated_drivers if dialect is not None else frozenset()
+    if dialect is None:
+        drivers: list[str] = []
+    else:
+        drivers = sorted(dialect.async_driver_args if use_async else dialect.translated_drivers)
     return ConfigError(
         [
             Problem(
                 "",
                 keys[0],
                 f"dbconf translates {', '.join(keys)} for the "
-                f"{'/'.join(sorted(drivers))} driver of {cfg.backend}, not {driver}; "
+                f"{'/'.join(drivers)} driver of {cfg.backend}, not {driver}; "
                 "pass the driver's own options through connect_args instead",
             )
         ]
@@ -96,19 +103,31 @@ def _driver_args(cfg: DatabaseConfig, use_async: bool) -> dict[str, Any]:
     if not keys or dialect is None:
         return {}
     driver = _driver(cfg, use_async)
-    if driver not in dialect.translated_drivers:
-        raise _unsupported(cfg, keys, driver)
-    return dialect.driver_args(cfg)
+    translate = dialect.translation(driver)
+    if translate is None:
+        raise _unsupported(cfg, keys, driver, use_async)
+    return translate(cfg)
 
 
 def _connect_args(cfg: DatabaseConfig, use_async: bool) -> dict[str, Any]:
     user = reveal(cfg.connect_args or {})
+    if not cfg.names_driver(use_async):  # the implied side: checked now, not at load
+        url = cfg.async_url if use_async else cfg.sqlalchemy_url
+        sync, other = cfg.sqlalchemy_url, cfg.async_url
+        note = BOTH_SIDES.format(
+            sync=sync.get_driver_name(), async_=other.get_driver_name() if other else "none"
+        )
+        issues = driver_issues(url, user, cfg.query or {}, note) if url is not None else []
+        if issues:
+            raise ConfigError([Problem("", at, message) for at, message in issues])
     ours = _driver_args(cfg, use_async)
     problems = conflicts(cfg, ours)
     if problems:
         raise ConfigError(problems)
     if "options" in ours:
         ours["options"] = " ".join([*given(cfg, "options")[:1], ours["options"]])
+    if "server_settings" in ours and isinstance(user.get("server_settings"), dict):
+        ours["server_settings"] = {**user["server_settings"], **ours["server_settings"]}
     dialect = dialect_for(cfg.backend)
     defaults = dialect.connect_defaults(cfg) if dialect is not None else {}
     return {**defaults, **user, **ours}
@@ -156,7 +175,9 @@ def engine_kwargs(cfg: DatabaseConfig, *, use_async: bool = False) -> dict[str, 
 
 
 def build_engine(name: str, cfg: DatabaseConfig) -> sa.Engine:
-    """Create the engine of database ``name`` (no connection is made until first use)."""
+    """Create the engine of database ``name`` (no connection is made until first use).
+    Raises :class:`ConfigError` naming the extra to install when the sync driver is missing."""
+    require_driver(cfg, use_async=False)
     kwargs = {**engine_kwargs(cfg), **pool_class_kwargs(cfg)}  # QueuePool → leaks.QueuePool
     engine = sa.create_engine(cfg.sqlalchemy_url, **kwargs)
     dialect = dialect_for(cfg.backend)
@@ -174,18 +195,9 @@ def build_async_engine(name: str, cfg: DatabaseConfig) -> AsyncEngine:
     on its ``sync_engine`` (no connection is made until first use)."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    require_driver(cfg, use_async=True)  # no async driver known, not installed, no greenlet
     url = cfg.async_url
-    if url is None:
-        raise ConfigError(
-            [
-                Problem(
-                    "",
-                    "async_driver",
-                    f"dbconf knows no async driver for {cfg.backend}; set async_driver to the "
-                    "name of one SQLAlchemy supports",
-                )
-            ]
-        )
+    assert url is not None  # require_driver raised otherwise
     kwargs = {**engine_kwargs(cfg, use_async=True), **pool_class_kwargs(cfg, use_async=True)}
     engine = create_async_engine(url, **kwargs)
     sync = engine.sync_engine
@@ -211,23 +223,18 @@ def build_sessionmaker(
     bound to it with ``join_transaction_mode="create_savepoint"``, autocommit flavours too:
     they join its transaction and their commits release savepoints.
     """
-    kwargs: dict[str, Any] = {}
-    for key in ("autoflush", "expire_on_commit", "autobegin", "twophase"):
-        value = getattr(flavour, key)
-        if value is not None:
-            kwargs[key] = value
-    if flavour.info is not None:
-        kwargs["info"] = dict(flavour.info)
     if connection is not None:
         return sessionmaker(
-            bind=connection, class_=Session, join_transaction_mode="create_savepoint", **kwargs
+            bind=connection,
+            class_=sync_class(flavour),
+            join_transaction_mode="create_savepoint",
+            **_session_flags(flavour),
         )
     bind = engine.execution_options(isolation_level="AUTOCOMMIT") if flavour.autocommit else engine
-    return sessionmaker(bind=bind, class_=Session, **kwargs)
+    return sessionmaker(bind=bind, class_=sync_class(flavour), **_session_flags(flavour))
 
 
-def _async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
-    """The async_sessionmaker flags of ``flavour``: those of :func:`build_sessionmaker`."""
+def _session_flags(flavour: SessionConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for key in ("autoflush", "expire_on_commit", "autobegin", "twophase"):
         value = getattr(flavour, key)
@@ -238,20 +245,36 @@ def _async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
     return kwargs
 
 
-def build_async_sessionmaker(
-    engines: LoopEngines, flavour: SessionConfig
-) -> LoopSessionmaker[AsyncSession]:
-    """An async_sessionmaker with exactly the flags the flavour sets, binding the running
-    loop's engine of ``engines`` when called (``autocommit: true``: its AUTOCOMMIT variant)."""
-    from sqlalchemy.ext.asyncio import AsyncSession
+def build_async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
+    """The keyword arguments of ``async_sessionmaker(bind, **kwargs)`` for ``flavour``:
+    ``class_`` and ``sync_session_class`` (:func:`dbconf.session_classes.async_classes`) and
+    the same flags as :func:`build_sessionmaker`. The bind is the caller's: for
+    ``autocommit: true`` use ``async_engine.execution_options(isolation_level="AUTOCOMMIT")``.
+    """
+    class_, sync_session_class = async_classes(flavour)
+    return {"class_": class_, "sync_session_class": sync_session_class, **_session_flags(flavour)}
 
+
+def build_async_sessionmaker(
+    engines: LoopEngines, flavour: SessionConfig, *, connection: AsyncConnection | None = None
+) -> LoopSessionmaker[AsyncSession]:
+    """An async_sessionmaker with exactly the flags the flavour sets and its session classes
+    (:func:`build_async_sessionmaker_kwargs`), binding the running loop's engine of
+    ``engines`` when called (``autocommit: true``: its AUTOCOMMIT variant).
+
+    With ``connection`` (a test harness's): bound to it with
+    ``join_transaction_mode="create_savepoint"``, as :func:`build_sessionmaker`."""
     from dbconf.loops import LoopSessionmaker
 
+    if connection is not None:
+        return LoopSessionmaker(
+            engines,
+            bind=connection,
+            join_transaction_mode="create_savepoint",
+            **build_async_sessionmaker_kwargs(flavour),
+        )
     return LoopSessionmaker(
-        engines,
-        autocommit=bool(flavour.autocommit),
-        class_=AsyncSession,
-        **_async_sessionmaker_kwargs(flavour),
+        engines, autocommit=bool(flavour.autocommit), **build_async_sessionmaker_kwargs(flavour)
     )
 
 

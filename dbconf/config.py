@@ -32,7 +32,15 @@ from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY, issues_error, shown_value
-from dbconf.urls import combine, connect_arg_issues, mask_url, parse_url, split_async
+from dbconf.urls import (
+    BOTH_SIDES,
+    combine,
+    connect_arg_issues,
+    driver_issues,
+    mask_url,
+    parse_url,
+    split_async,
+)
 
 __all__ = [
     "DatabaseConfig",
@@ -135,15 +143,31 @@ class TimeoutsConfig(_Model):
     idle_in_transaction: Timeout | None = None
 
 
-class SessionConfig(_Model):
-    """One named sessionmaker flavour. ``autocommit`` maps to an AUTOCOMMIT connection."""
+_CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
+
+class SessionConfig(_Model):
+    """One named sessionmaker flavour. ``autocommit`` maps to an AUTOCOMMIT connection.
+    ``class`` is the import path of the session class (``sqlmodel:Session``); only its form
+    is checked here, the class itself at load (:mod:`dbconf.session_classes`)."""
+
+    class_: str | None = Field(None, alias="class")
     autoflush: bool | None = None
     expire_on_commit: bool | None = None
     autobegin: bool | None = None
     autocommit: bool | None = None
     twophase: bool | None = None
     info: dict[str, Any] | None = None
+
+    @field_validator("class_")
+    @classmethod
+    def _class_path(cls, value: str | None) -> str | None:
+        if value is not None and not _CLASS_PATH.match(value):
+            raise PydanticCustomError(
+                "class_path",
+                "is not an import path: write module.sub:ClassName (e.g. sqlmodel:Session)",
+            )
+        return value
 
     @model_validator(mode="after")
     def _autocommit_twophase(self) -> SessionConfig:
@@ -239,6 +263,7 @@ class DatabaseConfig(_Model):
 
     _url: URL = PrivateAttr()
     _async_url: URL | None = PrivateAttr(None)
+    _named: tuple[bool, bool] = PrivateAttr((True, False))
 
     @field_validator("driver")
     @classmethod
@@ -295,7 +320,18 @@ class DatabaseConfig(_Model):
         url, issues = combine(base, self.driver, parts, reveal(self.query))
         self._url, self._async_url, more = split_async(url, self.async_driver)
         issues += more
-        issues += connect_arg_issues(self._url, self.connect_args or {})
+        # the side(s) the user named are checked now, the implied one when it is built
+        written_async = self._async_url is not None and url.drivername == self._async_url.drivername
+        self._named = (not written_async, written_async or self.async_driver is not None)
+        keys = list(self.connect_args or {})
+        if self._async_url is not None and self._named == (True, True):
+            note = BOTH_SIDES.format(
+                sync=self._url.get_driver_name(), async_=self._async_url.get_driver_name()
+            )
+            issues += connect_arg_issues(url, keys, note)
+            issues += driver_issues(self._async_url, keys, self.query or {}, note)
+        else:
+            issues += connect_arg_issues(url, keys)
         issues += check_pool(self) + check_dialect_options(self)
         if issues:
             raise issues_error(issues)
@@ -311,6 +347,12 @@ class DatabaseConfig(_Model):
         """The same location with the async driver (``async_driver``, an async driver in the
         URL, or the dialect's default); None when dbconf knows no async driver for it."""
         return self._async_url
+
+    def names_driver(self, use_async: bool) -> bool:
+        """Whether the user named the sync (``url``/``driver`` with a sync or no driver) or
+        the async driver (an async driver in ``url``/``driver``, or ``async_driver``): that
+        side is checked at load; the other is only implied, checked when it is built."""
+        return self._named[1] if use_async else self._named[0]
 
     @property
     def backend(self) -> str:

@@ -2,8 +2,9 @@
 
 :func:`conflicts` compares what the builder would pass for ``timeouts``/``application_name``
 with what the user wrote in ``connect_args`` and the URL query, including the server settings
-hidden inside libpq's ``options`` (every spelling the server reads) and MariaDB/MySQL's
-``init_command``. The per-dialect names are tables of :mod:`dbconf.dialects`.
+hidden inside libpq's ``options`` (every spelling the server reads), asyncpg's
+``server_settings`` (and its client-side ``command_timeout`` against ``timeouts.statement``) and
+MariaDB/MySQL's ``init_command``. The per-dialect names are tables of :mod:`dbconf.dialects`.
 """
 
 from __future__ import annotations
@@ -50,7 +51,17 @@ def conflicts(cfg: DatabaseConfig, ours: dict[str, Any]) -> list[Problem]:
         "application_name": "application_name",
         "program_name": "application_name",
     }
-    problems = [_conflict(names[arg], arg) for arg in ours if arg != "options" and given(cfg, arg)]
+    nested = ("options", "server_settings")
+    problems = [_conflict(names[arg], arg) for arg in ours if arg not in nested and given(cfg, arg)]
+    if "server_settings" in ours:  # asyncpg: the names inside a user's server_settings
+        user = (cfg.connect_args or {}).get("server_settings")
+        written = {str(k).lower() for k in user} if isinstance(user, dict) else set()
+        for name in ours["server_settings"]:
+            key = next((f"timeouts.{k}" for k, g in postgresql.GUCS.items() if g == name), None)
+            if name in written:
+                problems.append(_conflict(key or "application_name", f"server_settings.{name}"))
+        if t.statement is not None and given(cfg, "command_timeout"):
+            problems.append(_conflict("timeouts.statement", "command_timeout"))
     if "options" in ours:
         written = {n for text in given(cfg, "options") for n in pg_option_names(text)}
         for key, guc in postgresql.GUCS.items():

@@ -1,23 +1,21 @@
 """What would fail when building a profile's databases: unknown or missing drivers, and
-settings given twice (:func:`build_problems`, run at load). The per-field rules of a database
-that depend on its dialect are in :mod:`dbconf.dialects.checks`."""
+settings given twice (:func:`build_problems`, run at load), for each side (sync, async) whose
+driver the user named; the implied side is checked when built (:mod:`dbconf.drivers`). The
+per-field rules of a database that depend on its dialect are in :mod:`dbconf.dialects.checks`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy.exc import NoSuchModuleError
-
 from dbconf.builder import engine_kwargs
 from dbconf.config import DatabaseConfig
-from dbconf.dialects import DIALECTS, dialect_for
-from dbconf.errors import ConfigError, Problem, did_you_mean
+from dbconf.drivers import KNOWN_DRIVERS, driver_problem, install_hint
+from dbconf.errors import ConfigError, Problem
 from dbconf.origin import KeyPath, Origin, find_origin
+from dbconf.session_classes import class_problem
 
 __all__ = ["KNOWN_DRIVERS", "build_problems", "missing_driver_hint"]
-
-# Every backend[+driver] spelling of the drivers the dialects know (for "did you mean").
-KNOWN_DRIVERS = tuple(name for dialect in DIALECTS for name in dialect.known_drivers)
 
 
 def build_problems(
@@ -34,45 +32,37 @@ def build_problems(
         problems.append(Problem(str(origin) if origin else fallback, where, message))
 
     for name, db in databases.items():
-        url = db.sqlalchemy_url
-        key = "driver" if db.driver else "url"
-        try:
-            url.get_dialect().import_dbapi()
-        except NoSuchModuleError:
-            hint = did_you_mean(url.drivername, KNOWN_DRIVERS)
-            problem(
-                name,
-                key,
-                f"unknown database driver {url.drivername!r}{hint}; dbconf "
-                "supports postgresql+psycopg2, mariadb+pymysql, mysql+pymysql and sqlite",
+        for flavour_name, flavour in db.sessions.items():
+            if flavour.class_ is not None:
+                found = class_problem(flavour.class_)
+                if found is not None:
+                    problem(name, f"sessions.{flavour_name}.class", found)
+        for use_async in (False, True):
+            if not db.names_driver(use_async):
+                continue  # implied: checked when built (drivers.require_driver)
+            url = db.async_url if use_async else db.sqlalchemy_url
+            if url is None:
+                continue  # a backend dbconf knows no async driver for, and none named
+            key = (
+                "async_driver"
+                if use_async and db.async_driver
+                else "driver"
+                if db.driver
+                else "url"
             )
-            continue
-        except ImportError as e:
-            problem(name, key, missing_driver_hint(url.drivername, url.get_driver_name(), e.name))
-            continue
-        except Exception:  # SQLAlchemy's plugin lookup fails in other ways on odd names
-            problem(
-                name,
-                key,
-                "unknown database driver; dbconf supports postgresql+psycopg2, "
-                "mariadb+pymysql, mysql+pymysql and sqlite",
-            )
-            continue
-        try:
-            engine_kwargs(db)
-        except ConfigError as e:
-            for p in e.problems:
-                problem(name, p.path, p.message, p.origin)
+            found = driver_problem(url, use_async)
+            if found is not None:
+                problem(name, key, found)
+                continue
+            try:
+                engine_kwargs(db, use_async=use_async)
+            except ConfigError as e:
+                for p in e.problems:
+                    problem(name, p.path, p.message, p.origin)
     return problems
 
 
 def missing_driver_hint(drivername: str, driver: str, module: str | None) -> str:
     """What to install for a driver that is not installed: an extra of dbconf only for the
     drivers dbconf ships (a real extra of pyproject.toml), else the driver itself."""
-    dialect = dialect_for(drivername.partition("+")[0])
-    extra = dialect.drivers.get(driver) if dialect is not None else None
-    if extra is not None:
-        how = f"pip install 'dbconf[{extra}]'"
-    else:
-        how = f"dbconf ships no extra for it: install the {driver} driver itself"
-    return f"the driver for {drivername} is not installed ({module}); {how}"
+    return f"the driver for {drivername} is not installed ({module}); {install_hint(drivername)}"

@@ -9,10 +9,13 @@ only reads them, so outside such a run they cost one global lookup per call.
   test profile's databases at the test databases); with overrides the profile is loaded again
   with them added to the caller's.
 - **binder** ``(database_name, config) -> Binding or None``: :meth:`Database.sessionmaker
-  <dbconf.registry.Database.sessionmaker>` asks it which connection the sessions of this
+  <dbconf.database.Database.sessionmaker>` asks it which connection the sessions of this
   database must use. With a :class:`Binding`, sessions are bound to that connection (already
   in a transaction) with ``join_transaction_mode="create_savepoint"``: their commits release
   savepoints and the harness rolls everything back. A binder may raise to refuse a session.
+- **async binder** ``(database_name, config) -> AsyncConnection or None``: the same for
+  :meth:`Database.async_sessionmaker <dbconf.async_database.AsyncDatabase.async_sessionmaker>`
+  (the connection belongs to the running event loop).
 """
 
 from __future__ import annotations
@@ -20,13 +23,26 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from dbconf.config import DatabaseConfig
 
-__all__ = ["Binder", "Binding", "LoadHook", "binding_for", "get", "load_overrides", "set_hooks"]
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = [
+    "AsyncBinder",
+    "Binder",
+    "Binding",
+    "LoadHook",
+    "async_binding_for",
+    "binding_for",
+    "get",
+    "load_overrides",
+    "set_hooks",
+]
 
 
 @dataclass(frozen=True)
@@ -39,22 +55,26 @@ class Binding:
 
 LoadHook = Callable[[str, Path], Mapping[str, Any] | None]
 Binder = Callable[[str, DatabaseConfig], Binding | None]
+AsyncBinder = Callable[[str, DatabaseConfig], "AsyncConnection | None"]
 
 _load_hook: LoadHook | None = None
 _binder: Binder | None = None
+_async_binder: AsyncBinder | None = None
 
 
-def set_hooks(load_hook: LoadHook | None, binder: Binder | None) -> tuple[Any, Any]:
-    """Install both hooks; return the previous pair, to pass back here to restore them."""
-    global _load_hook, _binder
-    previous = (_load_hook, _binder)
-    _load_hook, _binder = load_hook, binder
+def set_hooks(
+    load_hook: LoadHook | None, binder: Binder | None, async_binder: AsyncBinder | None = None
+) -> tuple[Any, Any, Any]:
+    """Install the hooks; return the previous ones, to pass back here to restore them."""
+    global _load_hook, _binder, _async_binder
+    previous = (_load_hook, _binder, _async_binder)
+    _load_hook, _binder, _async_binder = load_hook, binder, async_binder
     return previous
 
 
-def get() -> tuple[LoadHook | None, Binder | None]:
-    """The installed pair (None, None when no harness is active)."""
-    return _load_hook, _binder
+def get() -> tuple[LoadHook | None, Binder | None, AsyncBinder | None]:
+    """The installed hooks (all None when no harness is active)."""
+    return _load_hook, _binder, _async_binder
 
 
 def load_overrides(profile: str, path: Path) -> Mapping[str, Any] | None:
@@ -66,4 +86,10 @@ def load_overrides(profile: str, path: Path) -> Mapping[str, Any] | None:
 def binding_for(name: str, config: DatabaseConfig) -> Binding | None:
     """The binding the binder gives database ``name``; None without a binder."""
     binder = _binder
+    return None if binder is None else binder(name, config)
+
+
+def async_binding_for(name: str, config: DatabaseConfig) -> AsyncConnection | None:
+    """The async connection the async binder gives database ``name``; None without one."""
+    binder = _async_binder
     return None if binder is None else binder(name, config)

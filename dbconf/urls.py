@@ -10,7 +10,8 @@ explicit ``host``/``port`` also drops a ``?host=``/``?port=``). A percent-encode
 
 :func:`url_issues` finds what would only fail at connect: a SQLite URL with a host, port or
 credentials, a port outside 1-65535, a query parameter the driver does not take;
-:func:`connect_arg_issues` likewise for ``connect_args`` keys.
+:func:`connect_arg_issues` likewise for ``connect_args`` keys; :func:`driver_issues` both, for
+the other side (sync/async) of a database than the one its URL names.
 
 The per-driver facts (which query parameters and connect_args a driver takes, which of them
 are connection parts) are tables of the modules of :mod:`dbconf.dialects`.
@@ -31,13 +32,16 @@ from dbconf.errors import did_you_mean
 from dbconf.origin import SECRET_KEY
 
 __all__ = [
+    "BOTH_SIDES",
     "CONNECT_ARGS",
     "DEFAULT_DRIVERS",
     "QUERY_KEYS",
     "combine",
     "connect_arg_issues",
+    "driver_issues",
     "mask_url",
     "parse_url",
+    "query_issues",
     "split_async",
 ]
 
@@ -55,6 +59,11 @@ QUERY_PARTS = {k: v for d in DIALECTS for k, v in d.query_parts.items()}
 _LIFTED = ("username", "password", "database")
 FIELDS = ("username", "password", "host", "port", "database")
 Issue = tuple[str, str]  # (key path within the database, message)
+# Said when a key suits one side of a database but not the other.
+BOTH_SIDES = (
+    "; connect_args and the URL query go to both the sync ({sync}) and the async ({async_}) "
+    "driver of a database: keep only what both take, or name just the driver you use"
+)
 
 
 def driver_name(url: URL) -> str:
@@ -169,7 +178,7 @@ def split_async(url: URL, async_driver: str | None) -> tuple[URL, URL | None, li
     return url, url.set(drivername=f"{backend}+{chosen}") if chosen else None, issues
 
 
-def connect_arg_issues(url: URL, keys: Iterable[str]) -> list[Issue]:
+def connect_arg_issues(url: URL, keys: Iterable[str], note: str = "") -> list[Issue]:
     """``connect_args`` keys the driver's ``connect()`` does not take (a TypeError, or libpq's
     "invalid connection option", at the first connect)."""
     driver = driver_name(url)
@@ -180,7 +189,7 @@ def connect_arg_issues(url: URL, keys: Iterable[str]) -> list[Issue]:
         (
             f"connect_args.{key}" if "." not in key else "connect_args",
             f"{key!r} is not an argument of the {driver} driver{did_you_mean(key, known)}; "
-            "remove it (it would fail at connect)",
+            f"remove it (it would fail at connect){note}",
         )
         for key in keys
         if key not in known
@@ -210,6 +219,14 @@ def url_issues(
             )
     if url.port is not None and not 1 <= url.port <= 65535:
         issues.append(("url", "the URL's port must be 1-65535"))  # a port: key is bounded
+    return issues + query_issues(url, where, hide_keys)
+
+
+def query_issues(
+    url: URL, where: Mapping[str, str], hide_keys: bool, note: str = ""
+) -> list[Issue]:
+    """URL query parameters ``url``'s driver does not take (``where``: key → "url"/"query")."""
+    issues: list[Issue] = []
     driver = driver_name(url)
     known = QUERY_KEYS.get(driver)
     if known is not None:
@@ -222,7 +239,20 @@ def url_issues(
                         where.get(key, "url"),
                         f"the URL query parameter {shown} is not taken by the {driver} "
                         f"driver{did_you_mean(key, known)}; remove it (it would fail at "
-                        "connect)",
+                        f"connect){note}",
                     )
                 )
     return issues
+
+
+def driver_issues(
+    url: URL, connect_args: Iterable[str], query: Iterable[str], note: str = ""
+) -> list[Issue]:
+    """What ``url``'s driver would reject at connect among the URL query parameters and
+    ``connect_args`` keys (``query``: the keys written in ``query:`` rather than the URL), for
+    the side of a database the URL was not written for (the sync driver of an async URL, the
+    async driver of a sync one): a query is shared by both sides and must suit both."""
+    written = set(query)
+    where = {k: "query" if k in written else "url" for k in url.query}
+    hide_keys = any(SECRET_KEY.search(k) for k in url.query)
+    return query_issues(url, where, hide_keys, note) + connect_arg_issues(url, connect_args, note)

@@ -72,7 +72,9 @@ def test_default_drivers_name_a_known_driver_of_the_dialect() -> None:
 def test_per_driver_tables_are_about_translated_drivers() -> None:
     for d in DIALECTS:
         tables = (d.query_keys, d.connect_args, d.query_parts)
-        assert {driver for table in tables for driver in table} <= d.translated_drivers
+        assert {driver for table in tables for driver in table} <= d.translated_drivers | set(
+            d.async_driver_args
+        )
         for driver, parts in d.query_parts.items():
             assert set(parts) <= d.query_keys[driver]
 

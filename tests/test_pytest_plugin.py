@@ -187,7 +187,7 @@ from dbconf import testhooks
 
 
 def test_nothing_installed():
-    assert testhooks.get() == (None, None)
+    assert testhooks.get() == (None, None, None)
     assert "DBCONF_PROFILE" not in os.environ
 """
 

@@ -127,7 +127,10 @@ def test_every_extra_a_hint_can_name_exists_in_pyproject() -> None:
         ("mariadb+pymysql", "pymysql", "pip install 'dbconf[mysql]'"),
         ("oracle+cx_oracle", "cx_oracle", "dbconf ships no extra for it: install the cx_oracle"),
         ("sqlite+pysqlcipher", "pysqlcipher", "install the pysqlcipher driver itself"),
-        ("postgresql+asyncpg", "asyncpg", "install the asyncpg driver itself"),
+        ("postgresql+asyncpg", "asyncpg", "pip install 'dbconf[asyncpg]'"),
+        ("postgresql+psycopg_async", "psycopg_async", "pip install 'dbconf[psycopg]'"),
+        ("sqlite+aiosqlite", "aiosqlite", "pip install 'dbconf[aiosqlite]'"),
+        ("mariadb+aiomysql", "aiomysql", "pip install 'dbconf[aiomysql]'"),
     ],
 )
 def test_missing_driver_hint(drivername: str, driver: str, expected: str) -> None:

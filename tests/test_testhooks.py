@@ -104,7 +104,7 @@ def test_the_load_hook_adds_overrides_to_the_profile(
         return {"databases.primary.database": str(tmp_path / "redirected.db")}
 
     previous = testhooks.set_hooks(hook, None)
-    assert previous == (None, None)
+    assert previous == (None, None, None)
     dbs = dbconf.load("test", path=path, overrides={"databases.primary.pool.size": 3})
     assert dbs.default.config.sqlalchemy_url.database == str(tmp_path / "redirected.db")
     assert dbs.default.config.pool.size == 3  # the caller's overrides still apply

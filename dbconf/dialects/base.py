@@ -114,11 +114,26 @@ class Dialect:
     async_drivers: Mapping[str, str | None] = field(default_factory=dict)
     # the async driver a database uses when neither its URL nor async_driver names one
     default_async_driver: str | None = None
+    # async driver → its driver arguments for the translated settings (a driver not listed
+    # cannot honour them: a ConfigError)
+    async_driver_args: Mapping[str, Callable[[Settings], dict[str, Any]]] = field(
+        default_factory=dict
+    )
 
     def is_async(self, driver: str) -> bool:
         """Whether ``driver`` (a name without the backend) is one of this dialect's async
         drivers."""
         return driver in self.async_drivers
+
+    def translation(self, driver: str) -> Callable[[Settings], dict[str, Any]] | None:
+        """The driver arguments function of ``driver`` (sync or async), None: not translated."""
+        if driver in self.translated_drivers:
+            return self.driver_args
+        return self.async_driver_args.get(driver)
+
+    def extra_for(self, driver: str) -> str | None:
+        """The pyproject extra that installs ``driver`` (sync or async), None: no extra."""
+        return self.drivers.get(driver) or self.async_drivers.get(driver)
 
     def sync_drivername(self, backend: str) -> str:
         """``backend+driver`` of the sync driver dbconf uses when a URL names none."""

@@ -1,10 +1,13 @@
-"""MariaDB and MySQL: PyMySQL.
+"""MariaDB and MySQL: PyMySQL (sync) and aiomysql (async, built on PyMySQL: same error codes).
 
-Timeouts: ``connect`` → ``connect_timeout`` (``0`` → ``None``, no connect timeout); on each new
-connection a ``SET SESSION`` chosen by the server's version string: ``max_statement_time``
-(MariaDB, seconds) or ``max_execution_time`` (MySQL, ms, SELECT only),
-``innodb_lock_wait_timeout``, ``idle_transaction_timeout`` (MariaDB); ``application_name`` →
-PyMySQL's ``program_name`` (a connection attribute).
+Both drivers get the same translation. Timeouts: ``connect`` → ``connect_timeout`` (``0`` →
+``None``, no connect timeout); on each new connection a ``SET SESSION`` chosen by the server's
+version string: ``max_statement_time`` (MariaDB, seconds) or ``max_execution_time`` (MySQL, ms,
+SELECT only), ``innodb_lock_wait_timeout``, ``idle_transaction_timeout`` (MariaDB);
+``application_name`` → PyMySQL's/aiomysql's ``program_name`` (a connection attribute). With aiomysql
+the ``SET SESSION`` runs in the same ``connect`` event, through SQLAlchemy's adapted connection (its
+cursor runs synchronously inside SQLAlchemy's greenlet). aiomysql's ``ssl`` is an ``ssl.SSLContext``
+(pass it in connect_args): the ``?ssl_*`` query keys are PyMySQL's only.
 """
 
 from __future__ import annotations
@@ -101,8 +104,37 @@ PYMYSQL_KEYWORDS = frozenset(
         "ssl_check_hostname",
     ]
 )
+# aiomysql.connect()'s keyword arguments a URL query string can carry (SQLAlchemy coerces the
+# numbers and flags), and every keyword argument.
+AIOMYSQL_KEYWORDS = frozenset(
+    [
+        "user",
+        "password",
+        "host",
+        "db",
+        "port",
+        "unix_socket",
+        "charset",
+        "sql_mode",
+        "read_default_file",
+        "use_unicode",
+        "client_flag",
+        "init_command",
+        "connect_timeout",
+        "read_default_group",
+        "autocommit",
+        "local_infile",
+        "program_name",
+        "server_public_key",
+        "auth_plugin",
+    ]
+)
+AIOMYSQL_CONNECT_ARGS = AIOMYSQL_KEYWORDS | {"conv", "cursorclass", "ssl", "echo"}
+AIOMYSQL_CONNECT_ARGS |= {"async_creator_fn"}
 PYMYSQL_PARTS = {"user": "username", "password": "password", "passwd": "password"}
 PYMYSQL_PARTS |= {"database": "database", "db": "database", "host": "host", "port": "port"}
+AIOMYSQL_PARTS = {"user": "username", "password": "password", "db": "database"}
+AIOMYSQL_PARTS |= {"host": "host", "port": "port"}
 
 
 def driver_args(cfg: Settings) -> dict[str, Any]:
@@ -137,7 +169,9 @@ def setup(engine: sa.Engine, cfg: Settings) -> None:
 
     @event.listens_for(engine, "connect")
     def _set_session(dbapi_connection: Any, _record: Any) -> None:
-        sql = session_sql(str(dbapi_connection.get_server_info()), t)
+        # aiomysql: SQLAlchemy's adapter wraps the driver's connection
+        driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+        sql = session_sql(str(driver.get_server_info()), t)
         if sql:
             cursor = dbapi_connection.cursor()
             try:
@@ -161,15 +195,17 @@ dialect = register(
         default_drivers={"mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"},
         translated_drivers=frozenset({"pymysql"}),
         driver_args=driver_args,
+        async_driver_args={"aiomysql": driver_args},
         default_port=3306,
         setup=setup,
         server_limit=server_limit,
-        query_keys={"pymysql": PYMYSQL_KEYWORDS},
+        query_keys={"pymysql": PYMYSQL_KEYWORDS, "aiomysql": AIOMYSQL_KEYWORDS},
         # the keywords minus the ssl_* keys SQLAlchemy folds into ssl={...}, plus Python objects
         connect_args={
             "pymysql": (PYMYSQL_KEYWORDS - {"ssl_capath", "ssl_cipher", "ssl_check_hostname"})
-            | {"conv", "cursorclass", "ssl", "auth_plugin_map"}
+            | {"conv", "cursorclass", "ssl", "auth_plugin_map"},
+            "aiomysql": AIOMYSQL_CONNECT_ARGS,
         },
-        query_parts={"pymysql": PYMYSQL_PARTS},
+        query_parts={"pymysql": PYMYSQL_PARTS, "aiomysql": AIOMYSQL_PARTS},
     )
 )

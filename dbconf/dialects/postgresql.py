@@ -1,9 +1,15 @@
-"""PostgreSQL: psycopg2 (the driver dbconf ships) and psycopg 3.
+"""PostgreSQL: psycopg2 and psycopg 3 (sync), asyncpg (the default async driver) and psycopg 3
+async (``psycopg_async``).
 
-Timeouts: ``connect`` → ``connect_timeout`` (whole seconds, rounded up); ``statement``/``lock``/
-``idle_in_transaction`` → ``-c statement_timeout``, ``-c lock_timeout``,
-``-c idle_in_transaction_session_timeout`` in libpq's ``options`` (ms, rounded up);
-``application_name`` → ``application_name``.
+libpq drivers (psycopg2, psycopg, psycopg_async): ``connect`` → ``connect_timeout`` (whole
+seconds, rounded up); ``statement``/``lock``/``idle_in_transaction`` → ``-c statement_timeout``,
+``-c lock_timeout``, ``-c idle_in_transaction_session_timeout`` in libpq's ``options`` (ms,
+rounded up); ``application_name`` → ``application_name``.
+
+asyncpg: ``connect`` → ``timeout`` (seconds, as given); ``statement``/``lock``/
+``idle_in_transaction`` and ``application_name`` → ``server_settings`` (``statement_timeout``
+etc. as ms strings, ``application_name``), merged with a user ``server_settings`` that sets
+other names. asyncpg takes no libpq keyword (``?sslmode=`` is ``?ssl=`` there).
 """
 
 from __future__ import annotations
@@ -140,6 +146,63 @@ def driver_args(cfg: Settings) -> dict[str, Any]:
     return out
 
 
+def asyncpg_args(cfg: Settings) -> dict[str, Any]:
+    """asyncpg.connect(): ``timeout`` (seconds) and ``server_settings`` (strings)."""
+    t = cfg.timeouts
+    out: dict[str, Any] = {}
+    if t.connect is not None:
+        out["timeout"] = t.connect or None  # 0: no connect timeout, as libpq
+    settings = {GUCS[k]: str(ms(v)) for k in GUCS if (v := getattr(t, k)) is not None}
+    if cfg.application_name is not None:
+        settings["application_name"] = cfg.application_name
+    if settings:
+        out["server_settings"] = settings
+    return out
+
+
+# asyncpg.connect()'s keyword arguments a URL query string can carry (SQLAlchemy passes the
+# query through as strings), and every keyword argument (plus SQLAlchemy's adapter's own).
+ASYNCPG_QUERY = frozenset(
+    [
+        "host",
+        "port",
+        "user",
+        "password",
+        "passfile",
+        "database",
+        "ssl",
+        "direct_tls",
+        "target_session_attrs",
+        "krbsrvname",
+        "gsslib",
+        "prepared_statement_cache_size",
+    ]
+)
+ASYNCPG_CONNECT_ARGS = ASYNCPG_QUERY | {
+    "timeout",
+    "statement_cache_size",
+    "max_cached_statement_lifetime",
+    "max_cacheable_statement_size",
+    "command_timeout",
+    "connection_class",
+    "record_class",
+    "server_settings",
+    "prepared_statement_name_func",
+    "async_creator_fn",
+}
+ASYNCPG_PARTS = {"user": "username", "password": "password", "database": "database"}
+ASYNCPG_PARTS |= {"host": "host", "port": "port"}
+# psycopg (3) connect(): libpq keywords plus its own Python arguments
+PSYCOPG_CONNECT_ARGS = LIBPQ_KEYWORDS | {
+    "autocommit",
+    "prepare_threshold",
+    "row_factory",
+    "cursor_factory",
+    "context",
+    "async_creator_fn",
+}
+
+
 def setup(engine: sa.Engine, cfg: Settings) -> None:
     """``disconnect_sqlstates``: errors with these SQLSTATEs count as disconnects."""
     if not cfg.disconnect_sqlstates:
@@ -179,13 +242,28 @@ dialect = register(
         default_drivers={"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"},
         translated_drivers=frozenset({"psycopg2", "psycopg", "psycopg2cffi"}),
         driver_args=driver_args,
+        async_driver_args={"asyncpg": asyncpg_args, "psycopg_async": driver_args},
         default_port=5432,
         setup=setup,
         server_limit=server_limit,
-        query_keys={"psycopg2": LIBPQ_KEYWORDS, "psycopg": LIBPQ_KEYWORDS},
-        connect_args={
-            "psycopg2": LIBPQ_KEYWORDS | {"connection_factory", "cursor_factory", "async", "async_"}
+        query_keys={
+            "psycopg2": LIBPQ_KEYWORDS,
+            "psycopg": LIBPQ_KEYWORDS,
+            "psycopg_async": LIBPQ_KEYWORDS,
+            "asyncpg": ASYNCPG_QUERY,
         },
-        query_parts={"psycopg2": LIBPQ_PARTS, "psycopg": LIBPQ_PARTS},
+        connect_args={
+            "psycopg2": LIBPQ_KEYWORDS
+            | {"connection_factory", "cursor_factory", "async", "async_"},
+            "psycopg": PSYCOPG_CONNECT_ARGS,
+            "psycopg_async": PSYCOPG_CONNECT_ARGS,
+            "asyncpg": ASYNCPG_CONNECT_ARGS,
+        },
+        query_parts={
+            "psycopg2": LIBPQ_PARTS,
+            "psycopg": LIBPQ_PARTS,
+            "psycopg_async": LIBPQ_PARTS,
+            "asyncpg": ASYNCPG_PARTS,
+        },
     )
 )

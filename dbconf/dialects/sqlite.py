@@ -1,4 +1,5 @@
-"""SQLite: the standard library's sqlite3 (pysqlite).
+"""SQLite: the standard library's sqlite3 (pysqlite) and aiosqlite (async, a thread around a
+sqlite3 connection; it takes the same arguments and gets the same translation).
 
 Timeouts: ``connect`` or ``lock`` → ``timeout`` (the busy timeout); ``statement`` → a progress
 handler that aborts a statement running past its deadline (``OperationalError: interrupted``);
@@ -9,7 +10,14 @@ SQLite connections get the effect of SQLAlchemy's documented pysqlite savepoint 
 dbconf emits ``BEGIN`` whenever SQLAlchemy begins a transaction (skipped for AUTOCOMMIT
 connections), so reads are transactional and ``begin_nested()`` works. It does so through the
 engine's own dialect ``do_begin`` rather than the recipe's ``begin`` event, which would move
-every statement onto SQLAlchemy's slower event path.
+every statement onto SQLAlchemy's slower event path. With aiosqlite the BEGIN, the pragmas
+and the progress handler go through SQLAlchemy's adapted connection (the handler is set on the
+sqlite3 connection aiosqlite owns, with aiosqlite's ``set_progress_handler``).
+
+In-memory databases and async: the sync and the async engine of one ``sqlite://`` database
+each hold their own connection, so they are two different, empty databases (a table created
+through one is not seen by the other). Use one side only for an in-memory database, or a file
+(``sqlite:///app.db``) when both sides must see the same data.
 """
 
 from __future__ import annotations
@@ -102,7 +110,12 @@ def setup(engine: sa.Engine, cfg: Settings) -> None:
                 deadline = record.info.get(_DEADLINE)
                 return 1 if deadline is not None and time.monotonic() > deadline else 0
 
-            dbapi_connection.set_progress_handler(progress, _PROGRESS_OPCODES)
+            if isinstance(dbapi_connection, sqlite3.Connection):
+                dbapi_connection.set_progress_handler(progress, _PROGRESS_OPCODES)
+            else:  # aiosqlite, through SQLAlchemy's adapter: set it in aiosqlite's thread
+                dbapi_connection.run_async(
+                    lambda conn: conn.set_progress_handler(progress, _PROGRESS_OPCODES)
+                )
 
     # The pysqlite savepoint workaround: emit BEGIN ourselves when SQLAlchemy begins a
     # transaction, so the driver never opens one late (or not at all before a SAVEPOINT).
@@ -152,9 +165,10 @@ dialect = register(
         default_async_driver="aiosqlite",
         translated_drivers=frozenset({"pysqlite"}),
         driver_args=driver_args,
+        async_driver_args={"aiosqlite": driver_args},
         pool_defaults=pool_defaults,
         connect_defaults=connect_defaults,
         setup=setup,
-        query_keys={"pysqlite": PYSQLITE_KEYWORDS},
+        query_keys={"pysqlite": PYSQLITE_KEYWORDS, "aiosqlite": PYSQLITE_KEYWORDS},
     )
 )

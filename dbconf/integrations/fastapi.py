@@ -3,51 +3,74 @@
 .. code-block:: python
 
     from fastapi import FastAPI
-    from dbconf.integrations.fastapi import SessionDep, lifespan
+    from dbconf.integrations.fastapi import AsyncSessionDep, SessionDep, lifespan
 
     dbs = dbconf.load("production")
     app = FastAPI(lifespan=lifespan(dbs))
-    PrimarySession = SessionDep(dbs["primary"])
+    PrimarySession = SessionDep(dbs["primary"])            # sync endpoints (threadpool)
+    PrimaryAsyncSession = AsyncSessionDep(dbs["primary"])  # async endpoints (asyncpg, …)
 
     @app.post("/items")
-    def create(session: PrimarySession) -> dict[str, str]: ...
+    async def create(session: PrimaryAsyncSession) -> dict[str, str]: ...
 
-``SessionDep`` is ``Annotated[Session, Depends(db.dependency(flavour), scope="function")]``:
-the session is committed when the endpoint returns and *before the response is sent* (so a
-failed commit is a 500, never a 200 for work that was lost), rolled back when it raises
-(``HTTPException`` included), and always closed. Writing ``Depends(db.dependency())`` by hand,
-pass ``scope="function"`` too (FastAPI ≥ 0.121.1): FastAPI's default runs the code after
-``yield`` once the response has gone out. With ``from __future__ import annotations``
-FastAPI resolves the alias by name in the module's globals, so define it at module level.
+``SessionDep`` is ``Annotated[Session, Depends(db.dependency(flavour), scope="function")]`` and
+``AsyncSessionDep`` is ``Annotated[AsyncSession, Depends(db.async_dependency(flavour),
+scope="function")]``, each typed with the flavour's own class when it sets ``class:``
+(``sqlmodel:Session``; :mod:`dbconf.session_classes`). The session is committed when the
+endpoint returns and *before the response is sent* (so a failed commit is a 500, never a 200
+for work that was lost), rolled back when it raises (``HTTPException`` included), and always
+closed. Writing ``Depends(db.dependency())`` by hand, pass ``scope="function"`` too (FastAPI
+≥ 0.121.1): FastAPI's default runs the code after ``yield`` once the response has gone out.
+With ``from __future__ import annotations`` FastAPI resolves the alias by name in the
+module's globals, so define it at module level.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
-from sqlalchemy.orm import Session
 
 from dbconf.registry import Database, Registry
+from dbconf.session_classes import async_classes, sync_class
 
-__all__ = ["SessionDep", "lifespan"]
+__all__ = ["AsyncSessionDep", "SessionDep", "lifespan"]
 
 
 def SessionDep(db: Database, flavour: str = "default") -> Any:  # noqa: N802 (a type alias)
-    """``Annotated[Session, Depends(db.dependency(flavour), scope="function")]``."""
-    return Annotated[Session, Depends(db.dependency(flavour), scope="function")]
+    """``Annotated[Session, Depends(db.dependency(flavour), scope="function")]``, typed with
+    the flavour's session class (its ``class:``, e.g. SQLModel's ``Session``)."""
+    dependency = db.dependency(flavour)  # checks the flavour
+    cls = sync_class(db.config.sessions[flavour])
+    return Annotated[cls, Depends(dependency, scope="function")]
+
+
+def AsyncSessionDep(db: Database, flavour: str = "default") -> Any:  # noqa: N802 (a type alias)
+    """``Annotated[AsyncSession, Depends(db.async_dependency(flavour), scope="function")]``,
+    typed with the flavour's async session class (its ``class:``)."""
+    dependency = db.async_dependency(flavour)  # checks the flavour
+    cls, _sync = async_classes(db.config.sessions[flavour])
+    return Annotated[cls, Depends(dependency, scope="function")]
 
 
 def lifespan(registry: Registry) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """A FastAPI ``lifespan`` that disposes every engine of ``registry`` at shutdown."""
+    """A FastAPI ``lifespan`` that disposes every engine of ``registry`` at shutdown: the sync
+    engines, and the async engine of the app's event loop, awaited, so its connections are
+    closed before the server's loop stops (``await db.adispose()``).
+
+    It disposes rather than closes: the registry stays usable, and an app started again (a
+    second ``TestClient``, a reload) gets new pools. Close the registry yourself (``with`` /
+    ``async with dbconf.load(...)``, ``await dbs.aclose()``) when nothing will use it again.
+    """
 
     @asynccontextmanager
     async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            registry.dispose()
+            await asyncio.gather(*(db.adispose() for db in registry))
 
     return _lifespan
