@@ -267,12 +267,13 @@ def build_async_sessionmaker(
     from dbconf.loops import LoopSessionmaker
 
     if connection is not None:
-        return LoopSessionmaker(
+        maker: LoopSessionmaker[AsyncSession] = LoopSessionmaker(
             engines,
-            bind=connection,
             join_transaction_mode="create_savepoint",
             **build_async_sessionmaker_kwargs(flavour),
         )
+        maker.configure(bind=connection)  # a bind set: the loop's engine is not used
+        return maker
     return LoopSessionmaker(
         engines, autocommit=bool(flavour.autocommit), **build_async_sessionmaker_kwargs(flavour)
     )

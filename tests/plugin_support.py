@@ -75,6 +75,39 @@ def add_with_retry(text: str) -> int:
         return len(attempts)
 
     return db.run_in_transaction(work, backoff=0.001)
+
+
+async def add_note_async(text: str) -> None:
+    async with db.async_session() as s:
+        s.add(Note(text=text))
+
+
+async def count_async() -> int:
+    async with db.async_session() as s:
+        return await s.scalar(sa.select(sa.func.count()).select_from(Note))
+
+
+async def add_with_savepoint_async(keep: str, drop: str) -> None:
+    async with db.async_transaction() as s:
+        s.add(Note(text=keep))
+        savepoint = await s.begin_nested()
+        s.add(Note(text=drop))
+        await s.flush()
+        await savepoint.rollback()
+
+
+async def add_with_retry_async(text: str) -> int:
+    attempts = []
+
+    async def work(s):
+        attempts.append(1)
+        s.add(Note(text=f"{text}{len(attempts)}"))
+        await s.flush()
+        if len(attempts) == 1:
+            await s.execute(sa.text(FORCED[db.config.backend]))
+        return len(attempts)
+
+    return await db.run_in_transaction_async(work, backoff=0.001)
 '''
 
 FASTAPI_APP = """
@@ -103,6 +136,29 @@ async def add_async(text: str, session: DbSession) -> dict:
 @app.get("/count")
 def count(session: DbSession) -> int:
     return session.scalar(sa.select(sa.func.count()).select_from(Note))
+"""
+
+
+FASTAPI_ASYNC_APP = """
+from fastapi import FastAPI
+import sqlalchemy as sa
+
+from dbconf.integrations.fastapi import AsyncSessionDep
+from app_plugin import Note, db
+
+app = FastAPI()
+DbSession = AsyncSessionDep(db)
+
+
+@app.post("/notes/{text}")
+async def add(text: str, session: DbSession) -> dict:
+    session.add(Note(text=text))
+    return {"ok": True}
+
+
+@app.get("/count")
+async def count(session: DbSession) -> int:
+    return await session.scalar(sa.select(sa.func.count()).select_from(Note))
 """
 
 
@@ -136,7 +192,9 @@ def write_project(pytester: pytest.Pytester, url: str, ini: str = "", **files: s
             )
         },
     )
-    pytester.makepyfile(app_plugin=APP, fastapi_plugin=FASTAPI_APP)
+    pytester.makepyfile(
+        app_plugin=APP, fastapi_plugin=FASTAPI_APP, fastapi_async_plugin=FASTAPI_ASYNC_APP
+    )
     pytester.makeini(
         "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
         "dbconf_schema = app_plugin:Base.metadata\n" + ini

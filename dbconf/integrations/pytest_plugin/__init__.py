@@ -15,13 +15,14 @@ See the README section "Testing your app".
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
 
     from dbconf.integrations.pytest_plugin._harness import Harness
@@ -31,6 +32,7 @@ __all__ = ["HARNESS"]
 
 HARNESS = pytest.StashKey["Harness"]()
 _RESTORE = pytest.StashKey[Callable[[], None]]()
+_ASYNCIO_MARK = "_force_asyncio_fixture"
 _INI = ("dbconf_profile", "dbconf_config", "dbconf_schema", "dbconf_block")
 
 
@@ -133,7 +135,7 @@ def _activate(config: pytest.Config) -> Harness:
     patch.setenv("DBCONF_PROFILE", profile)
     if options.config is not None:
         patch.setenv("DBCONF_CONFIG", str(options.config))
-    previous = testhooks.set_hooks(harness.load_hook, harness.binder)
+    previous = testhooks.set_hooks(harness.load_hook, harness.binder, harness.async_binder)
 
     def restore() -> None:
         try:
@@ -210,3 +212,44 @@ def db_session(dbconf_session: Callable[..., Session]) -> Session:
     """A Session on the test profile's default database, in the test's transaction: what it
     and the application's dbconf sessions write is rolled back after the test."""
     return dbconf_session()
+
+
+@pytest.fixture
+async def async_db_session(
+    request: pytest.FixtureRequest, dbconf_registry: Registry
+) -> AsyncIterator[AsyncSession]:
+    """An AsyncSession on the default database for an async test (pytest-asyncio or anyio):
+    every async dbconf session the app opens in this test's event loop joins one outer
+    transaction per test database, rolled back after the test."""
+    harness = _harness_for_test(request)
+    await harness.open_async()
+    try:
+        session = dbconf_registry.default.async_sessionmaker()()
+        try:
+            yield session
+        finally:
+            await session.close()
+    finally:
+        await harness.close_async()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    """``async_db_session`` runs in the test's loop under anyio (its plugin runs plain async
+    fixtures of anyio tests) and under pytest-asyncio in strict mode too, which only runs
+    fixtures it marks: for a test that is not an anyio one, mark it the way
+    ``@pytest_asyncio.fixture`` does, for this setup only."""
+    if (
+        fixturedef.argname != "async_db_session"
+        or "anyio_backend" in request.fixturenames
+        or not request.config.pluginmanager.has_plugin("asyncio")
+    ):
+        return (yield)
+    func = fixturedef.func
+    setattr(func, _ASYNCIO_MARK, True)  # what @pytest_asyncio.fixture sets
+    try:
+        return (yield)
+    finally:
+        delattr(func, _ASYNCIO_MARK)

@@ -8,12 +8,13 @@ transaction rolled back after the test.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -24,6 +25,14 @@ from dbconf.loader import load_profile
 from dbconf.registry import Registry
 from dbconf.testhooks import Binding
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
+
+ASYNC_MESSAGE = (
+    "test {test} opened an async dbconf session on database {name!r} outside the event loop "
+    "of the `async_db_session` fixture: request `async_db_session` in this async test (the "
+    "sync `db_session` only binds sync sessions)"
+)
 BLOCK_MESSAGE = (
     "test {test} opened a dbconf session on database {name!r} without the database fixture: "
     "add the `db_session` fixture (or `dbconf_registry`/`dbconf_session`), or mark it "
@@ -54,6 +63,17 @@ class _Test:
     )
     touched: dict[LocationKey, set[str]] = field(default_factory=dict)
     listener: Callable[..., None] | None = None
+    async_connections: dict[LocationKey, tuple[AsyncConnection, AsyncTransaction]] = field(
+        default_factory=dict
+    )
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class Harness:
@@ -217,6 +237,56 @@ class Harness:
 
             pytest.fail(BLOCK_MESSAGE.format(test=test.nodeid, name=name), pytrace=False)
         return None
+
+    def async_binder(self, name: str, config: DatabaseConfig) -> AsyncConnection | None:
+        test = self.test
+        if test is None:
+            return None
+        key = _databases.location_key(name, config)
+        if not self._is_test_database(key):
+            return None
+        if test.mode == "rollback":
+            held = test.async_connections.get(key)
+            if held is None or test.loop is not _running_loop():
+                import pytest
+
+                pytest.fail(ASYNC_MESSAGE.format(test=test.nodeid, name=name), pytrace=False)
+            return held[0]
+        if test.mode is None and self.options.block:
+            import pytest
+
+            pytest.fail(BLOCK_MESSAGE.format(test=test.nodeid, name=name), pytrace=False)
+        return None
+
+    async def open_async(self) -> None:
+        """Open an async connection in an outer transaction on every test database that has
+        an async driver, in the running loop (async sessions cannot connect lazily)."""
+        assert self.test is not None
+        registry = self.registry()
+        self.test.loop = asyncio.get_running_loop()
+        for target in self.targets():
+            if target.backend == "sqlite-memory":
+                continue  # its async engine would be another, empty, in-memory database
+            name = target.names[0]
+            key = self._redirected_key(name)
+            if key in self.test.async_connections or registry[name].config.async_url is None:
+                continue
+            conn = await registry[name].async_engine.connect()
+            self.test.async_connections[key] = (conn, await conn.begin())
+
+    async def close_async(self) -> None:
+        """Roll back and close the async connections (in their loop)."""
+        test = self.test
+        if test is None:
+            return
+        held, test.async_connections = test.async_connections, {}
+        test.loop = None
+        for conn, trans in held.values():
+            try:
+                if trans.is_active:
+                    await trans.rollback()
+            finally:
+                await conn.close()
 
     def _is_test_database(self, key: LocationKey) -> bool:
         if not self._keys:
