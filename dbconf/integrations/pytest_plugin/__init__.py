@@ -90,7 +90,7 @@ def pytest_configure(config: pytest.Config) -> None:
         for opt in ("dbconf_profile", "dbconf_config", "dbconf_reuse_db", "dbconf_create_db")
     )
     if configured:
-        _activate(config)
+        _activate(config, set_profile=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -100,8 +100,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del config.stash[_RESTORE]
 
 
-def _activate(config: pytest.Config) -> Harness:
-    """Create the harness and install its hooks (once per run)."""
+def _activate(config: pytest.Config, set_profile: bool = False) -> Harness:
+    """Create the harness and install its hooks (once per run). ``set_profile`` (the plugin is
+    configured, so this runs before collection): ``DBCONF_PROFILE`` (and ``DBCONF_CONFIG``)
+    name the test profile for the run; a first use in a fixture of an unconfigured run does
+    not change the environment of the tests that follow."""
     harness = config.stash.get(HARNESS, None)
     if harness is not None:
         return harness
@@ -132,9 +135,10 @@ def _activate(config: pytest.Config) -> Harness:
     harness = Harness(options, os.environ.get("PYTEST_XDIST_WORKER"), tmp)
     # The app's own dbconf.load() (no profile named) gets the test profile for this run.
     patch = pytest.MonkeyPatch()
-    patch.setenv("DBCONF_PROFILE", profile)
-    if options.config is not None:
-        patch.setenv("DBCONF_CONFIG", str(options.config))
+    if set_profile:
+        patch.setenv("DBCONF_PROFILE", profile)
+        if options.config is not None:
+            patch.setenv("DBCONF_CONFIG", str(options.config))
     previous = testhooks.set_hooks(harness.load_hook, harness.binder, harness.async_binder)
 
     def restore() -> None:
