@@ -1060,8 +1060,8 @@ def test_unknown_keys_at_every_level_with_suggestions(write_config: WriteConfig)
             "(did you mean 'connect'?); "
             "allowed here: connect, statement, lock, idle_in_transaction",
             f"{path}:12:19 {pre}.databases.primary.sessions.batch.autoflsh: unknown key 'autoflsh' "
-            "(did you mean 'autoflush'?); allowed here: autoflush, expire_on_commit, autobegin, "
-            "autocommit, twophase, info",
+            "(did you mean 'autoflush'?); allowed here: class, autoflush, expire_on_commit, "
+            "autobegin, autocommit, twophase, info",
         ]
     )
 

@@ -93,6 +93,15 @@ def pytest_configure(config: pytest.Config) -> None:
         _activate(config, set_profile=True)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the test databases here, not at unconfigure: an xdist worker reports itself
+    finished right after this hook, and may be shut down before it unconfigures."""
+    harness = session.config.stash.get(HARNESS, None)
+    if harness is not None:
+        harness.teardown()
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     restore = config.stash.get(_RESTORE, None)
     if restore is not None:

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+import dbconf.integrations.pytest_plugin._databases as _databases
+import dbconf.integrations.pytest_plugin._schema as _schema
+import dbconf.integrations.pytest_plugin._truncate as _truncate
 from dbconf.config import DatabaseConfig
-from dbconf.integrations.pytest_plugin import _databases, _schema, _truncate
 from dbconf.integrations.pytest_plugin._databases import LocationKey, Target
 from dbconf.loader import load_profile
 from dbconf.registry import Registry
