@@ -29,8 +29,12 @@ def kind(driver: str) -> str:
 
 def tag(db: Database, app: str) -> None:
     """Give the running loop's new PostgreSQL connections of ``db`` the application_name
-    ``app`` (``SET`` on connect: the same statement for asyncpg and psycopg async)."""
+    ``app``: psycopg async takes it as a connect argument (``make_registry(app=...)``), asyncpg
+    gets a ``SET`` on connect (its ``server_settings`` would not pass the sync side's check).
+    """
     engine = db.async_engine.sync_engine
+    if engine.dialect.driver != "asyncpg":
+        return
 
     @event.listens_for(engine, "connect")
     def _name(dbapi_connection: Any, _record: Any) -> None:
@@ -39,13 +43,17 @@ def tag(db: Database, app: str) -> None:
         cursor.close()
 
 
-def make_registry(driver: str, urls: dict[str, str], tmp_path: Path, **extra: Any) -> Registry:
+def make_registry(
+    driver: str, urls: dict[str, str], tmp_path: Path, app: str | None = None, **extra: Any
+) -> Registry:
     """A registry with one database ``main`` on ``driver`` (urls: pg, maria sync URLs)."""
     k = kind(driver)
     if k == "lite":
         cfg: dict[str, Any] = {"url": f"sqlite:///{tmp_path}/{unique('core')}.db"}
     else:
         cfg = {"url": urls[k], "async_driver": driver}
+    if driver == "psycopg_async" and app is not None:
+        cfg["connect_args"] = {"application_name": app}
     cfg.update(extra)
     return Registry(ProfileConfig.model_validate({"databases": {"main": cfg}}), profile="test")
 

@@ -70,7 +70,9 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def test_commit_on_success_with_a_real_async_session(dbs: Registry, table: str, driver: str) -> None:
+def test_commit_on_success_with_a_real_async_session(
+    dbs: Registry, table: str, driver: str
+) -> None:
     db = dbs["main"]
 
     async def work() -> tuple[str, int | None]:
@@ -90,11 +92,14 @@ def test_rollback_on_any_exception_and_close(
 ) -> None:
     db = dbs["main"]
 
+    async def failing() -> None:
+        async with db.async_session() as s:
+            await s.execute(sa.text(f"INSERT INTO {table} VALUES (2, 0)"))
+            raise error
+
     async def work() -> int | None:
         with pytest.raises(error):
-            async with db.async_session() as s:
-                await s.execute(sa.text(f"INSERT INTO {table} VALUES (2, 0)"))
-                raise error
+            await failing()
         return db.async_pool_status().checked_out
 
     assert run(work()) == 0
@@ -104,13 +109,16 @@ def test_rollback_on_any_exception_and_close(
 def test_a_failing_statement_rolls_back_the_whole_scope(dbs: Registry, table: str) -> None:
     db = dbs["main"]
 
+    async def failing() -> None:
+        async with db.async_session() as s:
+            await s.execute(sa.text(f"INSERT INTO {table} VALUES (4, 0)"))
+            await s.execute(sa.text(f"INSERT INTO {table} VALUES (3, 0)"))
+
     async def work() -> int | None:
         async with db.async_session() as s:
             await s.execute(sa.text(f"INSERT INTO {table} VALUES (3, 0)"))
         with pytest.raises(sa.exc.IntegrityError):
-            async with db.async_session() as s:
-                await s.execute(sa.text(f"INSERT INTO {table} VALUES (4, 0)"))
-                await s.execute(sa.text(f"INSERT INTO {table} VALUES (3, 0)"))
+            await failing()
         return db.async_pool_status().checked_out
 
     assert run(work()) == 0
@@ -129,9 +137,12 @@ def test_transaction_scope_with_savepoints(dbs: Registry, table: str) -> None:
             async with s.begin_nested():
                 await s.execute(sa.text(f"INSERT INTO {table} VALUES (3, 0)"))
         with pytest.raises(RuntimeError):
-            async with db.async_transaction() as s:
-                await s.execute(sa.text(f"INSERT INTO {table} VALUES (4, 0)"))
-                raise RuntimeError("boom")
+            await failing()
+
+    async def failing() -> None:
+        async with db.async_transaction() as s:
+            await s.execute(sa.text(f"INSERT INTO {table} VALUES (4, 0)"))
+            raise RuntimeError("boom")
 
     run(work())
     assert ids(db, table) == [1, 3]
@@ -155,9 +166,7 @@ def test_flavours_reach_the_async_sessionmaker(dbs: Registry, table: str) -> Non
     assert run(work()) == (False, [7])
 
 
-def test_run_in_transaction_async_returns_and_refuses_autocommit(
-    dbs: Registry, table: str
-) -> None:
+def test_run_in_transaction_async_returns_and_refuses_autocommit(dbs: Registry, table: str) -> None:
     db = dbs["main"]
     calls = []
 
