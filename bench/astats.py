@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -55,6 +56,7 @@ class Tally:
     blocks: list[int] = field(default_factory=list)
     errors: int = 0
     first_error: str | None = None
+    kinds: Counter[str] = field(default_factory=Counter)  # error class → count
 
 
 async def _worker(op: TimedAsyncOp, n: int, tally: Tally) -> None:
@@ -65,6 +67,7 @@ async def _worker(op: TimedAsyncOp, n: int, tally: Tally) -> None:
             tally.waits.append(await op())
         except Exception as exc:
             tally.errors += 1
+            tally.kinds[type(exc).__name__] += 1
             tally.first_error = tally.first_error or f"{type(exc).__name__}: {exc}"[:200]
         tally.latencies.append(clock() - t0)
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from bench.astats import AsyncOp, Tally, TimedAsyncOp, ainterleave, concurrent_block
 from bench.cases_threads import _Crew, _dbconf_op, _Tally
-from bench.envs import PG_URL, SELECT_1, pool_signature, registry
+from bench.envs import PG_URL, SELECT_1, pool_signature, registry, server_started
 from bench.stats import CaseResult, Scale, Target, percentile, summarize
 
 TASKS = 200
@@ -47,14 +47,33 @@ def _hand(**pool: Any) -> tuple[Any, Any]:
 
 
 def _same_pool(result: CaseResult, db: Any, engine: Any) -> None:
+    """Note any pool setting that differs. dbconf's async pool is its own subclass of the
+    hand engine's ``AsyncAdaptedQueuePool`` (typed exhaustion error, leak tracking hook):
+    the same pool by class, the subclass's cost is what the case measures."""
+    pool, hand_pool = db.async_engine.sync_engine.pool, engine.sync_engine.pool
     ours, theirs = pool_signature(db.async_engine.sync_engine), pool_signature(engine.sync_engine)
     result.metrics["pool"] = ours
+    if isinstance(pool, type(hand_pool)):
+        theirs["class"] = ours["class"]
     if ours != theirs:
         result.notes.append(f"pools differ: dbconf {ours} vs hand {theirs}")
 
 
+def _guarded(run: Callable[[Scale], Any], scale: Scale) -> CaseResult:
+    """``asyncio.run(run(scale))``, with a target that fails when PostgreSQL restarted during
+    the case (another client restarting the shared server voids the numbers)."""
+    before = server_started()
+    result: CaseResult = asyncio.run(run(scale))
+    after = server_started()
+    up = before is not None and before == after
+    if not up:
+        result.notes.append(f"PostgreSQL restarted during the case ({before} → {after})")
+    result.targets.append(Target(f"{result.id} server up throughout", int(up), "==", 1))
+    return result
+
+
 def case9(scale: Scale) -> CaseResult:
-    return asyncio.run(_case9(scale))
+    return _guarded(_case9, scale)
 
 
 async def _case9(scale: Scale) -> CaseResult:
@@ -102,7 +121,7 @@ def _timed(scope: Callable[[], Any]) -> TimedAsyncOp:
 
 
 def case10(scale: Scale) -> CaseResult:
-    return asyncio.run(_case10(scale))
+    return _guarded(_case10, scale)
 
 
 async def _case10(scale: Scale) -> CaseResult:
@@ -134,6 +153,10 @@ async def _case10(scale: Scale) -> CaseResult:
             )
             result.metrics[f"{key}_checkout_wait_p99_us"] = round(percentile(waits, 99) / 1e3, 1)
         result.metrics[f"{key}_errors"] = tally.errors
+        if tally.kinds:
+            result.metrics[f"{key}_error_kinds"] = ", ".join(
+                f"{kind} {count}" for kind, count in tally.kinds.most_common()
+            )
         if tally.first_error:
             result.notes.append(f"{name}: first error: {tally.first_error}")
     a, b = tallies["tasks dbconf"].blocks, tallies["tasks hand"].blocks
@@ -148,7 +171,7 @@ async def _case10(scale: Scale) -> CaseResult:
 
 
 def case11(scale: Scale) -> CaseResult:
-    return asyncio.run(_case11(scale))
+    return _guarded(_case11, scale)
 
 
 async def _case11(scale: Scale) -> CaseResult:

@@ -70,6 +70,19 @@ def pg_available() -> str | None:
     return None
 
 
+def server_started() -> str | None:
+    """PostgreSQL's ``pg_postmaster_start_time()`` (None if unreachable): a case that sees it
+    change ran across a server restart (another client's doing) and its numbers are void."""
+    engine = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(sa.text("select pg_postmaster_start_time()")).scalar_one())
+    except Exception:
+        return None
+    finally:
+        engine.dispose()
+
+
 _RUNTIME_SKIP = {  # modules that only read or describe the config
     "config.py",
     "loader.py",

@@ -9,9 +9,15 @@ which is only what the user wrote plus dbconf's documented defaults:
 - SQLite in-memory database: one connection shared through a ``StaticPool`` with
   ``check_same_thread=False``, so every thread sees the same database.
 
-Timeouts and ``application_name`` are translated per dialect, by the modules of
-:mod:`dbconf.dialects` (which also set up each new connection: MariaDB/MySQL ``SET SESSION``,
-SQLite pragmas, ``BEGIN`` and statement deadline).
+Timeouts and ``application_name`` are translated per dialect and driver, sync and async, by the
+modules of :mod:`dbconf.dialects` (which also set up each new connection: MariaDB/MySQL ``SET
+SESSION``, SQLite pragmas, ``BEGIN`` and statement deadline); ``engine_kwargs(cfg,
+use_async=True)`` is what reaches ``create_async_engine`` (asyncpg: ``timeout`` and
+``server_settings``). The side of a database whose driver the user did not name (the async
+driver of a sync URL, the sync driver of an async one) has its URL query and ``connect_args``
+checked here, when built; :func:`build_engine` and :func:`build_async_engine` first call
+:func:`dbconf.drivers.require_driver` (a missing driver or greenlet is a ConfigError naming the
+extra). Session flavours' ``class:`` is resolved by :mod:`dbconf.session_classes`.
 
 A duration of 0 disables the timeout (as on the servers); for pymysql ``connect: 0`` means
 "no connect timeout" (``connect_timeout=None``). A driver argument that the user also gives in

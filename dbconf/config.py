@@ -31,7 +31,9 @@ from sqlalchemy.engine import URL, make_url
 from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
-from dbconf.origin import SECRET_KEY, issues_error, shown_value
+from dbconf.origin import issues_error, shown_value
+from dbconf.secret_values import hide, masked
+from dbconf.secret_values import reveal as reveal
 from dbconf.urls import (
     BOTH_SIDES,
     combine,
@@ -77,30 +79,6 @@ class _Model(BaseModel):
 
 # A query value: a string, kept as a Secret when its key looks secret (?sslpassword=).
 QueryValue = Annotated[str | Secret[str], WithJsonSchema({"type": "string"})]
-
-
-def _hide(tree: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: _hide(v)
-        if isinstance(v, dict)
-        else Secret(v)
-        if SECRET_KEY.search(k) and not isinstance(v, Secret | None)
-        else v
-        for k, v in tree.items()
-    }
-
-
-def _masked(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
-    return str(value) if isinstance(value, Secret) else value
-
-
-def reveal(value: Any) -> Any:
-    """``connect_args`` as the driver takes them: every :class:`~pydantic.Secret` unwrapped."""
-    if isinstance(value, dict):
-        return {k: reveal(v) for k, v in value.items()}
-    return value.get_secret_value() if isinstance(value, Secret) else value
 
 
 def _check_names(names: dict[str, Any], what: str) -> None:
@@ -290,12 +268,12 @@ class DatabaseConfig(_Model):
         """Secret-looking driver arguments and query values (password, sslpassword, token,
         …, at any depth) become :class:`~pydantic.Secret`, masked in repr and dumps; the
         builder takes them through :func:`reveal`."""
-        return None if value is None else _hide(value)
+        return None if value is None else hide(value)
 
     @field_serializer("connect_args", when_used="json")
     def _dump_masked(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
         """JSON dumps mask secrets (pydantic < 2.8 cannot serialize a Secret under Any)."""
-        return None if value is None else _masked(value)
+        return None if value is None else masked(value)
 
     @field_validator("sessions")
     @classmethod

@@ -3,9 +3,11 @@ bound values that servers echo into their messages, removed when ``hide_paramete
 
 Both are used by the ``handle_error`` listener of :func:`dbconf.resilience.install_error_types`.
 
-**Connect failures** (:func:`connect_hint`): PostgreSQL (psycopg2) says what failed in the
-message text only (no SQLSTATE before the session exists); MariaDB/MySQL (PyMySQL) gives an
-error number. Each is sorted into wrong credentials, missing database or unreachable server.
+**Connect failures** (:func:`connect_hint`): PostgreSQL (psycopg2, psycopg 3) says what
+failed in the message text only (no SQLSTATE before the session exists); asyncpg gives the
+server's SQLSTATE, or raises the socket's own OSError when the server is unreachable;
+MariaDB/MySQL (PyMySQL, aiomysql) gives an error number. Each is sorted into wrong
+credentials, missing database or unreachable server.
 
 **Hidden values** (:func:`hide_values`). SQLAlchemy's ``hide_parameters`` leaves out the
 ``[parameters: …]`` line, but the server's own message quotes values: PostgreSQL's primary
@@ -25,7 +27,8 @@ SQLAlchemy error's text are rewritten, in place:
 4. if anything was removed, `` [SQLSTATE xxxxx; values hidden by hide_parameters]`` (PostgreSQL)
    or `` [values hidden by hide_parameters]`` is appended.
 
-The SQLSTATE (``orig.pgcode``) and MySQL error number stay. Not rewritten: psycopg2's
+The SQLSTATE (``orig.pgcode``, or ``orig.sqlstate`` for psycopg 3 and asyncpg) and MySQL
+error number stay. Not rewritten: psycopg2's
 read-only ``orig.pgerror`` and ``orig.diag`` (the server's full text, for code that asks for
 it), the statement text (placeholders; literals written into the SQL itself are shown), and
 what the server itself logs.
@@ -33,6 +36,7 @@ what the server itself logs.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,10 +66,18 @@ _HINTS = {"credentials": _CREDENTIALS, "database": _DATABASE, "unreachable": _UN
 
 
 def connect_hint(orig: BaseException | None) -> str:
-    """What to check when connecting failed with the driver error ``orig``."""
+    """What to check when connecting failed with the driver error ``orig``: an OSError
+    (asyncpg raises socket errors and timeouts unwrapped) means unreachable."""
     args = getattr(orig, "args", ())
-    if args and type(args[0]) is int:
+    state = getattr(orig, "sqlstate", None)  # asyncpg through SQLAlchemy, psycopg 3
+    if isinstance(orig, OSError | asyncio.TimeoutError) or isinstance(
+        getattr(orig, "__cause__", None), OSError | asyncio.TimeoutError
+    ):
+        kind: str | None = "unreachable"
+    elif args and type(args[0]) is int:
         kind = mysql_dialect.CONNECT_ERRORS.get(args[0])
+    elif isinstance(state, str) and state in postgresql.CONNECT_SQLSTATES:
+        kind = postgresql.CONNECT_SQLSTATES[state]
     else:
         text = str(orig)
         kind = next((k for pattern, k in postgresql.CONNECT_ERRORS if pattern.search(text)), None)
@@ -125,7 +137,7 @@ def hide_values(error: sa_exc.DBAPIError) -> None:
     kept = _mask(kept, error.params)
     if kept == message.strip():
         return
-    state = getattr(orig, "pgcode", None)
+    state = None if mysql else getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
     kept += f" [{f'SQLSTATE {state}; ' if state else ''}values hidden by hide_parameters]"
     before = str(orig)
     orig.args = (args[0], kept, *args[2:]) if mysql else (kept, *args[1:])

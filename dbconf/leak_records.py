@@ -11,6 +11,7 @@ shown.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
@@ -39,14 +40,15 @@ _LIBRARY_FILES = (
     str(Path(sa.__file__).parent) + os.sep,
     str(Path(__file__).parent) + os.sep,
     contextlib.__file__,
+    str(Path(asyncio.__file__).parent) + os.sep,  # the event loop under every coroutine
     "<sqlalchemy ",  # SQLAlchemy 2.1's generated wrappers
 )
-_LIBRARY_MODULES = ("sqlalchemy", "dbconf", "contextlib")
+_LIBRARY_MODULES = ("sqlalchemy", "dbconf", "contextlib", "asyncio")
 
 
 def is_library_frame(frame: FrameType) -> bool:
     """Whether ``frame`` is not where the application took a connection: code of SQLAlchemy,
-    dbconf or contextlib (by file, or by module for generated code such as SQLAlchemy 2.0's
+    dbconf, contextlib or asyncio (by file, or by module for generated code such as SQLAlchemy 2.0's
     ``<string>`` wrappers), or a method of a subclass of a SQLAlchemy class (SQLModel's
     Session, an application's Session or AsyncSession subclass) called on its instance.
 
@@ -98,11 +100,12 @@ class Checkout:
     monitor without a lock). ``since`` is None while the connection is in the pool;
     ``warned``/``tx_warned`` hold the ``since``/``tx_since`` already warned about."""
 
-    __slots__ = ("_stack", "raw", "since", "thread", "tx_since", "tx_warned", "warned")
+    __slots__ = ("_stack", "raw", "since", "task", "thread", "tx_since", "tx_warned", "warned")
 
     def __init__(self) -> None:
         self.since: float | None = None
         self.thread: threading.Thread | None = None
+        self.task: str | None = None  # the asyncio task's name (async engines only)
         self.raw: list[Any] = []
         self._stack: tuple[Frame, ...] | None = None
         self.warned: float | None = None
@@ -123,18 +126,23 @@ class Checkout:
 
 @dataclass(frozen=True)
 class ConnectionHolder:
-    """Who holds a checked-out connection: thread, where it was acquired, for how long."""
+    """Who holds a checked-out connection: thread (and asyncio task, for async engines),
+    where it was acquired, for how long."""
 
     thread: str
     acquired_at: str
     age: float
     transaction_age: float | None
     stack: tuple[Frame, ...]
+    task: str | None = None
 
     def describe(self) -> str:
         tx = self.transaction_age
         tx_text = "" if tx is None else f", in a transaction for {tx:.1f}s"
-        return f"thread {self.thread!r} at {self.acquired_at} for {self.age:.1f}s{tx_text}"
+        who = f"thread {self.thread!r}"
+        if self.task is not None:
+            who = f"task {self.task!r} ({who})"
+        return f"{who} at {self.acquired_at} for {self.age:.1f}s{tx_text}"
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,11 @@ wherever SQLAlchemy would use a ``QueuePool``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
 import sys
 import threading
 import time
-import weakref
 from types import CodeType
 from typing import Any
 
@@ -46,6 +45,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from dbconf.config import DatabaseConfig, LeakDetectionConfig
 from dbconf.errors import PoolExhaustedError
 from dbconf.forking import call_in_forked_child
+from dbconf.leak_monitor import Monitor
 from dbconf.leak_records import (
     MAX_FRAMES,
     Checkout,
@@ -58,6 +58,8 @@ from dbconf.leak_records import (
 )
 
 __all__ = [
+    "AsyncLeakTracker",
+    "AsyncQueuePool",
     "ConnectionHolder",
     "LeakTracker",
     "PoolStatus",
@@ -76,7 +78,7 @@ _SKIP_CACHE = 4096  # code objects remembered per tracker as library frames or n
 class LeakTracker:
     """The checkouts of one engine, and the thresholds to warn at."""
 
-    def __init__(self, database: str, config: LeakDetectionConfig, monitor: _Monitor) -> None:
+    def __init__(self, database: str, config: LeakDetectionConfig, monitor: Monitor) -> None:
         self.database = database
         self.threshold = config.threshold
         self.long_transaction = config.long_transaction
@@ -90,12 +92,22 @@ class LeakTracker:
             entry: Checkout = record._dbconf_leak
         except AttributeError:  # the entry's first checkout; the Checkout is reused after
             entry = record._dbconf_leak = Checkout()
-        # the caller's stack: up to MAX_FRAMES (code, lasti) pairs, library frames skipped
         raw: list[Any] = []
+        self._walk(sys._getframe(1), raw, 0)
+        entry.raw = raw
+        entry._stack = None
+        entry.thread = threading.current_thread()
+        entry.tx_since = None
+        entry.since = time.monotonic()
+        self.checkouts[id(record)] = entry
+        if self.monitor.thread is None:
+            self.monitor.start()
+
+    def _walk(self, f: Any, raw: list[Any], kept: int) -> int:
+        """Append the ``(code, lasti)`` of ``f`` and its callers to ``raw``, library frames
+        skipped, until MAX_FRAMES are kept; returns how many are kept."""
         append = raw.append
         skip = self._skip
-        kept = 0
-        f: Any = sys._getframe(1)
         while f is not None:
             code = f.f_code
             known = skip.get(id(code))  # by id: equal code objects can differ in module
@@ -113,14 +125,7 @@ class LeakTracker:
                 if kept >= MAX_FRAMES:
                     break
             f = f.f_back
-        entry.raw = raw
-        entry._stack = None
-        entry.thread = threading.current_thread()
-        entry.tx_since = None
-        entry.since = time.monotonic()
-        self.checkouts[id(record)] = entry
-        if self.monitor.thread is None:
-            self.monitor.start()
+        return kept
 
     def checked_in(self, record: Any) -> None:
         entry = self.checkouts.pop(id(record), None)
@@ -149,6 +154,7 @@ class LeakTracker:
                 age=now - since,
                 transaction_age=None if tx is None else now - tx,
                 stack=e.stack,
+                task=e.task,
             )
             for since, tx, e in found
         )
@@ -176,12 +182,13 @@ class LeakTracker:
                 self._warn("a transaction has been open", now - tx, entry, since)
 
     def _warn(self, what: str, age: float, entry: Checkout, since: float) -> None:
-        stack, thread = entry.stack, entry.thread_name
+        stack, thread, task = entry.stack, entry.thread_name, entry.task
         if entry.since != since:  # checked in (and maybe out again) meanwhile: not a leak
             return
         limit = "threshold" if what.startswith("a connection") else "long_transaction"
+        holder = f"thread {thread!r}" if task is None else f"task {task!r} (thread {thread!r})"
         log.warning(
-            "database %r: %s for %.1fs (leak_detection.%s %gs) by thread %r, acquired at %s; "
+            "database %r: %s for %.1fs (leak_detection.%s %gs) by %s, acquired at %s; "
             "close the session (use a with block) or commit sooner. Acquired at "
             "(most recent call last):\n%s",
             self.database,
@@ -189,74 +196,67 @@ class LeakTracker:
             age,
             limit,
             getattr(self, limit),
-            thread,
+            holder,
             where(stack),
             format_stack(stack),
             extra={
                 "dbconf_database": self.database,
                 "dbconf_age": age,
                 "dbconf_acquired_at": where(stack),
+                "dbconf_task": task,
             },
         )
 
 
-class _Monitor:
-    """The one daemon thread of the process that scans every live tracker."""
+class AsyncLeakTracker(LeakTracker):
+    """The tracker of an async engine's ``sync_engine``: the holder is the asyncio task (and
+    its thread), and the stack is the application's coroutines.
 
-    def __init__(self) -> None:
-        self.trackers: weakref.WeakSet[LeakTracker] = weakref.WeakSet()
-        self.thread: threading.Thread | None = None
-        self.lock = threading.Lock()
-        self.wake = threading.Event()
-        self.pid = os.getpid()
+    SQLAlchemy checks connections out inside the greenlet it runs each awaited operation in;
+    that greenlet's frames end at SQLAlchemy's ``greenlet_spawn``. The awaiting coroutines
+    are the suspended frames of its parent greenlet (``gr_frame``), walked on from there.
+    """
 
-    def add(self, tracker: LeakTracker) -> None:
-        self.trackers.add(tracker)
-        self.wake.set()  # a shorter threshold may need a shorter interval
+    def __init__(self, database: str, config: LeakDetectionConfig, monitor: Monitor) -> None:
+        super().__init__(database, config, monitor)
+        # async engines need greenlet (sqlalchemy[asyncio]); it ships no type hints
+        from greenlet import getcurrent  # type: ignore[import-untyped,unused-ignore]
 
-    def start(self) -> None:
-        with self.lock:
-            if self.thread is None:
-                thread = threading.Thread(target=self._run, name="dbconf-leak-monitor", daemon=True)
-                thread.start()
-                self.thread = thread
+        self._getcurrent = getcurrent
 
-    def _run(self) -> None:
-        wake = self.wake
-        while True:
-            trackers = list(self.trackers)
-            interval = min((t.interval() for t in trackers), default=1.0)
-            now = time.monotonic()
-            for tracker in trackers:
-                try:
-                    tracker.scan(now)
-                except Exception:  # never let the monitor die
-                    log.exception("leak monitor: scanning %r failed", tracker.database)
-            del trackers
-            wake.wait(min(max(interval, 0.01), 1.0))
-            wake.clear()
-
-    def after_fork(self) -> None:
-        """In a forked child (threads do not survive fork): fresh lock and event, no thread
-        (the next checkout starts one), none of the parent's checkouts. A no-op in the
-        process that created the monitor (the hook can be called without a fork)."""
-        if os.getpid() == self.pid:
-            return
-        self.pid = os.getpid()
-        self.thread = None
-        self.lock = threading.Lock()
-        self.wake = threading.Event()
-        for tracker in list(self.trackers):
-            tracker.checkouts.clear()  # the parent's checkouts; the child gets a fresh pool
+    def checked_out(self, record: Any) -> None:
+        try:
+            entry: Checkout = record._dbconf_leak
+        except AttributeError:
+            entry = record._dbconf_leak = Checkout()
+        raw: list[Any] = []
+        kept = self._walk(sys._getframe(1), raw, 0)
+        g = self._getcurrent().parent
+        while g is not None and kept < MAX_FRAMES:
+            kept = self._walk(g.gr_frame, raw, kept)
+            g = g.parent
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no running loop: a sync call on the sync_engine
+            task = None
+        entry.raw = raw
+        entry._stack = None
+        entry.thread = threading.current_thread()
+        entry.task = None if task is None else task.get_name()
+        entry.tx_since = None
+        entry.since = time.monotonic()
+        self.checkouts[id(record)] = entry
+        if self.monitor.thread is None:
+            self.monitor.start()
 
 
-_monitor: _Monitor | None = None  # created by the first install() with leak_detection
+_monitor: Monitor | None = None  # created by the first install() with leak_detection
 
 
-def _get_monitor() -> _Monitor:
+def _get_monitor() -> Monitor:
     global _monitor
     if _monitor is None:
-        _monitor = _Monitor()
+        _monitor = Monitor()
         call_in_forked_child(_monitor.after_fork)
     return _monitor
 
@@ -300,17 +300,31 @@ class QueuePool(sa_pool.QueuePool):
         return pool
 
 
+class AsyncQueuePool(QueuePool, sa_pool.AsyncAdaptedQueuePool):
+    """SQLAlchemy's ``AsyncAdaptedQueuePool`` (its asyncio queue, same options) with
+    :class:`QueuePool`'s behaviour: :class:`PoolExhaustedError` on checkout timeout, checkouts
+    told to the tracker without event dispatch. The async engine's default queue pool."""
+
+
 def pool_class_kwargs(cfg: DatabaseConfig, *, use_async: bool = False) -> dict[str, Any]:
-    """``{"poolclass": QueuePool}`` where SQLAlchemy would use its QueuePool, else ``{}``."""
-    if use_async:
-        return {}  # TODO(async pool): an AsyncAdaptedQueuePool raising PoolExhaustedError
+    """``{"poolclass": QueuePool}`` where SQLAlchemy would use its QueuePool (with
+    ``use_async``: ``AsyncQueuePool`` where it would use ``AsyncAdaptedQueuePool``, and for
+    ``pool.class: queue``, which an async engine cannot take as SQLAlchemy's QueuePool), else
+    ``{}``."""
+    ours, theirs = (
+        (AsyncQueuePool, sa_pool.AsyncAdaptedQueuePool)
+        if use_async
+        else (QueuePool, sa_pool.QueuePool)
+    )
     if cfg.pool.class_ == "queue":
-        return {"poolclass": QueuePool}
-    if cfg.pool.class_ is None and not cfg.is_sqlite_memory:
-        url = cfg.sqlalchemy_url
+        return {"poolclass": ours}
+    url = cfg.async_url if use_async else cfg.sqlalchemy_url
+    if cfg.pool.class_ is None and not cfg.is_sqlite_memory and url is not None:
+        if use_async and cfg.backend == "sqlite":  # a file: SQLAlchemy 2.0 < 2.0.38 NullPool
+            return {"poolclass": ours}  # pooled like the sync side, on 2.0 and 2.1 alike
         dialect = url.get_dialect()
-        if issubclass(dialect, DefaultDialect) and dialect.get_pool_class(url) is sa_pool.QueuePool:
-            return {"poolclass": QueuePool}
+        if issubclass(dialect, DefaultDialect) and dialect.get_pool_class(url) is theirs:
+            return {"poolclass": ours}
     return {}
 
 
@@ -320,7 +334,8 @@ def install(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> None:
     tracker = None
     if cfg.leak_detection is not None:
         monitor = _get_monitor()
-        tracker = LeakTracker(name, cfg.leak_detection, monitor)
+        kind = AsyncLeakTracker if engine.dialect.is_async else LeakTracker
+        tracker = kind(name, cfg.leak_detection, monitor)
         if not isinstance(pool, QueuePool):  # dbconf's QueuePool calls the tracker itself
             event.listen(engine, "checkout", tracker.on_checkout)
             event.listen(engine, "checkin", tracker.on_checkin)

@@ -75,6 +75,7 @@ from dbconf.errors import (
     StatementTimeoutError,
 )
 from dbconf.session import async_session_scope, session_scope
+from dbconf.urls import mask_url
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -132,12 +133,36 @@ def _is_statement_timeout(orig: BaseException | None, sqlite_deadline: bool) -> 
     return False
 
 
+_UNWRAPPED_CONNECT = (OSError, asyncio.TimeoutError)  # the same class on Python 3.11+
+
+
+def _connect_dbapi_errors(dialect: sa.Dialect, _rec: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect (``do_connect``) turning what asyncpg raises unwrapped into the driver's
+    OperationalError, which SQLAlchemy wraps and passes to ``handle_error`` (it lets other
+    exceptions through unseen): the OSError / timeout of an unreachable server, and on
+    SQLAlchemy < 2.0.25 asyncpg's own server errors (SQLSTATE kept)."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except Exception as e:
+        dbapi: Any = dialect.loaded_dbapi
+        state = getattr(e, "sqlstate", None)
+        if isinstance(e, dbapi.Error) or not (
+            isinstance(e, _UNWRAPPED_CONNECT) or isinstance(state, str)
+        ):
+            raise
+        text = str(e) if isinstance(state, str) else f"{type(e).__name__}: {e}"
+        error = dbapi.OperationalError(text)
+        error.sqlstate = error.pgcode = state
+        raise error from e
+
+
 def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> None:
     """Raise DisconnectError / StatementTimeoutError from ``engine`` (see the module doc).
 
     Install it after any listener that sets ``is_disconnect`` (``disconnect_sqlstates``).
     """
-    where = f"database {name!r} ({cfg.masked_url()})"
+    async_url = cfg.async_url if engine.dialect.is_async else None  # an async engine's sync_engine
+    where = f"database {name!r} ({cfg.masked_url() if async_url is None else mask_url(async_url)})"
     password = cfg.sqlalchemy_url.password
     secret = str(password) if password else None
     declared = frozenset(cfg.disconnect_sqlstates or ())
@@ -145,14 +170,17 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
     sqlite_deadline = cfg.backend == "sqlite" and bool(timeout)
     hide_parameters = cfg.hide_parameters
 
+    if engine.dialect.is_async:
+        event.listen(engine, "do_connect", _connect_dbapi_errors)
+
     @event.listens_for(engine, "handle_error")
     def _typed(ctx: sa.engine.ExceptionContext) -> BaseException | None:
         error = ctx.sqlalchemy_exception
+        orig = ctx.original_exception
         if ctx.is_pre_ping or not isinstance(error, sa_exc.DBAPIError):
             return None
         if hide_parameters:
             hide_values(error)  # before anything quotes the driver's text
-        orig = ctx.original_exception
         said = first_line(orig, secret)
         if ctx.connection is None:  # no connection yet: connecting (or reconnecting) failed
             return cast(
@@ -285,11 +313,11 @@ def retry_reason(exc: BaseException) -> str | None:
         return "disconnect"
     if not isinstance(exc, sa_exc.DBAPIError):
         return None
+    errno = _mysql_errno(exc.orig)  # first: PyMySQL errors carry a SQLSTATE too (1213: 40001)
+    if errno is not None:
+        return mysql.RETRY.get(errno)
     state = _sqlstate(exc.orig)
-    if state in postgresql.RETRY:
-        return postgresql.RETRY[state]
-    errno = _mysql_errno(exc.orig)
-    return mysql.RETRY.get(errno) if errno is not None else None
+    return postgresql.RETRY.get(state) if state is not None else None
 
 
 def _retry_delay(

@@ -4,8 +4,11 @@ ConfigErrors naming a real extra (dbconf.drivers)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from dbconf.config import DatabaseConfig
 from dbconf.dialects import DIALECTS
 from dbconf.drivers import SUPPORTED, driver_problem, require_driver
 from dbconf.errors import ConfigError
+from dbconf.loader import load_profile
 from dbconf.rules import build_problems
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
@@ -218,3 +222,52 @@ def test_every_extra_in_the_dialect_tables_exists_in_pyproject() -> None:
             assert extra in declared, f"{dialect.name} {driver}: no extra {extra!r}"
             if driver in dialect.async_drivers:
                 assert "SQLAlchemy[asyncio]" in declared[extra], f"{extra} lacks greenlet"
+
+
+def test_a_named_async_driver_not_installed_fails_load_with_its_origin(
+    write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "aiomysql", None)
+    config = write_config(
+        textwrap.dedent(
+            """\
+            profiles:
+              p:
+                databases:
+                  sync_only: {url: "mariadb://u@h/d"}
+                  both:
+                    url: "mariadb://u@h/d"
+                    async_driver: aiomysql
+            """
+        )
+    )
+    with pytest.raises(ConfigError) as err:
+        load_profile("p", path=config, environ={})
+    [problem] = err.value.problems
+    assert problem.path == "profiles.p.databases.both.async_driver"
+    assert problem.origin.startswith(f"{config}:7:")
+    assert "pip install 'dbconf[aiomysql]'" in problem.message
+
+
+def test_sqlite_memory_sync_and_async_are_two_databases() -> None:
+    """As documented in dbconf.dialects.sqlite: each engine holds its own connection."""
+    cfg = db(url="sqlite://")
+    engine = build_engine("lite", cfg)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE drivers_t (x int)")
+
+        async def main() -> list[str]:
+            aengine = build_async_engine("lite", cfg)
+            try:
+                async with aengine.connect() as conn:
+                    result = await conn.exec_driver_sql(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    )
+                    return list(result.scalars())
+            finally:
+                await aengine.dispose()
+
+        assert asyncio.run(main()) == []
+    finally:
+        engine.dispose()

@@ -44,6 +44,7 @@ STATEMENT_TIMEOUT = frozenset({1969, 3024})
 CONNECT_ERRORS = {
     1044: "credentials",  # access denied to the database
     1045: "credentials",  # access denied (password)
+    1698: "credentials",  # access denied (no password given, e.g. unix_socket-only user)
     1049: "database",  # unknown database
     2003: "unreachable",  # can't connect
     2005: "unreachable",  # unknown host
@@ -163,6 +164,10 @@ def session_sql(server_version: str, t: Timeouts) -> str | None:
 
 
 def setup(engine: sa.Engine, cfg: Settings) -> None:
+    if engine.dialect.driver == "aiomysql":
+        # SQLAlchemy < 2.0.25 pings an aiomysql connection with ping(), which its adapter
+        # refuses (ping(reconnect) takes the argument): every pre-pinged checkout failed.
+        engine.dialect._send_false_to_ping = True  # type: ignore[attr-defined]
     t = cfg.timeouts
     if t.statement is None and t.lock is None and t.idle_in_transaction is None:
         return

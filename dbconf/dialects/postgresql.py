@@ -24,6 +24,7 @@ from dbconf.dialects.base import Dialect, Settings, ms, register, whole_seconds
 
 __all__ = [
     "CONNECT_ERRORS",
+    "CONNECT_SQLSTATES",
     "GUCS",
     "LIBPQ_KEYWORDS",
     "RETRY",
@@ -41,7 +42,9 @@ GUCS = {
 # SQLSTATEs: worth retrying the whole transaction, and a statement timeout
 RETRY = {"40001": "serialization failure", "40P01": "deadlock"}
 STATEMENT_TIMEOUT = "57014"
-# a failure to connect has no SQLSTATE (no session yet): its message, by what to check
+# asyncpg's connect failures carry the server's SQLSTATE (the libpq drivers' do not)
+CONNECT_SQLSTATES = {"28000": "credentials", "28P01": "credentials", "3D000": "database"}
+# a libpq failure to connect has no SQLSTATE (no session yet): its message, by what to check
 CONNECT_ERRORS = (
     (
         re.compile(

@@ -1,0 +1,278 @@
+"""Typed errors for the async drivers (asyncpg, psycopg async, aiomysql): DisconnectError after
+a terminated backend, StatementTimeoutError, ConnectError with the right hint, retry_reason
+for serialization failures and deadlocks, bound values hidden, no password in any text."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dbconf.builder import build_async_engine
+from dbconf.config import DatabaseConfig
+from dbconf.errors import ConnectError, DisconnectError, StatementTimeoutError
+from dbconf.resilience import retry_reason
+
+PG_DRIVERS = ["asyncpg", "psycopg_async"]
+SERVER_DRIVERS = [*PG_DRIVERS, "aiomysql"]
+SECRET_VALUE = "4111-2222-3333-4444"
+
+
+def as_driver(url: str, driver: str) -> str:
+    base = "mysql" if driver == "aiomysql" else "postgresql"
+    return sa.make_url(url).set(drivername=f"{base}+{driver}").render_as_string(False)
+
+
+@pytest.fixture
+def server_url(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    def get(driver: str) -> str:
+        fixture = "maria_url" if driver == "aiomysql" else "pg_url"
+        return as_driver(request.getfixturevalue(fixture), driver)
+
+    return get
+
+
+@pytest.fixture
+def make_engine() -> Iterator[Callable[..., AsyncEngine]]:
+    made: list[AsyncEngine] = []
+
+    def make(url: str, name: str = "main", **settings: Any) -> AsyncEngine:
+        engine = build_async_engine(name, DatabaseConfig.model_validate({"url": url, **settings}))
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.sync_engine.dispose(close=False)
+
+
+async def kill_backend(driver: str, conn: Any, admin_url: str) -> None:
+    """End the server session of ``conn`` from another connection."""
+    if driver == "aiomysql":
+        pid = (await conn.execute(sa.text("SELECT CONNECTION_ID()"))).scalar_one()
+        admin = sa.create_engine(admin_url, poolclass=sa.NullPool)
+        with admin.connect() as a:
+            a.execute(sa.text(f"KILL {int(pid)}"))
+        admin.dispose()
+        return
+    pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with admin.connect() as a:
+        a.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        for _ in range(100):  # the backend leaves pg_stat_activity asynchronously
+            gone = a.execute(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+            ).scalar_one()
+            if not gone:
+                break
+            await asyncio.sleep(0.05)
+    admin.dispose()
+
+
+@pytest.mark.parametrize("driver", SERVER_DRIVERS)
+def test_terminated_backend_is_a_disconnect_error_and_the_pool_recovers(
+    driver: str, request: pytest.FixtureRequest, server_url: Any, make_engine: Any
+) -> None:
+    admin_url = request.getfixturevalue("maria_url" if driver == "aiomysql" else "pg_url")
+    name = f"pool_disc_{driver}"
+    engine = make_engine(server_url(driver), name)
+
+    async def main() -> None:
+        async with engine.connect() as conn:
+            await kill_backend(driver, conn, admin_url)
+            with pytest.raises(DisconnectError) as caught:
+                await conn.execute(sa.text("SELECT 1"))
+        error = caught.value
+        assert error.connection_invalidated
+        assert error.database == name
+        assert f"database {name!r} ({sa.make_url(server_url(driver)).drivername}://" in str(error)
+        assert "the connection was lost while running a statement" in str(error)
+        assert retry_reason(error) == "disconnect"
+        async with engine.connect() as conn:  # a fresh connection
+            assert (await conn.execute(sa.text("SELECT 1"))).scalar_one() == 1
+        await engine.dispose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("driver", SERVER_DRIVERS)
+def test_statement_timeout_is_typed_and_the_connection_stays_usable(
+    driver: str, server_url: Any, make_engine: Any
+) -> None:
+    engine = make_engine(server_url(driver), f"pool_timeout_{driver}")
+    if driver == "aiomysql":
+        limit, sleep = "SET SESSION max_statement_time = 0.2", "SELECT SLEEP(5)"
+    else:
+        limit, sleep = "SET statement_timeout = 200", "SELECT pg_sleep(5)"
+
+    async def main() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text(limit))
+            with pytest.raises(StatementTimeoutError) as caught:
+                await conn.execute(sa.text(sleep))
+            if driver != "aiomysql":  # PostgreSQL aborts the transaction; MariaDB does not
+                await conn.rollback()
+            assert (await conn.execute(sa.text("SELECT 1"))).scalar_one() == 1
+        assert "ran past the statement timeout" in str(caught.value)
+        assert not caught.value.connection_invalidated
+        await engine.dispose()
+
+    asyncio.run(main())
+
+
+def _hint_cases(driver: str, url: str) -> list[tuple[str, str]]:
+    u = sa.make_url(url)
+    return [
+        (u.set(port=1).render_as_string(False), "server is running and reachable"),
+        (u.set(database="pool_no_such_db").render_as_string(False), "create the database"),
+        (u.set(username="pool_no_such_role").render_as_string(False), "user name and password"),
+    ]
+
+
+@pytest.mark.parametrize("driver", SERVER_DRIVERS)
+def test_connect_failures_are_connect_errors_with_the_right_hint(
+    driver: str, server_url: Any, make_engine: Any
+) -> None:
+    async def main() -> None:
+        for url, hint in _hint_cases(driver, server_url(driver)):
+            engine = make_engine(url, "pool_connect")
+            with pytest.raises(ConnectError) as caught:
+                async with engine.connect():
+                    pass
+            assert hint in str(caught.value), (url, str(caught.value))
+            assert "could not connect" in str(caught.value)
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("driver", PG_DRIVERS)
+@pytest.mark.parametrize(
+    ("errcode", "reason"),
+    [("serialization_failure", "serialization failure"), ("deadlock_detected", "deadlock")],
+)
+def test_retry_reason_for_postgresql_async_drivers(
+    driver: str, errcode: str, reason: str, server_url: Any, make_engine: Any
+) -> None:
+    engine = make_engine(server_url(driver), "pool_retry")
+    raise_it = f"DO $$ BEGIN RAISE EXCEPTION 'pool test' USING ERRCODE = '{errcode}'; END $$"
+
+    async def main() -> None:
+        async with engine.connect() as conn:
+            with pytest.raises(sa.exc.DBAPIError) as caught:
+                await conn.execute(sa.text(raise_it))
+        assert retry_reason(caught.value) == reason
+        await engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_retry_reason_for_a_real_aiomysql_deadlock(server_url: Any, make_engine: Any) -> None:
+    engine = make_engine(server_url("aiomysql"), "pool_deadlock")
+    table = f"pool_dl_{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(f"CREATE TABLE {table} (id INT PRIMARY KEY, n INT)"))
+            await conn.execute(sa.text(f"INSERT INTO {table} VALUES (1, 0), (2, 0)"))
+        try:
+            a, b = await engine.connect(), await engine.connect()
+            await a.begin()
+            await b.begin()
+            await a.execute(sa.text(f"UPDATE {table} SET n = 1 WHERE id = 1"))
+            await b.execute(sa.text(f"UPDATE {table} SET n = 1 WHERE id = 2"))
+            results = await asyncio.gather(
+                a.execute(sa.text(f"UPDATE {table} SET n = 2 WHERE id = 2")),
+                b.execute(sa.text(f"UPDATE {table} SET n = 2 WHERE id = 1")),
+                return_exceptions=True,
+            )
+            errors = [r for r in results if isinstance(r, BaseException)]
+            assert len(errors) == 1, results
+            assert retry_reason(errors[0]) == "deadlock"
+            await a.close()
+            await b.close()
+        finally:
+            async with engine.begin() as conn:
+                await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("driver", SERVER_DRIVERS)
+def test_hide_parameters_strips_echoed_values(
+    driver: str, server_url: Any, make_engine: Any
+) -> None:
+    engine = make_engine(server_url(driver), "pool_hide")
+    table = f"pool_hide_{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(f"CREATE TABLE {table} (card VARCHAR(40) PRIMARY KEY)"))
+            await conn.execute(sa.text(f"INSERT INTO {table} VALUES (:c)"), {"c": SECRET_VALUE})
+        errors: list[BaseException] = []
+        statements = [f"INSERT INTO {table} VALUES (:c)"]
+        if driver != "aiomysql":
+            statements.append("SELECT CAST(:c AS integer)")
+        try:
+            for statement in statements:
+                with pytest.raises(sa.exc.DBAPIError) as caught:
+                    async with engine.begin() as conn:
+                        await conn.execute(sa.text(statement), {"c": SECRET_VALUE})
+                errors.append(caught.value)
+        finally:
+            async with engine.begin() as conn:
+                await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+            await engine.dispose()
+        for error in errors:
+            texts = [str(error), repr(error), str(error.orig), repr(error.orig.args)]  # type: ignore[attr-defined]
+            assert not any(SECRET_VALUE in t for t in texts), texts
+        # the server echoed the value somewhere (MariaDB's duplicate entry, the cast error)
+        assert any("values hidden by hide_parameters" in str(e) for e in errors)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("driver", PG_DRIVERS)
+def test_password_never_in_async_error_or_log_texts(
+    driver: str,
+    pg_secret_url: str,
+    secret_password: str,
+    pg_url: str,
+    make_engine: Any,
+    caplog: pytest.LogCaptureFixture,
+    assert_no_secret: Callable[[Iterable[object], str], None],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = sa.make_url(as_driver(pg_secret_url, driver))
+    seen: list[object] = []
+
+    async def main() -> None:
+        engine = make_engine(url.render_as_string(False), "pool_secret", echo=True)
+        async with engine.connect() as conn:
+            with pytest.raises(sa.exc.DBAPIError) as caught:
+                await conn.execute(sa.text("SELECT 1/0"))
+            seen.append(caught.value)
+        async with engine.connect() as conn:
+            await kill_backend(driver, conn, pg_url)
+            with pytest.raises(DisconnectError) as lost:
+                await conn.execute(sa.text("SELECT 1"))
+            seen.append(lost.value)
+        await engine.dispose()
+        for bad in (url.set(database="pool_no_such_db"), url.set(port=1)):
+            engine = make_engine(bad.render_as_string(False), "pool_secret")
+            with pytest.raises(ConnectError) as failed:
+                async with engine.connect():
+                    pass
+            seen.append(failed.value)
+            await engine.dispose()
+
+    asyncio.run(main())
+    assert len(seen) == 4
+    assert_no_secret([*seen, *caplog.records], secret_password)
