@@ -208,3 +208,50 @@ def test_importing_the_plugin_loads_only_its_entry_module() -> None:
         "assert heavy == [], heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+SCHEMA_CALLABLE = """
+import pathlib
+
+import app_plugin
+
+
+def setup_schema(registry):
+    calls = pathlib.Path("schema-calls")
+    calls.write_text(calls.read_text() + "x" if calls.exists() else "x")
+    app_plugin.Base.metadata.create_all(registry.default.engine)
+"""
+
+CALLABLE_TESTS = """
+import pathlib
+
+import app_plugin as app
+
+
+def test_1(db_session):
+    app.add_note("one")
+    assert app.count() == 1
+
+
+def test_2(db_session):
+    assert app.count() == 0
+    assert pathlib.Path("schema-calls").read_text() == "x"      # built once for the run
+"""
+
+
+def test_schema_from_a_callable_taking_the_registry(pytester: pytest.Pytester) -> None:
+    write_project(pytester, "sqlite:///var/plugin.db", test_callable=CALLABLE_TESTS)
+    pytester.makepyfile(app_schema=SCHEMA_CALLABLE)
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        "dbconf_schema = app_schema:setup_schema\n"
+    )
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_a_bad_schema_entry_says_what_to_write(pytester: pytest.Pytester) -> None:
+    write_project(pytester, "sqlite:///var/plugin.db", test_bad="def test(db_session): pass\n")
+    pytester.makeini("[pytest]\ndbconf_schema = app_plugin.Base.metadata\n")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*write module:attribute (myapp.models:Base.metadata*"])

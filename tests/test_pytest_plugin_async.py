@@ -92,7 +92,15 @@ async def test_6_an_async_session_with_only_the_sync_fixture_is_refused(db_sessi
         await app.add_note_async("nowhere")
 
 
-def test_7_after_the_async_tests_dbconf_is_itself_again():
+@pytest.mark.dbconf(transaction=True)
+@pytest.mark.asyncio
+async def test_7_real_async_commits():
+    await app.add_note_async("committed")
+    with app.db.engine.connect() as conn:               # another connection sees it
+        assert conn.scalar(COUNT) == 1
+
+
+def test_8_after_the_async_tests_dbconf_is_itself_again():
     maker = app.db.async_sessionmaker()
     assert maker is app.db.async_sessionmaker()
     assert maker.kw.get("bind") is None
@@ -106,5 +114,5 @@ def test_async_rollback_per_test(pytester: pytest.Pytester, url: str) -> None:
     write_project(pytester, url, ini="asyncio_mode = strict\n", test_async=ASYNC_TESTS)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-v")
     sqlite = url.startswith("sqlite")
-    result.assert_outcomes(passed=6 if sqlite else 7, skipped=1 if sqlite else 0)
+    result.assert_outcomes(passed=7 if sqlite else 8, skipped=1 if sqlite else 0)
     assert server_databases(url) == []
