@@ -37,7 +37,7 @@ ASYNC_MESSAGE = (
 )
 BLOCK_MESSAGE = (
     "test {test} opened a dbconf session on database {name!r} without the database fixture: "
-    "add the `db_session` fixture (or `dbconf_registry`/`dbconf_session`), or mark it "
+    "add the `db_session` fixture (or `dbconf_session`, `async_db_session`), or mark it "
     "`@pytest.mark.dbconf` (rolled back after the test) or "
     "`@pytest.mark.dbconf(transaction=True)` (real commits)"
 )
