@@ -89,15 +89,12 @@ class Harness:
         self._keys: dict[LocationKey, str] = {}  # test location → a database name using it
         self._registry: Registry | None = None
         self._built: list[Target] = []  # created by this run (dropped at the end)
+        self._wanted: dict[Target, str] = {}  # fingerprints to store once the schema is built
         self._planning = False
         self.test: _Test | None = None
         self.active = False  # hooks installed
 
     # --- the profile, redirected ---------------------------------------------------------
-
-    @property
-    def config_path(self) -> Path | None:
-        return self.options.config
 
     def _original(self, overrides: Mapping[str, Any] | None = None) -> Any:
         return load_profile(self.options.profile, path=self.options.config, overrides=overrides)
@@ -147,6 +144,12 @@ class Harness:
             fresh |= {n for t in self.targets() if t.backend == "sqlite-memory" for n in t.names}
             if fresh:
                 _schema.build(_schema.parse(self.options.schema), self._registry, fresh)
+            # Only a database whose schema was built completely is marked reusable.
+            loaded = self._original()
+            for target, wanted in self._wanted.items():
+                with self._admin(target, loaded) as conn:
+                    _databases.store_fingerprint(conn, target, wanted)
+            self._wanted = {}
         return self._registry
 
     def _setup(self) -> None:
@@ -175,7 +178,7 @@ class Harness:
                         continue
                     _databases.drop(conn, target)
                 _databases.create(conn, target)
-                _databases.store_fingerprint(conn, target, wanted)
+                self._wanted[target] = wanted
                 self._built.append(target)
 
     @contextlib.contextmanager
