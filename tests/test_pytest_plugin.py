@@ -200,6 +200,39 @@ def test_a_run_that_does_not_use_the_plugin_is_left_alone(
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
+LATE_TESTS = """
+import os
+
+import sqlalchemy as sa
+
+
+def test_1_plain():
+    assert "DBCONF_PROFILE" not in os.environ
+
+
+def test_2_first_use(db_session):
+    path = db_session.get_bind().engine.url.database
+    assert path.endswith("primary_test.db")             # the test database, not var/plugin.db
+    db_session.execute(sa.text("CREATE TABLE late_t (x INTEGER)"))
+    db_session.execute(sa.text("INSERT INTO late_t VALUES (1)"))
+    assert "DBCONF_PROFILE" not in os.environ           # a late first use leaves env alone
+
+
+def test_3_rolled_back(db_session):
+    assert not sa.inspect(db_session.connection()).has_table("late_t")
+"""
+
+
+def test_a_first_use_in_an_unconfigured_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DBCONF_PROFILE", raising=False)
+    write_project(pytester, "sqlite:///var/plugin.db", test_late=LATE_TESTS)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    assert not (pytester.path / "var").exists()
+
+
 def test_importing_the_plugin_loads_only_its_entry_module() -> None:
     code = (
         "import sys, dbconf.integrations.pytest_plugin as p\n"

@@ -33,6 +33,7 @@ __all__ = ["HARNESS"]
 HARNESS = pytest.StashKey["Harness"]()
 _RESTORE = pytest.StashKey[Callable[[], None]]()
 _ASYNCIO_MARK = "_force_asyncio_fixture"
+_FIXTURES = frozenset({"dbconf_registry", "db_session", "dbconf_session", "async_db_session"})
 _INI = ("dbconf_profile", "dbconf_config", "dbconf_schema", "dbconf_block")
 
 
@@ -156,7 +157,7 @@ def _activate(config: pytest.Config, set_profile: bool = False) -> Harness:
         finally:
             testhooks.set_hooks(*previous)
             patch.undo()
-            config.stash.__delitem__(HARNESS)
+            del config.stash[HARNESS]
 
     config.stash[HARNESS] = harness
     config.stash[_RESTORE] = restore
@@ -169,7 +170,7 @@ def _dbconf_test(request: pytest.FixtureRequest) -> Iterator[None]:
     back / empty tables afterwards. Does nothing when the plugin is not in use."""
     marker = request.node.get_closest_marker("dbconf")
     harness = request.config.stash.get(HARNESS, None)
-    if harness is None and marker is None:
+    if harness is None and marker is None and not _FIXTURES.intersection(request.fixturenames):
         yield
         return
     if harness is None:
