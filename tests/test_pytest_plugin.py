@@ -159,6 +159,17 @@ def test_2_with_fixture(db_session):
 def test_3_with_marker():
     app.add_note("yes")
     assert app.count() == 1
+
+
+@pytest.mark.asyncio
+async def test_4_async_without_fixture():
+    await app.add_note_async("no")
+
+
+@pytest.mark.asyncio
+async def test_5_async_with_fixture(async_db_session):
+    await app.add_note_async("yes")
+    assert await app.count_async() == 1
 """
 
 
@@ -168,13 +179,14 @@ def test_blocker_names_the_fixture_to_add(pytester: pytest.Pytester, pg_url: str
     try:
         write_project(pytester, url, ini="dbconf_block = true\n", test_blocked=BLOCKED_TESTS)
         result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
-        result.assert_outcomes(passed=2, failed=1)
-        result.stdout.fnmatch_lines(
-            [
-                "*test_1_without_fixture opened a dbconf session on database 'primary' "
-                "without the database fixture: add the `db_session` fixture*"
-            ]
-        )
+        result.assert_outcomes(passed=3, failed=2)
+        for test in ("test_1_without_fixture", "test_4_async_without_fixture"):
+            result.stdout.fnmatch_lines(
+                [
+                    f"*{test} opened a dbconf session on database 'primary' "
+                    "without the database fixture: add the `db_session` fixture*"
+                ]
+            )
         assert server_databases(url) == []
     finally:
         drop_leftovers(url)
