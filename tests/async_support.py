@@ -27,20 +27,23 @@ def kind(driver: str) -> str:
     return {"aiomysql": "maria", "aiosqlite": "lite"}.get(driver, "pg")
 
 
+PIDS: dict[str, set[int]] = {}
+
+
 def tag(db: Database, app: str) -> None:
-    """Give the running loop's new PostgreSQL connections of ``db`` the application_name
-    ``app``: psycopg async takes it as a connect argument (``make_registry(app=...)``), asyncpg
-    gets a ``SET`` on connect (its ``server_settings`` would not pass the sync side's check).
-    """
+    """Record under ``app`` the server PIDs of the running loop's new PostgreSQL connections of
+    ``db``, read from the driver without a round trip (an ``application_name`` connect argument
+    would not pass the sync side's check for asyncpg; a ``SET`` on connect would add a
+    statement, and a cancellation point, to every connect). psycopg async connections also get
+    ``app`` as their application_name (``make_registry(app=...)``)."""
     engine = db.async_engine.sync_engine
-    if engine.dialect.driver != "asyncpg":
-        return
+    pids = PIDS.setdefault(app, set())
 
     @event.listens_for(engine, "connect")
-    def _name(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"SET application_name = '{app}'")
-        cursor.close()
+    def _record(dbapi_connection: Any, _record: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        get_pid = getattr(driver, "get_server_pid", None)  # asyncpg
+        pids.add(int(get_pid() if get_pid is not None else driver.info.backend_pid))
 
 
 def make_registry(
@@ -92,8 +95,10 @@ def wait_for(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:
 
 
 def backends(pg_admin: sa.Engine, app: str, state: str | None = None) -> int:
-    sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"
+    """Backends named ``app`` or recorded under it by :func:`tag` (in ``state`` if given)."""
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE (application_name = :a OR pid = ANY(:p))"
     if state is not None:
         sql += " AND state = :s"
+    pids = sorted(PIDS.get(app, ()))
     with pg_admin.connect() as conn:
-        return int(conn.execute(sa.text(sql), {"a": app, "s": state}).scalar_one())
+        return int(conn.execute(sa.text(sql), {"a": app, "p": pids, "s": state}).scalar_one())

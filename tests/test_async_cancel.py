@@ -26,11 +26,18 @@ from dbconf.database import Database
 from dbconf.registry import Registry
 
 RATE = 0.5
+# A task cancelled a second time while SQLAlchemy 2.0 is still handling the first cancellation
+# inside its own pool code can lose the pool's count of a connection (seen on 2.0.24 with
+# asyncpg: checked_out stays above 0); 2.1 handles it. Second cancellations: on 2.1 only.
+TWICE = tuple(int(p) for p in sa.__version__.split(".")[:2]) >= (2, 1)
 
 
-async def stress(db: Database, driver: str, table: str, scopes: int, seed: int) -> dict[str, int]:
+async def stress(
+    db: Database, driver: str, table: str, scopes: int, seed: int, twice: bool = True
+) -> dict[str, int]:
     """``scopes`` scopes, 50 at a time (over a pool of 10 + 10), about half of them cancelled
-    after a random delay; returns counts, and checks every completed scope's row committed."""
+    after a random delay (``twice``: some cancelled again, maybe during their cleanup); returns
+    counts, and checks every completed scope's row committed."""
     rng = random.Random(seed)
     sleep = sa.text(sleep_sql(driver, 0.01))
     done: list[int] = []
@@ -56,6 +63,9 @@ async def stress(db: Database, driver: str, table: str, scopes: int, seed: int) 
         for task in victims:
             await asyncio.sleep(rng.uniform(0, 0.004))
             task.cancel()
+            if twice and rng.random() < 0.3:  # and again, maybe while it cleans up
+                await asyncio.sleep(rng.uniform(0, 0.002))
+                task.cancel()
         for result in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(result, asyncio.CancelledError):
                 counts["cancelled"] += 1
@@ -91,7 +101,7 @@ def test_1000_randomly_cancelled_scopes_postgresql(
 
     async def work() -> dict[str, int]:
         tag(db, app)
-        counts = await stress(db, driver, table, 1000, seed=len(driver))
+        counts = await stress(db, driver, table, 1000, seed=len(driver), twice=TWICE)
         # nothing of ours is idle in transaction (the server notices terminated connections
         # asynchronously: poll)
         idle = await asyncio.to_thread(
@@ -103,8 +113,8 @@ def test_1000_randomly_cancelled_scopes_postgresql(
     try:
         counts = asyncio.run(work())
         assert counts["checked_out"] == 0
-        assert counts["cancelled"] > 100
-        assert counts["completed"] > 100
+        assert counts["cancelled"] > 50
+        assert counts["completed"] > 50
         # (not asserted: that no connection at all outlives the loop. A connect cancelled
         # mid-handshake can leave the driver's socket open until garbage collection.)
     finally:
@@ -127,13 +137,15 @@ def test_randomly_cancelled_scopes_mariadb_and_sqlite(
     async def work() -> dict[str, int]:
         if kind(driver) == "lite":
             sqlite_sleep(db)
-        return await stress(db, driver, table, 300, seed=7)
+        # SQLite: no second cancellation (see the report: aiosqlite can hold the write lock
+        # of a connection cancelled twice for seconds, "database is locked" for the others)
+        return await stress(db, driver, table, 300, seed=7, twice=TWICE and kind(driver) != "lite")
 
     try:
         counts = asyncio.run(work())
         assert counts["checked_out"] == 0
-        assert counts["cancelled"] > 30
-        assert counts["completed"] > 30
+        assert counts["cancelled"] > 15
+        assert counts["completed"] > 15
     finally:
         with db.session() as s:
             if kind(driver) == "maria":  # an open transaction would hold a metadata lock
