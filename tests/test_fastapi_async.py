@@ -20,7 +20,7 @@ from typing import Any, get_args
 import httpx
 import pytest
 import sqlalchemy as sa
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -111,6 +111,10 @@ def test_committed_before_the_response_rolled_back_on_http_exception(
         await s.execute(sa.text(f"INSERT INTO {pg_table} VALUES (:i)"), {"i": item})
         raise HTTPException(status_code=409, detail="no")
 
+    @api.post("/late/{item}")  # the control: FastAPI's default scope commits after sending
+    async def late(item: int, session: AsyncSession = Depends(db.async_dependency())) -> None:  # noqa: B008
+        await session.execute(sa.text(f"INSERT INTO {pg_table} VALUES (:i)"), {"i": item})
+
     probe = ProbeAtResponseStart(api, lambda: pg_ids(pg_admin, pg_table))
 
     async def main() -> None:
@@ -121,11 +125,13 @@ def test_committed_before_the_response_rolled_back_on_http_exception(
             assert probe.seen[-1] == [1]
             assert (await c.post("/items/3")).status_code == 200  # pool of 1: nothing leaked
             assert probe.seen[-1] == [1, 3]
+            assert (await c.post("/late/4")).status_code == 200
+            assert probe.seen[-1] == [1, 3]  # the probe does see a commit made too late
         assert checked_out(db) == 0
         await dbs.aclose()
 
     run(main)
-    assert pg_ids(pg_admin, pg_table) == [1, 3]
+    assert pg_ids(pg_admin, pg_table) == [1, 3, 4]
 
 
 @pytest.mark.parametrize("driver", PG_DRIVERS)
