@@ -7,11 +7,31 @@ makes (``…_test``, ``…_test_gw0``) cannot collide with another run's.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import secrets
 import textwrap
 
 import pytest
 import sqlalchemy as sa
+
+# pytester's in-process runs drop the modules a run imported; a C extension (asyncpg's,
+# greenlet's) imported again in the next run can crash the interpreter. Import them here, in
+# the outer process, so every run finds them already loaded.
+for _module in (
+    "asyncpg",
+    "aiomysql",
+    "aiosqlite",
+    "psycopg2",
+    "pymysql",
+    "greenlet",
+    "sqlalchemy.ext.asyncio",
+    "fastapi",
+    "fastapi.testclient",
+    "httpx",
+):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_module)
 
 APP = '''
 import sqlalchemy as sa
