@@ -92,7 +92,6 @@ class Harness:
         self._wanted: dict[Target, str] = {}  # fingerprints to store once the schema is built
         self._planning = False
         self.test: _Test | None = None
-        self.active = False  # hooks installed
 
     # --- the profile, redirected ---------------------------------------------------------
 
@@ -186,20 +185,23 @@ class Harness:
         """An AUTOCOMMIT connection to the target's server, built from the profile's own
         settings (credentials, connect_args, timeouts)."""
         name = target.names[0]
+        first: sa.exc.OperationalError | None = None
         for fallback in (False, True):
-            registry = Registry(loaded.config, profile=loaded.name)
             if fallback:
                 url = _databases.admin_url(loaded.config.databases[name], True)
                 over = {f"databases.{name}.url": url.render_as_string(hide_password=False)}
                 fixed = self._original(over)
                 registry = Registry(fixed.config, profile=fixed.name)
+            else:
+                registry = Registry(loaded.config, profile=loaded.name)
             engine = registry[name].engine.execution_options(isolation_level="AUTOCOMMIT")
             try:
                 conn = engine.connect()
-            except sa.exc.OperationalError:
+            except sa.exc.OperationalError as exc:
                 registry.close()
-                if fallback:
-                    raise
+                if first is not None:  # the server itself is unreachable: say so
+                    raise first from None
+                first = exc
                 continue
             try:
                 yield conn
