@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -44,10 +45,13 @@ import app_plugin as app
 def test_worker_database(db_session, n):
     worker = os.environ["PYTEST_XDIST_WORKER"]
     name = app.db.config.sqlalchemy_url.database
-    assert name.endswith(f"_test_{worker}")
-    pg = app.db.config.backend == "postgresql"
-    current = "SELECT current_database()" if pg else "SELECT database()"
-    assert db_session.scalar(sa.text(current)) == name
+    if app.db.config.backend == "sqlite":                # a file in the worker's tmp dir
+        assert name.endswith(f"popen-{worker}/primary_test_{worker}.db")
+    else:
+        assert name.endswith(f"_test_{worker}")
+        pg = app.db.config.backend == "postgresql"
+        current = "SELECT current_database()" if pg else "SELECT database()"
+        assert db_session.scalar(sa.text(current)) == name
     app.add_note(f"{worker}-{n}")
     assert app.count() == 1                  # the other tests' notes were rolled back
     pathlib.Path(f"seen-{worker}").write_text(name)
@@ -63,6 +67,19 @@ def test_a_database_per_xdist_worker(pytester: pytest.Pytester, url: str) -> Non
     seen = {p.name: p.read_text() for p in pytester.path.glob("seen-*")}
     assert seen == {"seen-gw0": f"{database}_test_gw0", "seen-gw1": f"{database}_test_gw1"}
     assert server_databases(url) == []  # each worker dropped its own
+
+
+def test_a_sqlite_file_per_xdist_worker(pytester: pytest.Pytester) -> None:
+    write_project(pytester, "sqlite:///var/plugin.db", test_workers=WORKER_TESTS)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
+    seen = {p.name: Path(p.read_text()) for p in pytester.path.glob("seen-*")}
+    assert {name: path.name for name, path in seen.items()} == {
+        "seen-gw0": "primary_test_gw0.db",
+        "seen-gw1": "primary_test_gw1.db",
+    }
+    assert not any(path.exists() for path in seen.values())  # removed at the end
+    assert not (pytester.path / "var").exists()
 
 
 REUSE_TESTS = """
