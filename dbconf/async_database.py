@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from dbconf import resilience, testhooks
+from dbconf import resilience, retry_loops, testhooks
 from dbconf.builder import build_async_engine, build_async_sessionmaker, describe_pool
 from dbconf.config import DatabaseConfig, SessionConfig
 from dbconf.leaks import PoolStatus, pool_status
@@ -130,7 +130,7 @@ class AsyncDatabase:
         :meth:`~dbconf.database.Database.run_in_transaction`."""
         origin = "db.run_in_transaction_async() arguments in code"
         policy = self._policy(flavour, origin, retries, backoff, max_backoff)
-        return await resilience.run_in_transaction_async(
+        return await retry_loops.run_in_transaction_async(
             lambda: self.async_sessionmaker(flavour)(), fn, policy=policy, database=self.name
         )
 

@@ -205,12 +205,6 @@ def build_async_engine(name: str, cfg: DatabaseConfig) -> AsyncEngine:
     url = cfg.async_url
     assert url is not None  # require_driver raised otherwise
     kwargs = {**engine_kwargs(cfg, use_async=True), **pool_class_kwargs(cfg, use_async=True)}
-    if cfg.backend == "sqlite" and cfg.pool.class_ is None and not cfg.is_sqlite_memory:
-        # a pool on every SQLAlchemy version, as on the sync side (2.0 gives aiosqlite file
-        # databases a NullPool, 2.1 an AsyncAdaptedQueuePool)
-        from sqlalchemy.pool import AsyncAdaptedQueuePool
-
-        kwargs.setdefault("poolclass", AsyncAdaptedQueuePool)
     engine = create_async_engine(url, **kwargs)
     sync = engine.sync_engine
     dialect = dialect_for(cfg.backend)
@@ -270,7 +264,7 @@ def build_async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
 def build_async_sessionmaker(
     engines: LoopEngines, flavour: SessionConfig, *, connection: AsyncConnection | None = None
 ) -> LoopSessionmaker[AsyncSession]:
-    """An async_sessionmaker with exactly the flags the flavour sets and its session classes
+    """An async_sessionmaker with the flavour's class and exactly the flags it sets
     (:func:`build_async_sessionmaker_kwargs`), binding the running loop's engine of
     ``engines`` when called (``autocommit: true``: its AUTOCOMMIT variant).
 

@@ -20,7 +20,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from dbconf import resilience, testhooks
+from dbconf import resilience, retry_loops, testhooks
 from dbconf.async_database import AsyncDatabase
 from dbconf.builder import build_engine, build_sessionmaker, describe_pool
 from dbconf.config import DatabaseConfig, SessionConfig
@@ -155,7 +155,7 @@ class Database(AsyncDatabase):
         """
         origin = "db.run_in_transaction() arguments in code"
         policy = self._policy(flavour, origin, retries, backoff, max_backoff)
-        return resilience.run_in_transaction(
+        return retry_loops.run_in_transaction(
             lambda: self.sessionmaker(flavour)(), fn, policy=policy, database=self.name
         )
 
@@ -177,7 +177,7 @@ class Database(AsyncDatabase):
             max_backoff=max_backoff,
             origin="db.retrying() arguments in code",
         )
-        return resilience.retrying(
+        return retry_loops.retrying(
             lambda fn: self.run_in_transaction(
                 fn, retries=retries, backoff=backoff, max_backoff=max_backoff, flavour=flavour
             )

@@ -7,8 +7,9 @@ the child *closes* it (``connection.close()`` sends the protocol's Terminate mes
 parent's session ends. This happens with gunicorn ``--preload``, ``multiprocessing`` with
 the fork start method and Celery prefork whenever the parent used an engine before forking.
 
-What dbconf does: every engine built by :func:`dbconf.builder.build_engine` is registered
-here, and in a forked child each registered engine is disposed with
+What dbconf does: every engine built by :func:`dbconf.builder.build_engine` (and the
+``sync_engine`` of every :func:`dbconf.builder.build_async_engine`, whose pool it is) is
+registered here, and in a forked child each registered engine is disposed with
 ``engine.dispose(close=False)`` (SQLAlchemy's documented remedy, see "Using Connection Pools
 with Multiprocessing or os.fork()"): the engine gets a new, empty pool, and the parent's
 connections are only dereferenced, never closed. Their sockets are released without a word
@@ -35,6 +36,9 @@ Choices and limits:
 - A connection checked out *at the moment of the fork* (forking inside a session scope)
   still belongs to the parent: dbconf cannot take it back without closing it, which would end
   the parent's session. Do not fork inside a scope.
+- Async engines: the child must run its own event loop (``asyncio.run``); the parent's loop,
+  like its other threads, does not survive the fork, and its connections stay bound to it.
+  The fresh pool's asyncio queue is created on first use, in the child's loop.
 - Engines created directly with :func:`sqlalchemy.create_engine` are not registered; call
   :func:`register_engine` for them if you want the same treatment.
 """

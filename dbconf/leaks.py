@@ -10,6 +10,13 @@ references) a few times per threshold and logs a WARNING on ``dbconf.leaks``, on
 checkout past ``threshold`` and once per transaction past ``long_transaction`` (timed by
 wrapping the engine's own dialect, :func:`dbconf.leak_records.watch_transactions`).
 
+Async engines (:func:`dbconf.builder.build_async_engine` installs all this on their
+``sync_engine``): :class:`AsyncQueuePool` is the twin of :class:`QueuePool`, and an
+:class:`AsyncLeakTracker` records the asyncio task's name with the thread and walks from
+SQLAlchemy's greenlet into the suspended frames of the awaiting coroutines, so the holder is
+``task 'name' (thread 'MainThread')`` at the application's file:line (asyncio's own frames
+are library frames too).
+
 Process-wide state exists only once an engine with ``leak_detection`` is built (importing
 dbconf creates none): the monitor (one thread, a weak set of trackers), whose reset in a
 forked child runs from dbconf's single ``os.register_at_fork`` hook
@@ -22,7 +29,9 @@ connection; each transaction hook stores one ``time.monotonic()`` (or None).
 
 :class:`QueuePool` is SQLAlchemy's ``QueuePool`` (same name, options and behaviour) whose
 checkout timeout raises :class:`~dbconf.errors.PoolExhaustedError`; the builder uses it
-wherever SQLAlchemy would use a ``QueuePool``.
+wherever SQLAlchemy would use a ``QueuePool`` (and :class:`AsyncQueuePool` wherever it would
+use an ``AsyncAdaptedQueuePool``, and for SQLite files with aiosqlite, which SQLAlchemy before
+2.0.38 does not pool).
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import sys
 import threading
 import time
 from types import CodeType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -56,6 +65,9 @@ from dbconf.leak_records import (
     watch_transactions,
     where,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "AsyncLeakTracker",
@@ -349,8 +361,10 @@ def install(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> None:
         pool._dbconf_tracker = tracker
 
 
-def pool_status(name: str, engine: sa.Engine) -> PoolStatus:
-    """The pool counts of ``engine`` and, with leak detection on, who holds connections."""
+def pool_status(name: str, engine: sa.Engine | AsyncEngine) -> PoolStatus:
+    """The pool counts of ``engine`` (an async engine's are those of its ``sync_engine``)
+    and, with leak detection on, who holds connections."""
+    engine = getattr(engine, "sync_engine", engine)
     pool = engine.pool
     tracker: LeakTracker | None = getattr(engine, _TRACKER, None)
     holders = tracker.holders() if tracker is not None else ()

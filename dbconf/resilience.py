@@ -18,14 +18,22 @@ handler may return a new exception, which is raised ``from`` the driver's except
   (dbconf's progress-handler deadline). The connection is not invalidated: it goes back to the
   pool after the scope rolls back.
 
+The same listener serves async engines (installed on ``sync_engine`` by
+:func:`dbconf.builder.build_async_engine`): asyncpg (SQLSTATE through SQLAlchemy's adapter,
+``sqlstate``/``pgcode``), psycopg 3 async (``sqlstate``), aiomysql (PyMySQL's error numbers)
+and aiosqlite (sqlite3's errors). asyncpg raises the OSError or timeout of an unreachable
+server, and on SQLAlchemy 2.0 its own errors, at connect without SQLAlchemy wrapping them;
+a ``do_connect`` listener turns those into the driver's OperationalError so that they become
+ConnectError too. Messages name the async URL of an async engine.
+
 Pre-ping failures are left alone (the pool handles them silently), and so are exceptions that
 SQLAlchemy does not wrap (``KeyboardInterrupt``, cancellation). With ``hide_parameters`` on,
 the bound values the server echoed are first removed from every error's text
 (:func:`dbconf.driver_errors.hide_values`).
 
-**Retries.** :func:`run_in_transaction` runs ``fn(session)`` in one session scope (commit on
-success, rollback on error) and re-runs the whole function in a new session when the failure
-is transient:
+**Retries.** :func:`~dbconf.retry_loops.run_in_transaction` runs ``fn(session)`` in one session
+scope (commit on success, rollback on error) and re-runs the whole function in a new session
+when the failure is transient:
 
 - PostgreSQL SQLSTATE 40001 (serialization failure) and 40P01 (deadlock detected);
 - MariaDB/MySQL error 1213 (deadlock: InnoDB rolled the transaction back) and 1020 (MariaDB's
@@ -42,27 +50,22 @@ Backoff is exponential with full jitter: before retry *n* (1-based) dbconf sleep
 *n*). Defaults: the database's ``retry:`` block, then :data:`DEFAULT_RETRY` (3 retries, 50 ms,
 2 s); at most 100 retries and 3600 s per backoff, in YAML and in code. A disconnect during
 COMMIT leaves the outcome unknown (the server may have committed), so a retried function must
-be idempotent. :func:`run_in_transaction_async` is its twin for ``async def fn(session)``:
-the same decision and backoff (written once, in ``_retry_delay``), sleeping with
-``asyncio.sleep``.
+be idempotent. :func:`~dbconf.retry_loops.run_in_transaction_async` is its twin for
+``async def fn(session)``: the same decision and backoff (written once, in
+``dbconf.retry_loops``), sleeping with ``asyncio.sleep``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
-import random
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 from sqlalchemy import event
-from sqlalchemy.orm import Session
 
 from dbconf.config import DatabaseConfig, RetryConfig
 from dbconf.dialects import mysql, postgresql, sqlite
@@ -74,11 +77,7 @@ from dbconf.errors import (
     Problem,
     StatementTimeoutError,
 )
-from dbconf.session import async_session_scope, session_scope
 from dbconf.urls import mask_url
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -86,9 +85,6 @@ __all__ = [
     "first_line",
     "install_error_types",
     "retry_reason",
-    "retrying",
-    "run_in_transaction",
-    "run_in_transaction_async",
 ]
 
 log = logging.getLogger("dbconf")
@@ -225,8 +221,9 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How :func:`run_in_transaction` retries: at most ``retries`` re-runs, full-jitter
-    exponential backoff starting at ``backoff`` seconds, each sleep at most ``max_backoff``.
+    """How :func:`~dbconf.retry_loops.run_in_transaction` retries: at most ``retries`` re-runs,
+    full-jitter exponential backoff starting at ``backoff`` seconds, each sleep at most
+    ``max_backoff``.
 
     The bounds are those of the YAML ``retry:`` block (:class:`~dbconf.config.RetryConfig`):
     ``retries`` a whole number from 0 to 100, each backoff from 0 to 3600 seconds; anything
@@ -318,95 +315,3 @@ def retry_reason(exc: BaseException) -> str | None:
         return mysql.RETRY.get(errno)
     state = _sqlstate(exc.orig)
     return postgresql.RETRY.get(state) if state is not None else None
-
-
-def _retry_delay(
-    exc: Exception, attempt: int, policy: RetryPolicy, database: str, rand: Callable[[], float]
-) -> float | None:
-    """The one retry decision of the sync and async loops: how long to sleep before re-running
-    after ``exc`` ended attempt number ``attempt``, or None to re-raise it (not transient, or
-    the retries are exhausted: then a note says so)."""
-    reason = retry_reason(exc)
-    if reason is None:
-        return None
-    if attempt > policy.retries:
-        add_note = getattr(exc, "add_note", None)
-        if add_note is not None:
-            add_note(f"dbconf: gave up after {attempt} attempts on database {database!r}")
-        return None
-    delay = rand() * policy.cap(attempt)
-    log.warning(
-        "database %r: attempt %d of %d failed with %s (%s); retrying the transaction in %.3f s",
-        database,
-        attempt,
-        policy.retries + 1,
-        type(exc).__name__,
-        reason,
-        delay,
-    )
-    return delay
-
-
-def run_in_transaction(
-    factory: Callable[[], Session],
-    fn: Callable[[Session], R],
-    *,
-    policy: RetryPolicy,
-    database: str,
-    sleep: Callable[[float], object] = time.sleep,
-    rand: Callable[[], float] = random.random,
-) -> R:
-    """Run ``fn(session)`` in a session scope and return its result, retrying transient
-    failures (see the module doc) in a new session; re-raise the last error when the retries
-    are exhausted, and any other error at once."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            with session_scope(factory) as session:
-                return fn(session)
-        except Exception as exc:
-            delay = _retry_delay(exc, attempt, policy, database, rand)
-            if delay is None:
-                raise
-            sleep(delay)
-
-
-async def run_in_transaction_async(
-    factory: Callable[[], AsyncSession],
-    fn: Callable[[AsyncSession], Awaitable[R]],
-    *,
-    policy: RetryPolicy,
-    database: str,
-    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    rand: Callable[[], float] = random.random,
-) -> R:
-    """The async twin of :func:`run_in_transaction`: ``await fn(session)`` in an async session
-    scope, the same retry decision and backoff, sleeping with ``asyncio.sleep``."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            async with async_session_scope(factory) as session:
-                return await fn(session)
-        except Exception as exc:
-            delay = _retry_delay(exc, attempt, policy, database, rand)
-            if delay is None:
-                raise
-            await sleep(delay)
-
-
-def retrying(
-    run: Callable[[Callable[[Session], Any]], Any],
-) -> Callable[[Callable[Concatenate[Session, P], R]], Callable[P, R]]:
-    """A decorator: ``fn(session, *args, **kwargs)`` becomes ``fn(*args, **kwargs)`` run by
-    ``run`` (a bound :meth:`Database.run_in_transaction` with its retry settings)."""
-
-    def decorate(fn: Callable[Concatenate[Session, P], R]) -> Callable[P, R]:
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return cast(R, run(lambda session: fn(session, *args, **kwargs)))
-
-        return wrapper
-
-    return decorate

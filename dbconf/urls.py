@@ -146,7 +146,8 @@ def split_async(url: URL, async_driver: str | None) -> tuple[URL, URL | None, li
     """The sync and the async URL of one database location. A URL written with an async
     driver (``postgresql+asyncpg://``) sets the async driver, and the sync URL gets the
     dialect's default sync driver; otherwise the async URL uses ``async_driver`` or the
-    dialect's default async driver (None: dbconf knows none for this backend)."""
+    dialect's default async driver (None: dbconf knows none for this backend). Twin drivers of
+    one package pair up instead of the defaults: ``postgresql+psycopg`` ↔ ``psycopg_async``."""
     backend = url.get_backend_name()
     dialect = dialect_for(backend)
     if dialect is None:
@@ -163,7 +164,7 @@ def split_async(url: URL, async_driver: str | None) -> tuple[URL, URL | None, li
                 )
             )
         async_driver = driver
-        url = url.set(drivername=dialect.sync_drivername(backend))
+        url = url.set(drivername=dialect.sync_drivername(backend, driver))
     elif async_driver is not None and not dialect.is_async(async_driver):
         known = sorted(dialect.async_drivers)
         issues.append(
@@ -174,7 +175,7 @@ def split_async(url: URL, async_driver: str | None) -> tuple[URL, URL | None, li
             )
         )
         async_driver = None
-    chosen = async_driver or dialect.default_async_driver
+    chosen = async_driver or dialect.async_driver_for(url.drivername.partition("+")[2])
     return url, url.set(drivername=f"{backend}+{chosen}") if chosen else None, issues
 
 

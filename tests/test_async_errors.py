@@ -276,3 +276,29 @@ def test_password_never_in_async_error_or_log_texts(
     asyncio.run(main())
     assert len(seen) == 4
     assert_no_secret([*seen, *caplog.records], secret_password)
+
+
+def test_connect_hint_for_async_driver_error_forms() -> None:
+    from dbconf.driver_errors import connect_hint
+
+    class AsyncpgLikeError(Exception):
+        def __init__(self, message: str, sqlstate: str) -> None:
+            super().__init__(message)
+            self.sqlstate = sqlstate
+
+    wrapped = Exception("ConnectionRefusedError: [Errno 111] Connect call failed")
+    wrapped.__cause__ = ConnectionRefusedError(111, "Connect call failed")
+    assert "reachable" in connect_hint(ConnectionRefusedError(111, "refused"))
+    assert "reachable" in connect_hint(TimeoutError())
+    assert "reachable" in connect_hint(wrapped)
+    assert "password" in connect_hint(AsyncpgLikeError("no such role", "28000"))
+    assert "password" in connect_hint(AsyncpgLikeError("bad password", "28P01"))
+    assert "create the database" in connect_hint(AsyncpgLikeError("no such db", "3D000"))
+
+
+def test_retry_reason_reads_the_mysql_errno_before_its_sqlstate() -> None:
+    class PyMySQLLikeError(Exception):
+        sqlstate = "40001"  # what PyMySQL reports for a deadlock (1213)
+
+    error = sa.exc.OperationalError("UPDATE t", {}, PyMySQLLikeError(1213, "Deadlock found"))
+    assert retry_reason(error) == "deadlock"

@@ -102,6 +102,7 @@ def test_async_engine_uses_dbconf_async_queue_pool(
             assert not status.tracking
         status = pool_status(name, engine.sync_engine)
         assert (status.checked_out, status.idle) == (0, 1)
+        assert pool_status(name, engine) == status  # the AsyncEngine itself, too
         await engine.dispose()
 
     asyncio.run(main())

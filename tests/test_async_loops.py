@@ -239,7 +239,7 @@ def test_async_check_reports_and_never_raises(pg_url: str, maria_url: str, tmp_p
     assert reports["pg3"].driver == "psycopg_async"
     assert reports["maria"].driver == "aiomysql"
     assert reports["lite"].driver == "aiosqlite"
-    assert reports["pg"].pool["class"] == "AsyncQueuePool"  # pool's AsyncAdaptedQueuePool subclass
+    assert reports["pg"].pool["class"] == "AsyncQueuePool"  # dbconf's (PoolExhaustedError)
     assert (reports["pg"].server_version or "").startswith("15")
     down = reports["down"]
     assert down.error is not None

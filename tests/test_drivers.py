@@ -72,7 +72,7 @@ def test_psycopg_async_gets_exactly_the_libpq_translation() -> None:
     }
     assert engine_kwargs(sync)["connect_args"] == expected
     assert engine_kwargs(both, use_async=True)["connect_args"] == expected
-    assert both.sqlalchemy_url.drivername == "postgresql+psycopg2"  # the sync side's default
+    assert both.sqlalchemy_url.drivername == "postgresql+psycopg"  # its twin, not psycopg2
 
 
 def test_aiomysql_and_aiosqlite_get_the_sync_translation(tmp_path: Path) -> None:
@@ -271,3 +271,31 @@ def test_sqlite_memory_sync_and_async_are_two_databases() -> None:
         assert asyncio.run(main()) == []
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "sync", "async_"),
+    [
+        ("postgresql+psycopg://h/d", "postgresql+psycopg", "postgresql+psycopg_async"),
+        ("postgresql+psycopg_async://h/d", "postgresql+psycopg", "postgresql+psycopg_async"),
+        ("postgresql+asyncpg://h/d", "postgresql+psycopg2", "postgresql+asyncpg"),
+        ("postgresql://h/d", "postgresql+psycopg2", "postgresql+asyncpg"),
+        ("mariadb+aiomysql://h/d", "mariadb+pymysql", "mariadb+aiomysql"),
+        ("sqlite+aiosqlite:///x.db", "sqlite", "sqlite+aiosqlite"),
+    ],
+)
+def test_the_other_side_is_the_twin_driver_else_the_default(
+    url: str, sync: str, async_: str
+) -> None:
+    """One package serves both sides where it can: psycopg 3's sync and async drivers pair up,
+    so `dbconf[psycopg]` alone is enough for `postgresql+psycopg://` used sync and async."""
+    cfg = db(url=url)
+    assert cfg.sqlalchemy_url.drivername == sync
+    assert cfg.async_url is not None
+    assert cfg.async_url.drivername == async_
+
+
+def test_async_driver_beats_the_twin() -> None:
+    cfg = db(url="postgresql+psycopg://h/d", async_driver="asyncpg")
+    assert cfg.async_url is not None
+    assert cfg.async_url.drivername == "postgresql+asyncpg"

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 import dbconf
-from dbconf import resilience
+from dbconf import retry_loops
 from dbconf.config import DatabaseConfig, RetryConfig
 from dbconf.errors import (
     ConfigError,
@@ -502,7 +502,7 @@ def test_exhausted_retries_reraise_the_last_typed_error_after_the_backoff_schedu
     caplog.set_level(logging.WARNING, logger="dbconf")
     try:
         with pytest.raises(DisconnectError) as err:
-            resilience.run_in_transaction(
+            retry_loops.run_in_transaction(
                 db.sessionmaker(),
                 _readonly_insert(pg_table, pids),
                 policy=policy,
@@ -531,7 +531,7 @@ def test_jitter_stays_within_the_cap(pg_url: str, pg_table: str) -> None:
     db = database(pg_url, disconnect_sqlstates=["25006"])
     try:
         with pytest.raises(DisconnectError):
-            resilience.run_in_transaction(
+            retry_loops.run_in_transaction(
                 db.sessionmaker(),
                 _readonly_insert(pg_table, pids),
                 policy=policy,

@@ -114,6 +114,9 @@ class Dialect:
     async_drivers: Mapping[str, str | None] = field(default_factory=dict)
     # the async driver a database uses when neither its URL nor async_driver names one
     default_async_driver: str | None = None
+    # drivers of one package that pair up (psycopg ↔ psycopg_async): a URL naming one gets the
+    # other for its other side instead of the dialect's default, so one extra serves both
+    twins: Mapping[str, str] = field(default_factory=dict)
     # async driver → its driver arguments for the translated settings (a driver not listed
     # cannot honour them: a ConfigError)
     async_driver_args: Mapping[str, Callable[[Settings], dict[str, Any]]] = field(
@@ -135,9 +138,16 @@ class Dialect:
         """The pyproject extra that installs ``driver`` (sync or async), None: no extra."""
         return self.drivers.get(driver) or self.async_drivers.get(driver)
 
-    def sync_drivername(self, backend: str) -> str:
-        """``backend+driver`` of the sync driver dbconf uses when a URL names none."""
-        return self.default_drivers.get(backend, backend)
+    def sync_drivername(self, backend: str, async_driver: str | None = None) -> str:
+        """``backend+driver`` of the sync driver dbconf uses when a URL names none (or names
+        ``async_driver``: its twin, if it has one)."""
+        twin = self.twins.get(async_driver or "")
+        return f"{backend}+{twin}" if twin else self.default_drivers.get(backend, backend)
+
+    def async_driver_for(self, sync_driver: str) -> str | None:
+        """The async driver dbconf uses beside ``sync_driver`` when none is named: its twin,
+        else the dialect's default."""
+        return self.twins.get(sync_driver) or self.default_async_driver
 
     @property
     def known_drivers(self) -> tuple[str, ...]:

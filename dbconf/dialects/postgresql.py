@@ -240,6 +240,7 @@ dialect = register(
         drivers={"psycopg2": "postgresql", "psycopg": "psycopg"},
         async_drivers={"asyncpg": "asyncpg", "psycopg_async": "psycopg"},
         default_async_driver="asyncpg",
+        twins={"psycopg": "psycopg_async", "psycopg_async": "psycopg"},
         # SQLAlchemy's own default differs between versions (psycopg 3 on 2.1); "postgres://"
         # is Heroku's spelling
         default_drivers={"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"},
