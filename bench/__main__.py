@@ -18,6 +18,7 @@ from bench.stats import FULL, QUICK, CaseResult, Scale, Target
 def _cases(pg: bool) -> dict[int, tuple[bool, Callable[[Scale], CaseResult]]]:
     from bench.cases_async import case9, case10, case11
     from bench.cases_merge import case8
+    from bench.cases_plugin import case12
     from bench.cases_single import case1, case2, case3, case4, case7
     from bench.cases_startup import case6
     from bench.cases_threads import case5
@@ -34,6 +35,7 @@ def _cases(pg: bool) -> dict[int, tuple[bool, Callable[[Scale], CaseResult]]]:
         9: (True, case9),
         10: (True, case10),
         11: (True, case11),
+        12: (True, case12),
     }
 
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         action="append",
         metavar="N",
-        choices=range(1, 12),
+        choices=range(1, 13),
         help="run only case N (repeatable)",
     )
     parser.add_argument("--out", default=str(RESULTS / "latest.json"), help="JSON output path")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from dbconf import resilience, retry_loops
+from dbconf import resilience, retry_loops, testhooks
 from dbconf.builder import build_async_engine, build_async_sessionmaker, describe_pool
 from dbconf.config import DatabaseConfig, SessionConfig
 from dbconf.leaks import PoolStatus, pool_status
@@ -84,8 +84,15 @@ class AsyncDatabase:
 
     def async_sessionmaker(self, flavour: str = "default") -> LoopSessionmaker[AsyncSession]:
         """The async_sessionmaker of ``flavour``, built once; its sessions bind the running
-        loop's engine (so it may be created outside any loop, and serves every loop)."""
+        loop's engine (so it may be created outside any loop, and serves every loop).
+
+        While a test harness binds this database (:mod:`dbconf.testhooks`), one bound to the
+        harness's async connection instead; the cached one is untouched."""
         self._require_open()
+        connection = testhooks.async_binding_for(self.name, self.config)
+        if connection is not None:
+            settings = self._flavour(flavour)
+            return build_async_sessionmaker(self._async_engines, settings, connection=connection)
         maker = self._async_makers.get(flavour)
         if maker is None:
             settings = self._flavour(flavour)

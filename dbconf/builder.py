@@ -47,7 +47,7 @@ from dbconf.session_classes import async_classes, sync_class
 from dbconf.urls import BOTH_SIDES, driver_issues
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
     from dbconf.loops import LoopEngines, LoopSessionmaker
 
@@ -216,13 +216,26 @@ def build_async_engine(name: str, cfg: DatabaseConfig) -> AsyncEngine:
     return engine
 
 
-def build_sessionmaker(engine: sa.Engine, flavour: SessionConfig) -> sessionmaker[Session]:
+def build_sessionmaker(
+    engine: sa.Engine, flavour: SessionConfig, *, connection: sa.Connection | None = None
+) -> sessionmaker[Session]:
     """A sessionmaker with exactly the flags the flavour sets.
 
     ``autocommit: true`` binds the sessions to ``engine.execution_options(
     isolation_level="AUTOCOMMIT")``: every statement is committed by the server as it runs
     (SQLAlchemy 2 has no Session-level autocommit).
+
+    With ``connection`` (a test harness's, see :mod:`dbconf.testhooks`) the sessions are
+    bound to it with ``join_transaction_mode="create_savepoint"``, autocommit flavours too:
+    they join its transaction and their commits release savepoints.
     """
+    if connection is not None:
+        return sessionmaker(
+            bind=connection,
+            class_=sync_class(flavour),
+            join_transaction_mode="create_savepoint",
+            **_session_flags(flavour),
+        )
     bind = engine.execution_options(isolation_level="AUTOCOMMIT") if flavour.autocommit else engine
     return sessionmaker(bind=bind, class_=sync_class(flavour), **_session_flags(flavour))
 
@@ -249,13 +262,24 @@ def build_async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
 
 
 def build_async_sessionmaker(
-    engines: LoopEngines, flavour: SessionConfig
+    engines: LoopEngines, flavour: SessionConfig, *, connection: AsyncConnection | None = None
 ) -> LoopSessionmaker[AsyncSession]:
     """An async_sessionmaker with the flavour's class and exactly the flags it sets
     (:func:`build_async_sessionmaker_kwargs`), binding the running loop's engine of
-    ``engines`` when called (``autocommit: true``: its AUTOCOMMIT variant)."""
+    ``engines`` when called (``autocommit: true``: its AUTOCOMMIT variant).
+
+    With ``connection`` (a test harness's): bound to it with
+    ``join_transaction_mode="create_savepoint"``, as :func:`build_sessionmaker`."""
     from dbconf.loops import LoopSessionmaker
 
+    if connection is not None:
+        maker: LoopSessionmaker[AsyncSession] = LoopSessionmaker(
+            engines,
+            join_transaction_mode="create_savepoint",
+            **build_async_sessionmaker_kwargs(flavour),
+        )
+        maker.configure(bind=connection)  # a bind set: the loop's engine is not used
+        return maker
     return LoopSessionmaker(
         engines, autocommit=bool(flavour.autocommit), **build_async_sessionmaker_kwargs(flavour)
     )

@@ -20,7 +20,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from dbconf import resilience, retry_loops
+from dbconf import resilience, retry_loops, testhooks
 from dbconf.async_database import AsyncDatabase
 from dbconf.builder import build_engine, build_sessionmaker, describe_pool
 from dbconf.config import DatabaseConfig, SessionConfig
@@ -84,8 +84,18 @@ class Database(AsyncDatabase):
             raise UnknownSessionFlavourError(flavour, self.flavours, self.name) from None
 
     def sessionmaker(self, flavour: str = "default") -> sessionmaker[Session]:
-        """The sessionmaker of ``flavour`` (``sessions:`` in the config), built once."""
+        """The sessionmaker of ``flavour`` (``sessions:`` in the config), built once.
+
+        While a test harness binds this database (:mod:`dbconf.testhooks`, the pytest
+        plugin's rollback per test), a sessionmaker bound to the harness's connection instead;
+        the cached one is untouched and used again once the binding ends.
+        """
         self._require_open()
+        binding = testhooks.binding_for(self.name, self.config)
+        if binding is not None:
+            return build_sessionmaker(
+                self.engine, self._flavour(flavour), connection=binding.connection
+            )
         maker = self._makers.get(flavour)
         if maker is None:
             settings = self._flavour(flavour)

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from dbconf import testhooks
 from dbconf.config import ProfileConfig
 from dbconf.database import Database
 from dbconf.errors import ConfigError, RegistryClosedError, UnknownDatabaseError
@@ -143,6 +144,15 @@ def load(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Registry:
-    """Load ``profile`` (validated now; no engine, no connection until first use)."""
+    """Load ``profile`` (validated now; no engine, no connection until first use).
+
+    During a test run of dbconf's pytest plugin, the test profile's databases are pointed at
+    the test databases here (:func:`dbconf.testhooks.load_overrides`).
+    """
     loaded = load_profile(profile, path=path, environ=environ, overrides=overrides)
+    if loaded.path is not None:
+        extra = testhooks.load_overrides(loaded.name, loaded.path)
+        if extra:
+            combined = {**(overrides or {}), **extra}
+            loaded = load_profile(loaded.name, path=path, environ=environ, overrides=combined)
     return Registry(loaded.config, profile=loaded.name, origins=loaded.origins)

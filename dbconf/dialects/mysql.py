@@ -164,10 +164,10 @@ def session_sql(server_version: str, t: Timeouts) -> str | None:
 
 
 def setup(engine: sa.Engine, cfg: Settings) -> None:
-    if engine.dialect.driver == "aiomysql":
-        # SQLAlchemy < 2.0.25 pings an aiomysql connection with ping(), which its adapter
-        # refuses (ping(reconnect) takes the argument): every pre-pinged checkout failed.
-        engine.dialect._send_false_to_ping = True  # type: ignore[attr-defined]
+    if engine.dialect.driver == "aiomysql" and hasattr(engine.dialect, "_send_false_to_ping"):
+        # SQLAlchemy 2.0.24 (at least) pings aiomysql as it pings PyMySQL >= 1.1 (ping() with
+        # no argument), which aiomysql's adapter refuses: pass reconnect=False as for old PyMySQL
+        engine.dialect._send_false_to_ping = True
     t = cfg.timeouts
     if t.statement is None and t.lock is None and t.idle_in_transaction is None:
         return
