@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import secrets
 import textwrap
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -260,3 +261,22 @@ def drop_leftovers(url: str) -> None:
                 conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}{force}")
     finally:
         engine.dispose()
+
+
+# The backends a plugin test runs on (SERVERS: those with a server, where databases are made).
+SERVERS = [
+    pytest.param("postgresql", marks=pytest.mark.postgres),
+    pytest.param("mariadb", marks=pytest.mark.mariadb),
+]
+BACKENDS = [*SERVERS, "sqlite"]
+
+
+def backend_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The body of a ``url`` fixture parametrized over backends: the test profile's URL on
+    ``request.param`` (a fresh database name); leftovers dropped after the test."""
+    backend = request.param
+    pg = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    maria = request.getfixturevalue("maria_url") if backend == "mariadb" else None
+    url = project_url(backend, pg, maria)
+    yield url
+    drop_leftovers(url)

@@ -9,26 +9,22 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from plugin_support import drop_leftovers, project_url, server_databases, write_project
+from plugin_support import (
+    BACKENDS,
+    backend_url,
+    drop_leftovers,
+    project_url,
+    server_databases,
+    write_project,
+)
 
 pytest_plugins = ["pytester"]
-
-BACKENDS = [
-    pytest.param("postgresql", marks=pytest.mark.postgres),
-    pytest.param("mariadb", marks=pytest.mark.mariadb),
-    "sqlite",
-]
 
 
 @pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The test profile's URL on one backend (a fresh database name); leftovers dropped."""
-    backend = request.param
-    pg = request.getfixturevalue("pg_url") if backend == "postgresql" else None
-    maria = request.getfixturevalue("maria_url") if backend == "mariadb" else None
-    url = project_url(backend, pg, maria)
-    yield url
-    drop_leftovers(url)
+    yield from backend_url(request)
 
 
 ROLLBACK_TESTS = """

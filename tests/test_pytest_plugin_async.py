@@ -8,25 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from plugin_support import drop_leftovers, project_url, server_databases, write_project
+from plugin_support import BACKENDS, backend_url, server_databases, write_project
 
 pytest_plugins = ["pytester"]
-
-BACKENDS = [
-    pytest.param("postgresql", marks=pytest.mark.postgres),
-    pytest.param("mariadb", marks=pytest.mark.mariadb),
-    "sqlite",
-]
 
 
 @pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest) -> Iterator[str]:
-    backend = request.param
-    pg = request.getfixturevalue("pg_url") if backend == "postgresql" else None
-    maria = request.getfixturevalue("maria_url") if backend == "mariadb" else None
-    url = project_url(backend, pg, maria)
-    yield url
-    drop_leftovers(url)
+    yield from backend_url(request)
 
 
 ASYNC_TESTS = """

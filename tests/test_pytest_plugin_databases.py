@@ -10,24 +10,21 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from plugin_support import drop_leftovers, project_url, server_databases, write_project
+from plugin_support import (
+    SERVERS,
+    backend_url,
+    drop_leftovers,
+    project_url,
+    server_databases,
+    write_project,
+)
 
 pytest_plugins = ["pytester"]
-
-SERVERS = [
-    pytest.param("postgresql", marks=pytest.mark.postgres),
-    pytest.param("mariadb", marks=pytest.mark.mariadb),
-]
 
 
 @pytest.fixture(params=SERVERS)
 def url(request: pytest.FixtureRequest) -> Iterator[str]:
-    backend = request.param
-    pg = request.getfixturevalue("pg_url") if backend == "postgresql" else None
-    maria = request.getfixturevalue("maria_url") if backend == "mariadb" else None
-    url = project_url(backend, pg, maria)
-    yield url
-    drop_leftovers(url)
+    yield from backend_url(request)
 
 
 WORKER_TESTS = """
