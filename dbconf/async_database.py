@@ -19,17 +19,21 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from dbconf import resilience, retry_loops, testhooks
 from dbconf.builder import build_async_engine, build_async_sessionmaker, describe_pool
 from dbconf.config import DatabaseConfig, SessionConfig
 from dbconf.leaks import PoolStatus, pool_status
-from dbconf.loops import LoopEngines, LoopSessionmaker
+from dbconf.loops import LoopEngines
 from dbconf.reports import DatabaseReport, make_report, one_line, server_version
 from dbconf.session import async_session_scope, async_transaction_scope
 
 __all__ = ["AsyncDatabase"]
+
+if TYPE_CHECKING:  # importing sqlalchemy.ext.asyncio needs greenlet (the async extras)
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+    from dbconf.loop_sessionmaker import LoopSessionmaker
 
 R = TypeVar("R")
 

@@ -49,7 +49,8 @@ from dbconf.urls import BOTH_SIDES, driver_issues
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-    from dbconf.loops import LoopEngines, LoopSessionmaker
+    from dbconf.loop_sessionmaker import LoopSessionmaker
+    from dbconf.loops import LoopEngines
 
 __all__ = [
     "POOL_CLASSES",
@@ -270,7 +271,7 @@ def build_async_sessionmaker(
 
     With ``connection`` (a test harness's): bound to it with
     ``join_transaction_mode="create_savepoint"``, as :func:`build_sessionmaker`."""
-    from dbconf.loops import LoopSessionmaker
+    from dbconf.loop_sessionmaker import LoopSessionmaker
 
     if connection is not None:
         maker: LoopSessionmaker[AsyncSession] = LoopSessionmaker(

@@ -1,5 +1,5 @@
 """One :class:`~sqlalchemy.ext.asyncio.AsyncEngine` per event loop, and a sessionmaker that
-binds the running loop's engine.
+binds the running loop's engine (:mod:`dbconf.loop_sessionmaker`).
 
 **Why an engine per loop.** asyncpg, psycopg async and aiomysql connections, and SQLAlchemy's
 ``AsyncAdaptedQueue`` pool, belong to the event loop that created them: used from another loop
@@ -32,15 +32,17 @@ import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from dbconf.errors import NoEventLoopError
 
-__all__ = ["LoopEngines", "LoopSessionmaker", "close_returned"]
+if TYPE_CHECKING:  # importing sqlalchemy.ext.asyncio needs greenlet (the async extras)
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["LoopEngines", "close_returned"]
 
 
 @dataclass
@@ -176,21 +178,3 @@ class LoopEngines:
             elif loop.is_running():
                 asyncio.run_coroutine_threadsafe(entry.engine.dispose(), loop)
         return mine
-
-
-_AS = TypeVar("_AS", bound=AsyncSession)
-
-
-class LoopSessionmaker(async_sessionmaker[_AS]):
-    """An ``async_sessionmaker`` whose sessions bind the running loop's engine when created
-    (unless a ``bind`` is given), so one sessionmaker serves every event loop."""
-
-    def __init__(self, engines: LoopEngines, *, autocommit: bool = False, **kw: Any) -> None:
-        super().__init__(None, **kw)
-        self.engines = engines
-        self.autocommit = autocommit
-
-    def __call__(self, **local_kw: Any) -> _AS:
-        if local_kw.get("bind") is None and self.kw.get("bind") is None:
-            local_kw["bind"] = self.engines.current(autocommit=self.autocommit)
-        return super().__call__(**local_kw)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
@@ -194,6 +195,34 @@ def test_missing_greenlet_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
         require_driver(cfg, use_async=True)
     assert "pip install 'dbconf[aiosqlite]'" in str(err.value)
     require_driver(cfg, use_async=False)  # sync needs no greenlet
+
+
+SYNC_WITHOUT_GREENLET = """
+import sys
+sys.modules["greenlet"] = None  # as after `pip install dbconf` (no async extra)
+import sqlalchemy as sa
+import dbconf
+from dbconf.integrations import fastapi
+with dbconf.load("p", path=sys.argv[1], environ={}) as dbs:
+    with dbs["main"].session() as s:
+        assert s.execute(sa.text("SELECT 1")).scalar_one() == 1
+print("sqlalchemy.ext.asyncio" in sys.modules)
+"""
+
+
+def test_sync_use_imports_nothing_async(tmp_path: Path) -> None:
+    """README command 1 installs no greenlet: importing dbconf (and its FastAPI helpers) and a
+    sync scope must not import sqlalchemy.ext.asyncio, which raises ImportError without it."""
+    config = tmp_path / "databases.yaml"
+    config.write_text("profiles:\n  p:\n    databases:\n      main: {url: 'sqlite://'}\n")
+    out = subprocess.run(
+        [sys.executable, "-c", SYNC_WITHOUT_GREENLET, str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
 
 
 def test_unknown_driver_did_you_mean_and_supported_list() -> None:
