@@ -32,6 +32,7 @@ from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
 from dbconf.origin import issues_error, shown_value
+from dbconf.replica_config import ReplicaConfig, RoutingConfig, replica_database
 from dbconf.secret_values import hide, masked
 from dbconf.secret_values import reveal as reveal
 from dbconf.urls import (
@@ -130,6 +131,7 @@ class SessionConfig(_Model):
     is checked here, the class itself at load (:mod:`dbconf.session_classes`)."""
 
     class_: str | None = Field(None, alias="class")
+    role: Literal["primary", "replica", "auto"] | None = None
     autoflush: bool | None = None
     expire_on_commit: bool | None = None
     autobegin: bool | None = None
@@ -238,8 +240,11 @@ class DatabaseConfig(_Model):
     retry: RetryConfig | None = None
     disconnect_sqlstates: list[SqlState] | None = None
     sessions: dict[str, SessionConfig] = Field(default_factory=dict)
+    replicas: list[ReplicaConfig] = Field(default_factory=list)
+    routing: RoutingConfig | None = None
 
     _url: URL = PrivateAttr()
+    _replicas: tuple[DatabaseConfig, ...] = PrivateAttr(())
     _async_url: URL | None = PrivateAttr(None)
     _named: tuple[bool, bool] = PrivateAttr((True, False))
 
@@ -313,7 +318,18 @@ class DatabaseConfig(_Model):
         issues += check_pool(self) + check_dialect_options(self)
         if issues:
             raise issues_error(issues)
+        self._replicas = tuple(replica_database(self, replica) for replica in self.replicas)
         return self
+
+    @property
+    def replica_configs(self) -> tuple[DatabaseConfig, ...]:
+        """Each replica's full configuration (its keys merged over this one's), in order."""
+        return self._replicas
+
+    @property
+    def routing_config(self) -> RoutingConfig:
+        """``routing:`` with its defaults filled in."""
+        return self.routing or RoutingConfig()
 
     @property
     def sqlalchemy_url(self) -> URL:

@@ -40,6 +40,10 @@ POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )
 MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0.1:3306/test")
+# A streaming standby of POSTGRES_URL's server (made by .ci/pg-standby: pg_basebackup -R).
+STANDBY_URL = os.environ.get(
+    "TEST_POSTGRES_STANDBY_URL", "postgresql+psycopg2://postgres@127.0.0.1:5433/test"
+)
 _reachable: dict[str, str | None] = {}
 
 
@@ -58,12 +62,12 @@ def _probe(url: str) -> str | None:
     return _reachable[url]
 
 
-def _require(url: str, env_var: str) -> str:
+def _require(url: str, env_var: str, how: str = "") -> str:
     reason = _probe(url)
     if reason is None:
         return url
     masked = sa.make_url(url).render_as_string(hide_password=True)
-    message = f"server {masked} unreachable ({reason}); set {env_var} to a reachable server"
+    message = f"server {masked} unreachable ({reason}); set {env_var} to a reachable server{how}"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true: {message}")
     pytest.skip(message)
@@ -100,6 +104,23 @@ def pg_url() -> str:
 def maria_url() -> str:
     """URL of the test MariaDB server (root)."""
     return _require(MARIADB_URL, "TEST_MARIADB_URL")
+
+
+@pytest.fixture(scope="session")
+def standby_url(pg_url: str) -> str:
+    """URL of a streaming standby (hot standby, replaying) of the ``pg_url`` server."""
+    url = _require(
+        STANDBY_URL, "TEST_POSTGRES_STANDBY_URL", " (or run .ci/pg-standby to make one on 5433)"
+    )
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            in_recovery = conn.execute(sa.text("select pg_is_in_recovery()")).scalar_one()
+    finally:
+        engine.dispose()
+    if not in_recovery:
+        pytest.fail(f"TEST_POSTGRES_STANDBY_URL {url} is not a standby (not in recovery)")
+    return url
 
 
 @pytest.fixture

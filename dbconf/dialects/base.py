@@ -21,6 +21,7 @@ import sqlalchemy as sa
 __all__ = [
     "TIMEOUT_KEYS",
     "Dialect",
+    "ReplicaMeasurement",
     "Settings",
     "Timeouts",
     "dialect_for",
@@ -83,6 +84,18 @@ def _pre_ping(cfg: Settings) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class ReplicaMeasurement:
+    """One probe of a read replica, made through a connection to it."""
+
+    # seconds the replica's data is behind its primary; None: it is not replicating
+    lag: float | None
+    # the position it has replayed up to (PostgreSQL: the replay LSN as an int); None: unknown
+    position: int | None = None
+    # why it cannot serve (not replicating, not a replica, …); None: it can
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class Dialect:
     """One family of backends (``backends``: the SQLAlchemy backend names it covers)."""
 
@@ -122,6 +135,17 @@ class Dialect:
     async_driver_args: Mapping[str, Callable[[Settings], dict[str, Any]]] = field(
         default_factory=dict
     )
+    # --- read replicas (None: the dialect has no replicas) ---
+    # measure a replica through a connection to it (lag, replayed position, or why not)
+    measure_replica: Callable[[sa.Connection], ReplicaMeasurement] | None = None
+    # the write position reached by a primary connection that just committed (read your
+    # writes); None here: the dialect has no positions, read-your-writes goes by measured lag
+    write_position: Callable[[sa.Connection], int | None] | None = None
+    # SQL making every transaction of a connection read-only (run once per new connection of a
+    # replica engine), and SQL making the next transaction read-only (a replica-role session
+    # that fell back to the primary)
+    read_only_session_sql: str | None = None
+    read_only_transaction_sql: str | None = None
 
     def is_async(self, driver: str) -> bool:
         """Whether ``driver`` (a name without the backend) is one of this dialect's async
