@@ -14,7 +14,6 @@ See the README section "Testing your app".
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -142,7 +141,10 @@ def _activate(config: pytest.Config, set_profile: bool = False) -> Harness:
 
         return Path(tempfile.mkdtemp(prefix="dbconf-test-"))
 
-    harness = Harness(options, os.environ.get("PYTEST_XDIST_WORKER"), tmp)
+    # xdist's worker id from the config (not PYTEST_XDIST_WORKER: an in-process pytest run
+    # inside a worker, pytester's, inherits that variable without being a worker)
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    harness = Harness(options, worker, tmp)
     # The app's own dbconf.load() (no profile named) gets the test profile for this run.
     patch = pytest.MonkeyPatch()
     if set_profile:
