@@ -73,6 +73,7 @@ STRING_KEYS = frozenset(
         "username",
         "password",
         "password_file",
+        "credentials",
         "database",
         "application_name",
         "isolation_level",

@@ -1,0 +1,71 @@
+"""Where a database's password comes from: the rules on its credential keys (no I/O).
+
+A password is given by exactly one of
+
+- ``password`` (or a password inside ``url``): fixed at load;
+- ``password_file``: a file read again for each new physical connection (a Kubernetes secret
+  that rotates is picked up without a restart);
+- ``password_command: [argv…]``: a command run for each new connection (no shell);
+- ``credentials: "module:callable"``: a function returning a password or token per new
+  connection, sync or async.
+
+``credentials_ttl`` caches what the command or the callable returned (default 0: no cache).
+What happens at connect time is in :mod:`dbconf.credentials`; the callable is imported and
+checked at load by :func:`dbconf.credentials.callable_problem`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import URL
+
+if TYPE_CHECKING:
+    from dbconf.config import DatabaseConfig
+
+__all__ = ["CALLABLE_PATH", "CREDENTIAL_KEYS", "DYNAMIC_KEYS", "credential_issues"]
+
+# The keys that give a password; a layer that sets one drops the others of the layers below.
+CREDENTIAL_KEYS = ("password", "password_file", "password_command", "credentials")
+# The keys whose password is fetched for each new connection.
+DYNAMIC_KEYS = ("password_file", "password_command", "credentials")
+CALLABLE_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def credential_issues(cfg: DatabaseConfig, base: URL | None) -> list[tuple[str, str]]:
+    """``(key, message)`` for each broken rule: two password sources at once, a malformed
+    ``credentials`` path or ``password_command``, a ``credentials_ttl`` with nothing to cache.
+    ``base`` is the database's ``url`` parsed (None when it has none)."""
+    issues: list[tuple[str, str]] = []
+    given = [key for key in CREDENTIAL_KEYS if getattr(cfg, key) is not None]
+    if base is not None and base.password is not None:
+        given.insert(0, "url")
+    if len(given) > 1:
+        names = [("a password in url" if key == "url" else key) for key in given]
+        issues.append(
+            (
+                given[-1],
+                f"{' and '.join(names)} are both set; they exclude each other, keep one "
+                "(a layer that sets one of password, password_file, password_command, "
+                "credentials drops the others set below it)",
+            )
+        )
+    if cfg.credentials is not None and not CALLABLE_PATH.match(cfg.credentials):
+        issues.append(
+            (
+                "credentials",
+                "is not an import path: write module.sub:function (e.g. myapp.db:rds_token)",
+            )
+        )
+    if cfg.password_command is not None and not cfg.password_command[0].strip():
+        issues.append(("password_command", "the first item must name the program to run (argv[0])"))
+    if cfg.credentials_ttl is not None and cfg.password_command is None and not cfg.credentials:
+        issues.append(
+            (
+                "credentials_ttl",
+                "caches what password_command or credentials returns: set one of them, or "
+                "remove credentials_ttl (password_file is read for each new connection)",
+            )
+        )
+    return issues
