@@ -34,21 +34,23 @@ CALLABLE_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za
 
 
 def credential_issues(cfg: DatabaseConfig, base: URL | None) -> list[tuple[str, str]]:
-    """``(key, message)`` for each broken rule: two password sources at once, a malformed
+    """``(key, message)`` for each broken rule: a per-connection password source with
+    another source (``password`` over a password in ``url`` is allowed: it wins), a malformed
     ``credentials`` path or ``password_command``, a ``credentials_ttl`` with nothing to cache.
     ``base`` is the database's ``url`` parsed (None when it has none)."""
     issues: list[tuple[str, str]] = []
-    given = [key for key in CREDENTIAL_KEYS if getattr(cfg, key) is not None]
-    if base is not None and base.password is not None:
-        given.insert(0, "url")
-    if len(given) > 1:
-        names = [("a password in url" if key == "url" else key) for key in given]
+    dynamic = [key for key in DYNAMIC_KEYS if getattr(cfg, key) is not None]
+    fixed = ["a password in url"] if base is not None and base.password is not None else []
+    fixed += ["password"] if cfg.password is not None else []
+    if dynamic and len(dynamic) + len(fixed) > 1:
+        names = fixed + dynamic
         issues.append(
             (
-                given[-1],
-                f"{' and '.join(names)} are both set; they exclude each other, keep one "
-                "(a layer that sets one of password, password_file, password_command, "
-                "credentials drops the others set below it)",
+                dynamic[-1],
+                f"{' and '.join(names)} are {'both' if len(names) == 2 else 'all'} set; "
+                "password_file, "
+                "password_command and credentials exclude each other and a fixed password "
+                "(password, or one in url): keep one",
             )
         )
     if cfg.credentials is not None and not CALLABLE_PATH.match(cfg.credentials):
