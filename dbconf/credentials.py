@@ -157,6 +157,7 @@ class _CommandSource(_Source):
     def __init__(self, database: str, argv: list[str], ttl: float) -> None:
         super().__init__(database, ttl)
         self._argv = list(argv)
+        self._last = ""  # the last password printed: never repeated from stderr
         self.what = f"password_command {argv[0]!r}"
 
     def _fetch(self) -> str:
@@ -210,21 +211,24 @@ class _CommandSource(_Source):
         text = out.decode("utf-8", "replace")
         if code != 0:
             status = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            raise self.error(f"{self.what} {status}{_stderr_line(err, text)}")
+            raise self.error(f"{self.what} {status}{_stderr_line(err, text, self._last)}")
         secret = text.rstrip("\r\n")
         if not secret:
             raise self.error(f"{self.what} printed nothing on stdout (the password goes there)")
+        self._last = secret
         return secret
 
 
-def _stderr_line(err: bytes, out: str) -> str:
-    """`` (stderr: <last line>)``, without anything the command printed on stdout."""
+def _stderr_line(err: bytes, out: str, last_password: str) -> str:
+    """`` (stderr: <last line>)``, without anything the command printed on stdout nor the
+    last password it gave."""
     lines = [line for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
     if not lines:
         return ""
     last = lines[-1]
-    for printed in sorted({x.strip() for x in out.splitlines() if x.strip()}, key=len)[::-1]:
-        last = last.replace(printed, "***")
+    printed = {x.strip() for x in [*out.splitlines(), last_password] if x.strip()}
+    for text in sorted(printed, key=len, reverse=True):
+        last = last.replace(text, "***")
     if len(last) > _STDERR_SHOWN:
         last = last[:_STDERR_SHOWN] + "…"
     return f" (stderr: {last})"

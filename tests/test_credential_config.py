@@ -184,7 +184,10 @@ def test_credentials_ttl_without_a_command_or_callable(write_config: WriteConfig
 @pytest.mark.parametrize(
     ("target", "message"),
     [
-        ("not a path", "is not an import path: write module.sub:function (e.g. myapp.db:rds_token)"),
+        (
+            "not a path",
+            "is not an import path: write module.sub:function (e.g. myapp.db:rds_token)",
+        ),
         (
             "no_such_module_xyz:token",
             "cannot import module 'no_such_module_xyz' of credentials callable "
@@ -192,7 +195,10 @@ def test_credentials_ttl_without_a_command_or_callable(write_config: WriteConfig
             "package that provides it, or fix the path (module.sub:function)",
         ),
         ("{module}:tokn", "{module} has no attribute 'tokn' (did you mean 'token'?)"),
-        ("{module}:NOT_CALLABLE", "credentials '{module}:NOT_CALLABLE' is not callable (it is a int)"),
+        (
+            "{module}:NOT_CALLABLE",
+            "credentials '{module}:NOT_CALLABLE' is not callable (it is a int)",
+        ),
         ("{module}:no_argument", "credentials '{module}:no_argument' must take one argument"),
     ],
 )
