@@ -10,6 +10,7 @@ The role gets its fixture password back after each test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -67,6 +68,8 @@ class Rotating:
     role: str
     tmp: Path
     module: Any  # the callables' module (its STATE)
+    alter: str  # the statement changing the role's password (%(pw)s)
+    async_driver: str = "asyncpg"
 
     def config(self, source: str, *, ttl: str | None = None, callable_: str = "password") -> Path:
         value = {
@@ -80,7 +83,7 @@ class Rotating:
             "    databases:",
             "      main:",
             f"        url: '{self.url}'",
-            "        async_driver: asyncpg",
+            f"        async_driver: {self.async_driver}",
             f"        {source}: '{value}'" if source != "password_command" else "",
             f"        {source}: {value}" if source == "password_command" else "",
             f"        credentials_ttl: {ttl}" if ttl else "",
@@ -97,7 +100,7 @@ class Rotating:
     def server(self, password: str) -> None:
         """Change the role's password on the server."""
         with self.admin.connect() as conn:
-            conn.exec_driver_sql(f'ALTER ROLE "{self.role}" PASSWORD %(pw)s', {"pw": password})
+            conn.exec_driver_sql(self.alter, {"pw": password})
 
     def fetches(self, source: str) -> int:
         """How many times the command ran / the callable was called."""
@@ -116,27 +119,33 @@ def rotating(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Rotating]:
     url = sa.make_url(pg_secret_url)
+    alter = f'ALTER ROLE "{url.username}" PASSWORD %(pw)s'
+    with _rotating(url, pg_url, alter, tmp_path, monkeypatch) as state:
+        try:
+            yield state
+        finally:
+            state.server(OLD)  # the session's other tests use the fixture's password
+
+
+@contextlib.contextmanager
+def _rotating(
+    url: sa.URL, admin_url: str, alter: str, tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Rotating]:
     name = f"creds_{uuid.uuid4().hex[:10]}"
-    (tmp_path / f"{name}.py").write_text(CALLABLES)
-    (tmp_path / "command.py").write_text(COMMAND)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp / f"{name}.py").write_text(CALLABLES)
+    (tmp / "command.py").write_text(COMMAND)
+    monkeypatch.syspath_prepend(str(tmp))
     module = __import__(name)
     admin = sa.create_engine(
-        pg_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool, hide_parameters=True
+        admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool, hide_parameters=True
     )
-    state = Rotating(
-        url._replace(password=None).render_as_string(hide_password=False),
-        admin,
-        str(url.username),
-        tmp_path,
-        module,
-    )
+    without = url._replace(password=None).render_as_string(hide_password=False)
+    state = Rotating(without, admin, str(url.username), tmp, module, alter)
     state.give(OLD)
-    (tmp_path / "secret").chmod(0o600)
+    (tmp / "secret").chmod(0o600)
     try:
         yield state
     finally:
-        state.server(OLD)  # the session's other tests use the fixture's password
         admin.dispose()
         sys.modules.pop(name, None)
 
@@ -401,3 +410,61 @@ def test_a_callable_that_returns_no_password(
     registry = dbconf.load("p", path=rotating.config("credentials"), environ={})
     with registry, pytest.raises(CredentialsError, match=message):
         registry["main"].engine.connect()
+
+
+# -- MariaDB --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def maria_rotating(
+    server_admin: None, maria_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Rotating]:
+    """A MariaDB user with password OLD (created for the test, dropped after)."""
+    user = f"dbconf_rot_{os.getpid()}"
+    admin = sa.create_engine(maria_url, isolation_level="AUTOCOMMIT", hide_parameters=True)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'%%'")
+        conn.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %(pw)s", {"pw": OLD})
+        conn.exec_driver_sql(f"GRANT SELECT ON test.* TO '{user}'@'%%'")
+    url = sa.make_url(maria_url).set(host="127.0.0.1", username=user, password=OLD)
+    alter = f"ALTER USER '{user}'@'%%' IDENTIFIED BY %(pw)s"  # %% (pyformat params)
+    try:
+        with _rotating(url, maria_url, alter, tmp_path, monkeypatch) as state:
+            state.async_driver = "aiomysql"
+            yield state
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'%%'")
+        admin.dispose()
+
+
+def test_mariadb_rotation_and_one_retry(maria_rotating: Rotating) -> None:
+    rotating = maria_rotating
+    who = "SELECT CURRENT_USER()"
+    path = rotating.config("credentials", ttl="1h")
+    with dbconf.load("p", path=path, environ={}) as registry:
+        engine = registry["main"].engine
+        held = engine.connect()
+        rotating.server(NEW)
+        rotating.give(NEW)
+        with engine.connect() as fresh:  # cached OLD refused (1045) → fetched again → NEW
+            assert str(fresh.exec_driver_sql(who).scalar_one()).startswith(rotating.role)
+        assert rotating.fetches("credentials") == 2
+        assert str(held.exec_driver_sql(who).scalar_one()).startswith(rotating.role)
+        held.close()
+
+        async def main() -> None:  # aiomysql: a fresh engine, NEW cached by its own source
+            engine = registry["main"].async_engine
+            held = await engine.connect()
+            rotating.server(OLD)
+            rotating.give(OLD)
+            async with engine.connect() as fresh:
+                assert str((await fresh.exec_driver_sql(who)).scalar_one()).startswith(
+                    rotating.role
+                )
+            assert str((await held.exec_driver_sql(who)).scalar_one()).startswith(rotating.role)
+            await held.close()
+            await engine.dispose()
+
+        asyncio.run(main())
+    assert rotating.fetches("credentials") == 4  # async engine: NEW, then OLD after a refusal
