@@ -274,7 +274,7 @@ class DatabaseConfig(_Model):
             issues += driver_issues(self._async_url, keys, self.query or {}, note)
         else:
             issues += connect_arg_issues(url, keys)
-        issues += check_pool(self) + check_dialect_options(self) + credential_issues(self, base)
+        issues += check_pool(self) + check_dialect_options(self) + credential_issues(self, url)
         if issues:
             raise issues_error(issues)
         self._replicas = tuple(replica_database(self, replica) for replica in self.replicas)

@@ -33,15 +33,17 @@ DYNAMIC_KEYS = ("password_file", "password_command", "credentials")
 CALLABLE_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
-def credential_issues(cfg: DatabaseConfig, base: URL | None) -> list[tuple[str, str]]:
+def credential_issues(cfg: DatabaseConfig, url: URL) -> list[tuple[str, str]]:
     """``(key, message)`` for each broken rule: a per-connection password source with
     another source (``password`` over a password in ``url`` is allowed: it wins), a malformed
     ``credentials`` path or ``password_command``, a ``credentials_ttl`` with nothing to cache.
-    ``base`` is the database's ``url`` parsed (None when it has none)."""
+    ``url`` is the database's URL with the parts written beside it."""
     issues: list[tuple[str, str]] = []
     dynamic = [key for key in DYNAMIC_KEYS if getattr(cfg, key) is not None]
-    fixed = ["a password in url"] if base is not None and base.password is not None else []
-    fixed += ["password"] if cfg.password is not None else []
+    if cfg.password is not None:
+        fixed = ["password"]
+    else:  # the url's own password, or its ?password=
+        fixed = ["a password in url"] if url.password is not None else []
     if dynamic and len(dynamic) + len(fixed) > 1:
         names = fixed + dynamic
         issues.append(

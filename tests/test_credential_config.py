@@ -245,3 +245,24 @@ def test_show_displays_the_sources_but_no_password(
     assert databases["other"]["password_command"] == ["vault", "read", "db"]
     assert databases["other"]["credentials_ttl"] == 60.0
     assert "file-secret-1" not in out + err
+
+
+def test_a_password_in_the_url_query_and_credentials_is_an_error(
+    write_config: WriteConfig,
+) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary:
+                url: "postgresql://app@db/app?password=hunter22"
+                credentials: "os:fspath"
+        """
+    )
+    problems = problems_of(path, environ={})
+    assert problems == [
+        f"{path}:6:9 profiles.p.databases.primary.credentials: "
+        f"a password in url and credentials are both set; {EXCLUDE}"
+    ]
+    assert "hunter22" not in str(problems)
