@@ -9,9 +9,11 @@ from dbconf.config import (
     SqliteConfig,
     TimeoutsConfig,
 )
+from dbconf.credentials import CredentialTarget
 from dbconf.errors import (
     ConfigError,
     ConnectError,
+    CredentialsError,
     DbconfError,
     DisconnectError,
     NoEventLoopError,
@@ -29,6 +31,8 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "ConnectionHolder",
+    "CredentialTarget",
+    "CredentialsError",
     "Database",
     "DatabaseConfig",
     "DatabaseReport",

@@ -17,7 +17,9 @@ use_async=True)`` is what reaches ``create_async_engine`` (asyncpg: ``timeout`` 
 driver of a sync URL, the sync driver of an async one) has its URL query and ``connect_args``
 checked here, when built; :func:`build_engine` and :func:`build_async_engine` first call
 :func:`dbconf.drivers.require_driver` (a missing driver or greenlet is a ConfigError naming the
-extra). Session flavours' ``class:`` is resolved by :mod:`dbconf.session_classes`.
+extra). Session flavours' ``class:`` is resolved by :mod:`dbconf.session_classes`; a password
+from ``password_file``, ``password_command`` or ``credentials`` is fetched for each new
+connection by :mod:`dbconf.credentials`.
 
 A duration of 0 disables the timeout (as on the servers); for pymysql ``connect: 0`` means
 "no connect timeout" (``connect_timeout=None``). A driver argument that the user also gives in
@@ -36,6 +38,7 @@ from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, Stat
 
 from dbconf.config import DatabaseConfig, SessionConfig, reveal
 from dbconf.conflicts import conflicts, given
+from dbconf.credentials import install_credentials
 from dbconf.dialects import dialect_for
 from dbconf.drivers import require_driver
 from dbconf.errors import ConfigError, Problem
@@ -187,6 +190,7 @@ def build_engine(name: str, cfg: DatabaseConfig) -> sa.Engine:
     require_driver(cfg, use_async=False)
     kwargs = {**engine_kwargs(cfg), **pool_class_kwargs(cfg)}  # QueuePool → leaks.QueuePool
     engine = sa.create_engine(cfg.sqlalchemy_url, **kwargs)
+    install_credentials(engine, name, cfg)  # password_file, password_command, credentials
     dialect = dialect_for(cfg.backend)
     if dialect is not None:
         dialect.setup(engine, cfg)  # SET SESSION, pragmas, BEGIN, disconnect SQLSTATEs
@@ -208,6 +212,7 @@ def build_async_engine(name: str, cfg: DatabaseConfig) -> AsyncEngine:
     kwargs = {**engine_kwargs(cfg, use_async=True), **pool_class_kwargs(cfg, use_async=True)}
     engine = create_async_engine(url, **kwargs)
     sync = engine.sync_engine
+    install_credentials(sync, name, cfg)
     dialect = dialect_for(cfg.backend)
     if dialect is not None:
         dialect.setup(sync, cfg)

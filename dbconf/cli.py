@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dbconf.config import FileConfig
 from dbconf.errors import DbconfError
 from dbconf.loader import LoadedProfile, list_profiles, load_profile, resolve_path
-from dbconf.origin import SECRET_KEY, KeyPath
+from dbconf.origin import NOT_SECRET_KEYS, SECRET_KEY, KeyPath
 from dbconf.urls import mask_url
 
 __all__ = [
@@ -98,7 +98,7 @@ def masked_tree(value: Any, key: str = "") -> Any:
             if SECRET_KEY.search(str(k))
             and not isinstance(v, Mapping | SecretStr | Secret)
             and v is not None
-            and str(k) != "password_file"
+            and str(k) not in NOT_SECRET_KEYS
             else masked_tree(v, str(k))
             for k, v in value.items()
         }

@@ -9,7 +9,7 @@ can honour) are checked here so that a bad profile fails at load, not inside cre
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,9 +28,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
+from dbconf.credential_config import CREDENTIAL_KEYS, credential_issues
 from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
+from dbconf.option_models import LeakDetectionConfig, RetryConfig, SqliteConfig
 from dbconf.origin import issues_error, shown_value
 from dbconf.replica_config import ReplicaConfig, RoutingConfig, replica_database
 from dbconf.secret_values import hide, masked
@@ -59,7 +61,7 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
-URL_PARTS = ("driver", "host", "port", "username", "password", "password_file", "database", "query")
+URL_PARTS = ("driver", "host", "port", "username", *CREDENTIAL_KEYS, "database", "query")
 # A pool or a worker count is at most MariaDB's largest max_connections.
 MAX_CONNECTIONS = 100_000
 
@@ -160,52 +162,6 @@ class SessionConfig(_Model):
         return self
 
 
-class SqliteConfig(_Model):
-    """Declarative SQLite pragmas, applied on every new connection."""
-
-    journal_mode: Literal["delete", "truncate", "persist", "memory", "wal", "off"] | None = None
-    foreign_keys: bool | None = None
-    synchronous: Literal["off", "normal", "full", "extra"] | None = None
-
-
-class LeakDetectionConfig(_Model):
-    """Warn when a connection or a session scope is held too long (off unless set)."""
-
-    threshold: Duration | None = None
-    long_transaction: Duration | None = None
-
-    @field_validator("threshold", "long_transaction")
-    @classmethod
-    def _positive(cls, value: float | None) -> float | None:
-        if value is not None and value <= 0:
-            raise PydanticCustomError(
-                "duration", "must be greater than 0 (remove the key to turn the check off)"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _something_set(self) -> LeakDetectionConfig:
-        if self.threshold is None and self.long_transaction is None:
-            raise PydanticCustomError(
-                "leak_detection",
-                "leak_detection sets neither threshold nor long_transaction: set one "
-                "(e.g. threshold: 30s) or remove leak_detection",
-            )
-        return self
-
-
-class RetryConfig(_Model):
-    """Defaults for ``Database.run_in_transaction``. ``retries`` is at most
-    :attr:`MAX_RETRIES`, each backoff at most :attr:`MAX_BACKOFF` seconds (one hour)."""
-
-    MAX_RETRIES: ClassVar[int] = 100
-    MAX_BACKOFF: ClassVar[float] = 3600.0
-
-    retries: int | None = Field(None, ge=0, le=MAX_RETRIES)
-    backoff: Duration | None = Field(None, le=MAX_BACKOFF)
-    max_backoff: Duration | None = Field(None, le=MAX_BACKOFF)
-
-
 _DRIVER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\+[A-Za-z][A-Za-z0-9_]*)?$")
 
 
@@ -220,6 +176,9 @@ class DatabaseConfig(_Model):
     username: str | None = None
     password: SecretStr | None = None
     password_file: str | None = None
+    password_command: list[str] | None = Field(None, min_length=1)  # argv, no shell
+    credentials: str | None = None  # module:callable returning a password or token
+    credentials_ttl: Duration | None = None  # see dbconf/credential_config.py
     database: str | None = None
     query: dict[str, QueryValue] | None = Field(None, repr=False)  # may hold a password
     echo: bool = False
@@ -315,7 +274,7 @@ class DatabaseConfig(_Model):
             issues += driver_issues(self._async_url, keys, self.query or {}, note)
         else:
             issues += connect_arg_issues(url, keys)
-        issues += check_pool(self) + check_dialect_options(self)
+        issues += check_pool(self) + check_dialect_options(self) + credential_issues(self, url)
         if issues:
             raise issues_error(issues)
         self._replicas = tuple(replica_database(self, replica) for replica in self.replicas)

@@ -45,7 +45,7 @@ import sqlalchemy.exc as sa_exc
 from dbconf.dialects import mysql as mysql_dialect
 from dbconf.dialects import postgresql
 
-__all__ = ["connect_hint", "hide_values"]
+__all__ = ["connect_hint", "hide_values", "is_auth_failure"]
 
 _MIN_CONTAINED = 4  # shorter values are masked only as a whole quoted token
 
@@ -82,6 +82,25 @@ def connect_hint(orig: BaseException | None) -> str:
         text = str(orig)
         kind = next((k for pattern, k in postgresql.CONNECT_ERRORS if pattern.search(text)), None)
     return _HINTS[kind] if kind is not None else _OTHER
+
+
+AUTH_SQLSTATES = frozenset({"28P01", "28000"})  # PostgreSQL: invalid password, authorization
+MYSQL_ACCESS_DENIED = 1045  # MySQL/MariaDB: access denied (wrong password)
+
+
+def is_auth_failure(error: BaseException) -> bool:
+    """Whether connecting failed because the server refused the credentials: PostgreSQL
+    SQLSTATE 28P01/28000 (asyncpg, psycopg 3 when it has one; the libpq drivers say it in
+    the message only) or MySQL/MariaDB error 1045."""
+    orig = getattr(error, "orig", None) or error
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(state, str):
+        return state in AUTH_SQLSTATES
+    args = getattr(orig, "args", ())
+    if args and type(args[0]) is int:
+        return args[0] == MYSQL_ACCESS_DENIED
+    text = str(orig)
+    return any(k == "credentials" and p.search(text) for p, k in postgresql.CONNECT_ERRORS)
 
 
 # --- hide_parameters ----------------------------------------------------------------------

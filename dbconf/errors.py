@@ -12,6 +12,7 @@ import sqlalchemy.exc as sa_exc
 __all__ = [
     "ConfigError",
     "ConnectError",
+    "CredentialsError",
     "DbconfError",
     "DisconnectError",
     "NoEventLoopError",
@@ -118,6 +119,16 @@ class RegistryClosedError(DbconfError, RuntimeError):
             "close() was called) and opens no more connections; use it inside the with "
             "block, or load the profile again (dbconf.load) for a new Registry"
         )
+
+
+class CredentialsError(DbconfError, RuntimeError):
+    """The password of a new connection could not be fetched: its ``password_file`` is
+    unreadable, its ``password_command`` failed or timed out, or its ``credentials`` callable
+    raised or returned no text. The message never holds the secret."""
+
+    def __init__(self, database: str, message: str) -> None:
+        self.database = database
+        super().__init__(f"database {database!r}: {message}")
 
 
 class NoEventLoopError(DbconfError, RuntimeError):

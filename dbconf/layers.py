@@ -5,7 +5,8 @@ inside a mapping-valued env var too: values from env vars, secrets and code are 
 interpolated). Layers merge deeply (:mod:`dbconf.merging`); ``null`` resets a key; a layer that
 sets a database's ``url`` replaces the location parts of the layers below it, and their password
 only when the URL carries one (a URL without a password keeps the ``password``/``password_file``
-from below); ``password`` and ``password_file`` replace each other.
+from below); ``password``, ``password_file``, ``password_command`` and ``credentials`` replace
+each other (:data:`dbconf.credential_config.CREDENTIAL_KEYS`).
 
 Within one layer the order of its env vars, secrets files or ``overrides=`` keys never matters:
 entries apply shallowest key path first, so the keys of a deeper entry merge over a mapping a
@@ -73,6 +74,7 @@ STRING_KEYS = frozenset(
         "username",
         "password",
         "password_file",
+        "credentials",
         "database",
         "application_name",
         "isolation_level",

@@ -10,7 +10,8 @@ Layers, lowest precedence first (each deep-merges over the one before):
 6. ``overrides=`` given in code.
 
 A layer that sets a database's ``url`` drops the URL parts (host, port, …) of the layers below;
-``password`` and ``password_file`` likewise replace each other; ``null`` resets a key.
+``password``, ``password_file``, ``password_command`` and ``credentials`` likewise replace each
+other; ``null`` resets a key. A ``password_file`` is checked here, read for each new connection.
 """
 
 from __future__ import annotations
@@ -271,34 +272,26 @@ def _extends_chain(
 def _read_password_files(
     tree: Tree, origins: Origins, file: Path, problems: list[Problem], limit: int
 ) -> None:
+    """Check that each ``password_file`` can be read now, and make its path absolute (relative
+    to the config file). Its content is not kept: it is read again for each new connection
+    (:mod:`dbconf.credentials`), so a rotated secret is picked up without a restart."""
     for name, db in as_mapping(tree.get("databases")).items():
         if not isinstance(db, dict) or not isinstance(db.get("password_file"), str):
             continue  # not a path: validation reports it (never str() it: it may hold a URL)
         where = ("databases", name, "password_file")
-        origin = origins.get(where)
-        key = f"databases.{name}.password_file"
-        if db.get("password") is not None:
-            problems.append(
-                Problem(
-                    str(origin),
-                    key,
-                    "password and password_file are both set at the same level; keep one",
-                )
-            )
-            continue
         secret = Path(db["password_file"])
         if not secret.is_absolute():
             secret = file.parent / secret
         try:
-            db["password"] = read_secret(secret, limit)
+            read_secret(secret, limit)
         except UnreadableFileError as e:
             problems.append(
                 Problem(
-                    str(origin),
-                    key,
+                    str(origins.get(where)),
+                    f"databases.{name}.password_file",
                     f"cannot read password file {shown(secret)} ({e}); fix the path or mount "
                     "the secret",
                 )
             )
             continue
-        origins[("databases", name, "password")] = Origin("secret", str(secret))
+        db["password_file"] = str(secret.absolute())

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from dbconf.config import URL_PARTS
+from dbconf.credential_config import CREDENTIAL_KEYS
 from dbconf.origin import KeyPath, Origin
 
 __all__ = ["Origins", "Tree", "as_mapping", "forget", "key_paths", "merge"]
@@ -78,18 +79,24 @@ def merge(
 
 
 def _drop_replaced(current: Tree, origins: Origins, layer: Tree, path: KeyPath) -> None:
-    """A database's url replaces lower URL parts; password and password_file replace each other.
+    """A database's url replaces lower URL parts; password, password_file, password_command
+    and credentials replace each other (a url with a password replaces them all).
 
     ``current`` is the database's mapping so far, at ``path`` (``("databases", name)``).
     """
     dropped: list[str] = []
     url = layer.get("url")
     if url is not None:
-        keep = () if _has_password(url) else ("password", "password_file")
+        keep = () if _has_password(url) else CREDENTIAL_KEYS
         dropped += [k for k in URL_PARTS if k not in layer and k not in keep]
-    for key, other in (("password", "password_file"), ("password_file", "password")):
-        if layer.get(key) is not None and other not in layer:
-            dropped.append(other)
+    if any(layer.get(key) is not None for key in CREDENTIAL_KEYS):
+        dropped += [k for k in CREDENTIAL_KEYS if k not in layer]
+    if (
+        "credentials" in dropped
+        and "password_command" in dropped
+        and "credentials_ttl" not in layer
+    ):
+        dropped.append("credentials_ttl")  # nothing left for it to cache
     for key in dropped:
         if key in current:
             forget(origins, (*path, key), current.pop(key))

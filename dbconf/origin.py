@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from dbconf.errors import Problem, did_you_mean
 
 __all__ = [
+    "NOT_SECRET_KEYS",
     "SECRET_KEY",
     "KeyPath",
     "Origin",
@@ -33,6 +34,8 @@ SECRET_KEYS = frozenset({"password", "url"})
 _HIDDEN_KEYS = frozenset({"password", "url", "query", "connect_args", "password_file"})
 # A key whose value is a secret: password, sslpassword, passwd, token, api_key, …
 SECRET_KEY = re.compile(r"pass|secret|token|credential|api_?key|private_?key", re.IGNORECASE)
+# Secret-looking keys whose values are not secrets: a path, an argv (shown by ps), a callable.
+NOT_SECRET_KEYS = frozenset({"password_file", "password_command", "credentials", "credentials_ttl"})
 _PLAIN = re.compile(r"[\w .,+-]{0,40}")
 
 
@@ -212,7 +215,7 @@ def _secrets_in(node: Any, key: str) -> Iterator[str]:
     elif isinstance(node, list):
         for item in node:
             yield from _secrets_in(item, key)
-    elif isinstance(node, str) and key != "password_file":
+    elif isinstance(node, str) and key not in NOT_SECRET_KEYS:
         if SECRET_KEY.search(key):
             yield node
         elif key == "url":

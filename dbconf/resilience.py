@@ -82,6 +82,7 @@ from dbconf.urls import mask_url
 __all__ = [
     "DEFAULT_RETRY",
     "RetryPolicy",
+    "connect_dbapi_errors",
     "first_line",
     "install_error_types",
     "retry_reason",
@@ -132,7 +133,7 @@ def _is_statement_timeout(orig: BaseException | None, sqlite_deadline: bool) -> 
 _UNWRAPPED_CONNECT = (OSError, asyncio.TimeoutError)  # the same class on Python 3.11+
 
 
-def _connect_dbapi_errors(dialect: sa.Dialect, _rec: Any, cargs: Any, cparams: Any) -> Any:
+def connect_dbapi_errors(dialect: sa.Dialect, _rec: Any, cargs: Any, cparams: Any) -> Any:
     """Connect (``do_connect``) turning what asyncpg raises unwrapped into the driver's
     OperationalError, which SQLAlchemy wraps and passes to ``handle_error`` (it lets other
     exceptions through unseen): the OSError / timeout of an unreachable server, and on
@@ -167,7 +168,7 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
     hide_parameters = cfg.hide_parameters
 
     if engine.dialect.is_async:
-        event.listen(engine, "do_connect", _connect_dbapi_errors)
+        event.listen(engine, "do_connect", connect_dbapi_errors)
 
     @event.listens_for(engine, "handle_error")
     def _typed(ctx: sa.engine.ExceptionContext) -> BaseException | None:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from dbconf.builder import engine_kwargs
 from dbconf.config import DatabaseConfig
+from dbconf.credentials import callable_problem
 from dbconf.drivers import KNOWN_DRIVERS, driver_problem, install_hint
 from dbconf.errors import ConfigError, Problem
 from dbconf.origin import KeyPath, Origin, find_origin
@@ -37,6 +38,10 @@ def build_problems(
                 found = class_problem(flavour.class_)
                 if found is not None:
                     problem(name, f"sessions.{flavour_name}.class", found)
+        if db.credentials is not None:
+            found = callable_problem(db.credentials)
+            if found is not None:
+                problem(name, "credentials", found)
         for use_async in (False, True):
             if not db.names_driver(use_async):
                 continue  # implied: checked when built (drivers.require_driver)

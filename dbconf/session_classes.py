@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from dbconf.config import SessionConfig
 
-__all__ = ["async_classes", "class_problem", "import_class", "sync_class"]
+__all__ = ["async_classes", "class_problem", "find_object", "import_class", "sync_class"]
 
 
 def _async_session() -> type[AsyncSession]:
@@ -35,23 +35,24 @@ def _async_session() -> type[AsyncSession]:
     return AsyncSession
 
 
-def _find(path: str) -> Any:
-    """The object at ``module.sub:QualName``; raises ValueError saying what is wrong."""
+def find_object(path: str, what: str = "session class") -> Any:
+    """The object at ``module.sub:QualName`` (``what`` names it in errors: a session class, a
+    credentials callable); raises ValueError saying what is wrong."""
     module_name, _, qualname = path.partition(":")
+    form = "module.sub:ClassName" if "class" in what else "module.sub:function"
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as e:
         raise ValueError(
-            f"cannot import module {module_name!r} of session class {path!r} ({e}); install "
-            "the package that provides it, or fix the path (module.sub:ClassName)"
+            f"cannot import module {module_name!r} of {what} {path!r} ({e}); install "
+            f"the package that provides it, or fix the path ({form})"
         ) from None
     where = module_name
     for part in qualname.split("."):
         if not hasattr(obj, part):
             names = [n for n in dir(obj) if not n.startswith("_")]
             raise ValueError(
-                f"{where} has no attribute {part!r}{did_you_mean(part, names)} (session class "
-                f"{path!r})"
+                f"{where} has no attribute {part!r}{did_you_mean(part, names)} ({what} {path!r})"
             )
         obj = getattr(obj, part)
         where = f"{where}.{part}" if where != module_name else f"{module_name}:{part}"
@@ -73,7 +74,7 @@ def import_class(path: str) -> type[Session] | type[AsyncSession]:
     """The class at ``path`` (cached); :class:`ConfigError` if it cannot be imported or is not
     a Session/AsyncSession subclass."""
     try:
-        return _check(path, _find(path))
+        return _check(path, find_object(path))
     except ValueError as e:
         raise ConfigError([Problem("", "class", str(e))]) from None
 
@@ -81,7 +82,7 @@ def import_class(path: str) -> type[Session] | type[AsyncSession]:
 def class_problem(path: str) -> str | None:
     """Why the session class at ``path`` cannot be used, or None (imports it)."""
     try:
-        _check(path, _find(path))
+        _check(path, find_object(path))
     except ValueError as e:
         return str(e)
     return None

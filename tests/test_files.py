@@ -216,7 +216,12 @@ def _config(tmp_path: Path, password_file: str = "pw") -> Path:
 
 
 def _password(loaded: Any) -> str:
-    return str(loaded.config.databases["primary"].password.get_secret_value())
+    """The password the primary connects with: a ``password_file`` is only checked at load and
+    read for each new connection (dbconf.credentials), so it is read here the same way."""
+    primary = loaded.config.databases["primary"]
+    if primary.password is not None:
+        return str(primary.password.get_secret_value())
+    return Path(primary.password_file).read_text(encoding="utf-8").rstrip("\r\n")
 
 
 @pytest.mark.parametrize("kind", list(REFUSED))

@@ -702,7 +702,8 @@ def test_url_without_password_keeps_a_password_file(write_config: WriteConfig) -
     (path.parent / "pw.txt").write_text("from-file\n")
     loaded = load_profile("p", path=path, environ={"DATABASE_URL": "postgresql://app@env-host/db"})
     primary = loaded.config.databases["primary"]
-    assert primary.sqlalchemy_url.password == "from-file"
+    assert primary.password_file == str(path.parent / "pw.txt")  # read per new connection
+    assert primary.sqlalchemy_url.password is None
     assert primary.sqlalchemy_url.host == "env-host"
 
 
@@ -781,9 +782,11 @@ def test_password_file_is_read_relative_to_the_config_file(tmp_path: Path) -> No
     assert Path.cwd() != conf
     loaded = load_profile("p", path=path, environ={})
     primary = loaded.config.databases["primary"]
-    assert primary.sqlalchemy_url.password == PASSWORD
-    assert loaded.origin("databases", "primary", "password") == Origin(
-        "secret", str(conf / "secrets" / "pw")
+    # made absolute, checked at load; its content is read for each new connection
+    assert primary.password_file == str(conf / "secrets" / "pw")
+    assert primary.sqlalchemy_url.password is None
+    assert loaded.origin("databases", "primary", "password_file") == Origin(
+        "file", str(path), 4, 45
     )
 
 
@@ -821,7 +824,8 @@ def test_password_and_password_file_in_one_layer_is_an_error(
     )
     assert problems_of(path, environ={}) == [
         f"{path}:7:9 profiles.p.databases.primary.password_file: "
-        "password and password_file are both set at the same level; keep one"
+        "password and password_file are both set; password_file, password_command and "
+        "credentials exclude each other and a fixed password (password, or one in url): keep one"
     ]
 
 
@@ -842,7 +846,8 @@ def test_password_file_above_replaces_password_below(
         """
     )
     loaded = load_profile("p", path=path, environ={})
-    assert loaded.config.databases["primary"].sqlalchemy_url.password == "from-file"
+    primary = loaded.config.databases["primary"]
+    assert (primary.password, primary.password_file) == (None, str(tmp_path / "pw"))
 
 
 def test_password_above_replaces_password_file_below(write_config: WriteConfig) -> None:
@@ -1049,7 +1054,7 @@ def test_unknown_keys_at_every_level_with_suggestions(write_config: WriteConfig)
             "allowed here: extends, default_database, workers, databases",
             f"{path}:7:9 {pre}.databases.primary.hots: unknown key 'hots' (did you mean 'host'?); "
             "allowed here: url, driver, async_driver, host, port, username, password, "
-            "password_file, database, "
+            "password_file, password_command, credentials, credentials_ttl, database, "
             "query, echo, hide_parameters, isolation_level, application_name, connect_args, "
             "execution_options, pool, timeouts, sqlite, leak_detection, retry, "
             "disconnect_sqlstates, sessions, replicas, routing",
@@ -1446,8 +1451,12 @@ def test_password_is_used_but_masked(tmp_path: Path, source: str) -> None:
     path, environ = masked_setup(source, tmp_path)
     loaded = load_profile("p", path=path, environ=environ)
     primary = loaded.config.databases["primary"]
-    assert primary.sqlalchemy_url.password == PASSWORD
-    assert primary.masked_url() == "postgresql+psycopg2://app:***@db.example/app"
+    if source == "password_file":  # read for each new connection, never kept
+        assert primary.sqlalchemy_url.password is None
+        assert primary.masked_url() == "postgresql+psycopg2://app@db.example/app"
+    else:
+        assert primary.sqlalchemy_url.password == PASSWORD
+        assert primary.masked_url() == "postgresql+psycopg2://app:***@db.example/app"
     assert_hidden(
         repr(loaded.config),
         str(loaded.config),

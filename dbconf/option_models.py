@@ -1,0 +1,67 @@
+"""Small option blocks of a database: ``sqlite:``, ``leak_detection:`` and ``retry:``.
+
+Frozen models, no I/O; :mod:`dbconf.config` uses and re-exports them.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from dbconf.durations import Duration
+
+__all__ = ["LeakDetectionConfig", "RetryConfig", "SqliteConfig"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, hide_input_in_errors=True, populate_by_name=True
+    )
+
+
+class SqliteConfig(_Model):
+    """Declarative SQLite pragmas, applied on every new connection."""
+
+    journal_mode: Literal["delete", "truncate", "persist", "memory", "wal", "off"] | None = None
+    foreign_keys: bool | None = None
+    synchronous: Literal["off", "normal", "full", "extra"] | None = None
+
+
+class LeakDetectionConfig(_Model):
+    """Warn when a connection or a session scope is held too long (off unless set)."""
+
+    threshold: Duration | None = None
+    long_transaction: Duration | None = None
+
+    @field_validator("threshold", "long_transaction")
+    @classmethod
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise PydanticCustomError(
+                "duration", "must be greater than 0 (remove the key to turn the check off)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _something_set(self) -> LeakDetectionConfig:
+        if self.threshold is None and self.long_transaction is None:
+            raise PydanticCustomError(
+                "leak_detection",
+                "leak_detection sets neither threshold nor long_transaction: set one "
+                "(e.g. threshold: 30s) or remove leak_detection",
+            )
+        return self
+
+
+class RetryConfig(_Model):
+    """Defaults for ``Database.run_in_transaction``. ``retries`` is at most
+    :attr:`MAX_RETRIES`, each backoff at most :attr:`MAX_BACKOFF` seconds (one hour)."""
+
+    MAX_RETRIES: ClassVar[int] = 100
+    MAX_BACKOFF: ClassVar[float] = 3600.0
+
+    retries: int | None = Field(None, ge=0, le=MAX_RETRIES)
+    backoff: Duration | None = Field(None, le=MAX_BACKOFF)
+    max_backoff: Duration | None = Field(None, le=MAX_BACKOFF)
