@@ -50,7 +50,8 @@ def shell(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[int, st
         known = ", ".join(sorted(CLIENTS))
         return _fail(f"no shell for {cfg.backend} databases ({name!r}); dbconf knows {known}")
     path = environ.get("PATH", os.defpath)
-    program = next((p for p in map(lambda c: shutil.which(c, path=path), client.programs) if p), None)
+    found = (shutil.which(candidate, path=path) for candidate in client.programs)
+    program = next((p for p in found if p), None)
     if program is None:
         return _fail(
             f"{' or '.join(client.programs)} not found on PATH (the {cfg.backend} client of "
@@ -105,7 +106,7 @@ def _foreground(argv: list[str], env: dict[str, str]) -> int:
     except ValueError:  # not the main thread: leave the signals alone
         previous.clear()
     try:
-        child = subprocess.Popen(argv, env=env)
+        child = subprocess.Popen(argv, env=env)  # noqa: S603 (the user's own client, no shell)
         code = child.wait()
     finally:
         for signum, handler in previous.items():

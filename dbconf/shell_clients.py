@@ -160,7 +160,7 @@ def postgresql(cfg: DatabaseConfig, url: URL, tmp: Path) -> Invocation:
         user, secret = _pgpass_field(url.username or "*"), _pgpass_field(url.password)
         lines = [
             f"{_pgpass_field(host) if host else '*'}:{port or '*'}:*:{user}:{secret}\n"
-            for host, port in zip(hosts, ports)
+            for host, port in zip(hosts, ports, strict=True)
         ]
         out.files[passfile] = "".join(dict.fromkeys(lines))
         out.env["PGPASSFILE"] = str(passfile)

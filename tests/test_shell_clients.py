@@ -135,7 +135,11 @@ def test_mysql_without_password_writes_no_file(
 
 
 def test_sqlite_file_uri_and_memory(write_config: Callable[[str], Path], tmp_path: Path) -> None:
-    how = build(write_config, tmp_path, "        url: sqlite:///-odd.db\n        sqlite: {foreign_keys: true}\n")
+    how = build(
+        write_config,
+        tmp_path,
+        "        url: sqlite:///-odd.db\n        sqlite: {foreign_keys: true}\n",
+    )
     assert how.args == ["-cmd", "PRAGMA foreign_keys = ON", "./-odd.db"]
     how = build(write_config, tmp_path, '        url: "sqlite:///app.db?mode=ro&uri=true"\n')
     assert how.args == ["file:app.db?mode=ro"]
