@@ -2,8 +2,9 @@
 
 What each client gets and how the password stays off argv: :mod:`dbconf.shell_clients`. The
 files holding a password live in a private (0700) temporary directory, are 0600, and are
-removed when the client exits, also when dbconf is interrupted or terminated (SIGINT is left
-to the client, which uses it to cancel a query; SIGTERM and SIGHUP are passed on to it).
+removed when the client exits, also when dbconf is interrupted or terminated (SIGINT and
+SIGQUIT are left to the client, which uses SIGINT to cancel a query; SIGTERM and SIGHUP are
+passed on to it).
 dbconf's exit code is the client's (128 + the signal's number when a signal ended it).
 """
 
@@ -88,13 +89,13 @@ def run_client(
 
 
 def _foreground(argv: list[str], env: dict[str, str]) -> int:
-    """Run ``argv`` and wait, letting the terminal's Ctrl-C reach only the client's handling
-    (dbconf keeps waiting) and passing SIGTERM/SIGHUP on to it."""
+    """Run ``argv`` and wait, leaving the terminal's Ctrl-C and Ctrl-\\ to the client (dbconf
+    keeps waiting) and passing SIGTERM/SIGHUP on to it."""
     child: subprocess.Popen[bytes] | None = None
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        if child is not None and signum != signal.SIGINT:
-            child.send_signal(signum)
+        if child is not None and signum in (signal.SIGTERM, signal.SIGHUP):
+            child.send_signal(signum)  # the terminal's SIGINT/SIGQUIT reach the child already
 
     # Python-level handlers (not SIG_IGN) are reset to the default in the child at exec.
     names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")

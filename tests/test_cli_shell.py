@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +44,9 @@ with open("/proc/self/cmdline") as f:
 with open(os.environ["FAKE_CLIENT_LOG"], "w") as log:
     record = {{"argv": sys.argv, "cmdline": cmdline, "env": dict(os.environ), "files": files}}
     json.dump(record, log)
+if os.environ.get("FAKE_CLIENT_SLEEP"):
+    import time
+    time.sleep(float(os.environ["FAKE_CLIENT_SLEEP"]))
 if os.environ.get("FAKE_CLIENT_SIGNAL"):
     os.kill(os.getpid(), int(os.environ["FAKE_CLIENT_SIGNAL"]))
 sys.exit(int(os.environ.get("FAKE_CLIENT_EXIT", "0")))
@@ -180,6 +184,35 @@ def test_exit_code_is_the_clients_and_files_go_even_when_a_signal_ends_it(
     assert main(argv, environ={**environ, "FAKE_CLIENT_EXIT": "7"}) == 7
     signalled = {**environ, "FAKE_CLIENT_SIGNAL": str(int(signal.SIGTERM))}
     assert main([*argv, "-d", "shop"], environ=signalled) == 128 + signal.SIGTERM
+    [path] = recorded(log)["files"]
+    assert not Path(path).exists()
+
+
+def test_sigterm_reaches_the_client_and_the_files_go_ctrl_c_does_not_end_dbconf(
+    write_config: Callable[[str], Path], fake_clients: tuple[Path, dict[str, str]]
+) -> None:
+    """SIGINT to dbconf alone is ignored (in a terminal the client gets it too and decides);
+    SIGTERM is passed on, the client ends and dbconf removes the password file."""
+    log, environ = fake_clients
+    config = write_config(CONFIG)
+    argv = [sys.executable, "-m", "dbconf", "shell", "-p", "production", "-c", str(config)]
+    env = {**environ, "PATH": f"{environ['PATH']}:{os.environ['PATH']}", "FAKE_CLIENT_SLEEP": "60"}
+    dbconf = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not log.exists() or not log.read_text().endswith("}"):
+            assert dbconf.poll() is None, dbconf.communicate()[1]
+            assert time.monotonic() < deadline, "the fake client did not start"
+            time.sleep(0.05)
+        dbconf.send_signal(signal.SIGINT)
+        dbconf.send_signal(signal.SIGTERM)
+        _, err = dbconf.communicate(timeout=30)
+    finally:
+        if dbconf.poll() is None:
+            dbconf.kill()
+            dbconf.wait()
+    assert dbconf.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted" not in err
     [path] = recorded(log)["files"]
     assert not Path(path).exists()
 
