@@ -9,8 +9,8 @@ no password ever goes there:
   ``PGPASSFILE`` rather than ``PGPASSWORD``: a process's environment is readable only by its
   own user and root (``/proc/<pid>/environ`` is mode 0400), but it is inherited by everything
   the client starts (``\\!`` commands, a pager) while the file is deleted when the client exits.
-  An inherited ``PGPASSWORD`` (it would beat the file), ``PGSERVICE`` (its settings would beat
-  the variables) and ``PGHOSTADDR`` are removed.
+  Inherited libpq variables are removed first: ``PGPASSWORD`` would beat the file,
+  ``PGSERVICE``'s settings would beat the variables, and the others are the profile's to say.
 - MariaDB / MySQL (``mariadb``, else ``mysql``): the password in a 0600 temporary option file
   passed by ``--defaults-extra-file`` (deleted when the client exits); host, port, user,
   database and TLS files on the command line, where they beat any option file. An inherited
@@ -71,6 +71,7 @@ class Invocation:
 # sslpassword has none: it is not passed (psql asks for the key's passphrase itself).
 LIBPQ_ENV = {
     "host": "PGHOST",
+    "hostaddr": "PGHOSTADDR",
     "port": "PGPORT",
     "dbname": "PGDATABASE",
     "user": "PGUSER",
@@ -102,7 +103,7 @@ LIBPQ_ENV = {
     "load_balance_hosts": "PGLOADBALANCEHOSTS",
 }
 # Inherited variables that would override or redirect what the profile says.
-PG_UNSET = ("PGPASSWORD", "PGSERVICE", "PGHOSTADDR", "PGPASSFILE", *LIBPQ_ENV.values())
+PG_UNSET = ("PGPASSWORD", "PGSERVICE", "PGSERVICEFILE", "PGPASSFILE", *LIBPQ_ENV.values())
 
 
 def _values(value: Any) -> list[str]:
@@ -196,7 +197,9 @@ def mysql(cfg: DatabaseConfig, url: URL, tmp: Path) -> Invocation:
             name = MYSQL_OPTIONS.get(key) or MYSQL_OPTIONS.get(f"ssl_{key}")
             if name is not None and not isinstance(value, Mapping):
                 options[name] = _values(value)[-1]
-            if key in ("ssl_verify_cert", "check_hostname") and str(value).lower() in (
+            if key in ("ssl_verify_cert", "check_hostname", "ssl_check_hostname") and str(
+                value
+            ).lower() in (
                 "true",
                 "1",
             ):

@@ -85,13 +85,17 @@ def test_postgresql_without_password_leaves_pgpass_alone(
         write_config,
         tmp_path,
         """
-        url: "postgresql+psycopg:///app?host=/var/run/postgresql"
+        url: "postgresql+psycopg:///app?host=/var/run/postgresql&hostaddr=10.0.0.5"
         connect_args: {sslpassword: keypass}
 """,
     )
     assert how.files == {}
     assert "PGPASSFILE" not in how.env
-    assert how.env == {"PGHOST": "/var/run/postgresql", "PGDATABASE": "app"}
+    assert how.env == {
+        "PGHOST": "/var/run/postgresql",
+        "PGHOSTADDR": "10.0.0.5",
+        "PGDATABASE": "app",
+    }
     assert how.notes == ["sslpassword is not passed to psql (libpq has no variable for it)"]
     assert "keypass" not in everything(how)
 
