@@ -1,6 +1,7 @@
-"""The ``dbconf`` command: show, profiles, schema, check.
+"""The ``dbconf`` command: show, profiles, schema, check, shell.
 
-Exit codes, the only ones :func:`main` returns:
+Exit codes, the only ones :func:`main` returns (except ``shell``, which returns its client's
+exit code once the client runs, 127 when it is not installed):
 
 - 0: ok (also ``--help`` and ``--version``).
 - 1: the command ran and did not succeed: a database is unreachable or one worker's pools
@@ -29,10 +30,12 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import Any, TextIO
 
+import sqlalchemy
 from pydantic import Secret, SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from dbconf.cli_shell import shell
 from dbconf.config import FileConfig
 from dbconf.errors import DbconfError
 from dbconf.loader import LoadedProfile, list_profiles, load_profile, resolve_path
@@ -217,6 +220,7 @@ COMMANDS: dict[str, Command] = {
     "profiles": _profiles,
     "schema": _schema,
     "check": _loading(_check),
+    "shell": shell,  # dbconf/cli_shell.py
 }
 
 # :class:`x`, :func:`~a.b` (shown as b), :ref:`title <target>` (shown as title)
@@ -244,7 +248,8 @@ CONFIG_HELP = "config file (default: $DBCONF_CONFIG or config/databases.yaml)"
 def build_parser() -> argparse.ArgumentParser:
     summary = (__doc__ or "").split("\n\n", 1)[0]
     parser = argparse.ArgumentParser(prog="dbconf", description=plain(summary))
-    parser.add_argument("--version", action="version", version=f"dbconf {package_version()}")
+    versions = f"dbconf {package_version()} (SQLAlchemy {sqlalchemy.__version__})"
+    parser.add_argument("--version", action="version", version=versions)
     parser.add_argument(
         "--traceback",
         action="store_true",
@@ -272,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("schema", config=False)
     check = command("check", profile=True)
     check.add_argument("--database", "-d", help="check only this database")
+    shell_parser = command("shell", profile=True)
+    shell_parser.add_argument("--database", "-d", help="this database, not the default one")
+    shell_parser.add_argument("client_args", nargs="*", help="after --: the client's arguments")
     return parser
 
 

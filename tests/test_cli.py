@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -304,7 +305,7 @@ def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[s
     pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
     declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
     assert declared is not None
-    assert out == f"dbconf {declared[1]}\n"
+    assert out == f"dbconf {declared[1]} (SQLAlchemy {sqlalchemy.__version__})\n"
     assert package_version("no-such-distribution-dbconf") == (
         "(version unknown: not installed as a package)"
     )
@@ -328,11 +329,11 @@ def _helps(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
 
 def test_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
     helps = _helps(capsys)
-    assert set(helps) == {"dbconf", "show", "profiles", "schema", "check"}
+    assert set(helps) == {"dbconf", "show", "profiles", "schema", "check", "shell"}
     for name, text in helps.items():
         assert text.startswith("usage: dbconf"), name
         assert not MARKUP.search(text), f"{name} --help shows reST markup: {text}"
-    assert "The dbconf command: show, profiles, schema, check." in helps["dbconf"]
+    assert "The dbconf command: show, profiles, schema, check, shell." in helps["dbconf"]
 
 
 @given(
