@@ -181,8 +181,15 @@ def replica_key(replica: ReplicaConfig, index: int, at: str) -> tuple[str, bool]
     """Where a problem at key path ``at`` of a replica's merged configuration belongs: under
     ``replicas.<index>`` when the replica sets that key (or, for a location key, gives its own
     location), else the primary's key it inherited. Returns (key path, inherited)."""
-    head = at.split(".")[0]
+    head, _, rest = at.partition(".")
     own = {key for key in replica.model_fields_set if getattr(replica, key) is not None}
+    block = getattr(replica, head, None) if head in own else None
+    inner = rest.partition(".")[0]
+    if isinstance(block, BaseModel):
+        fields = type(block).model_fields.items()
+        inner = next((name for name, f in fields if f.alias == inner), inner)  # class → class_
+    if isinstance(block, BaseModel) and inner and inner not in block.model_fields_set:
+        return at, True  # a pool/timeouts key the replica does not set itself
     if head in own or (head in LOCATION and own & set(LOCATION)) or not head:
         return ".".join(part for part in (f"replicas.{index}", at) if part), False
     return at, True
