@@ -1050,7 +1050,8 @@ def test_unknown_keys_at_every_level_with_suggestions(write_config: WriteConfig)
             f"{path}:7:9 {pre}.databases.primary.hots: unknown key 'hots' (did you mean 'hosts'?); "
             "allowed here: url, driver, async_driver, host, hosts, port, username, password, "
             "password_file, database, "
-            "query, target_session_attrs, echo, hide_parameters, isolation_level, application_name, connect_args, "
+            "query, target_session_attrs, echo, hide_parameters, isolation_level, "
+            "application_name, connect_args, "
             "execution_options, pool, timeouts, sqlite, leak_detection, retry, "
             "disconnect_sqlstates, sessions, replicas, routing",
             f"{path}:8:16 {pre}.databases.primary.pool.sise: unknown key 'sise' "

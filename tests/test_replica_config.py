@@ -52,7 +52,8 @@ def test_replica_parts_merge_over_the_primary() -> None:
     assert (replica.pool.size, replica.pool.recycle) == (10, 1800.0)  # key by key
     assert (replica.timeouts.connect, replica.timeouts.statement) == (5.0, 120.0)
     assert replica.application_name == "web"
-    assert replica.replicas == [] and replica.routing is None
+    assert replica.replicas == []
+    assert replica.routing is None
 
 
 def test_replica_url_replaces_the_location_and_inherits_driver_and_password() -> None:
@@ -81,14 +82,16 @@ def test_replica_password_wins_and_password_key_is_inherited() -> None:
     )
     passwords = [r.sqlalchemy_url.password for r in cfg.replica_configs]
     assert passwords == [REPLICA_PASSWORD, REPLICA_PASSWORD, PASSWORD]
-    assert REPLICA_PASSWORD not in repr(cfg) and PASSWORD not in repr(cfg.replica_configs)
+    assert REPLICA_PASSWORD not in repr(cfg)
+    assert PASSWORD not in repr(cfg.replica_configs)
     assert PASSWORD not in cfg.replica_configs[2].masked_url()
 
 
 def test_async_primary_url_gives_its_replicas_the_same_drivers() -> None:
     cfg = db(url="postgresql+asyncpg://app@db/app", replicas=[{"url": "postgresql://app@r/app"}])
     replica = cfg.replica_configs[0]
-    assert replica.async_url is not None and replica.async_url.drivername == "postgresql+asyncpg"
+    assert replica.async_url is not None
+    assert replica.async_url.drivername == "postgresql+asyncpg"
     assert (replica.names_driver(False), replica.names_driver(True)) == (False, True)
 
 
@@ -355,6 +358,7 @@ def test_show_origin_lists_replicas_with_origins_masked(
     assert_no_secret([out], REPLICA_PASSWORD)
     code = main(["show", "--format", "json", "--config", str(path), "-p", "p"], environ=environ)
     out = capsys.readouterr().out
-    assert code == 0 and '"effective_url": "postgresql+psycopg2://app:***@r1:6432/app"' in out
+    assert code == 0
+    assert '"effective_url": "postgresql+psycopg2://app:***@r1:6432/app"' in out
     assert_no_secret([out], PASSWORD)
     assert_no_secret([out], REPLICA_PASSWORD)
