@@ -156,9 +156,15 @@ def replica_database(primary: DatabaseConfig, replica: ReplicaConfig) -> Databas
         url = make_url(replica.url.get_secret_value())
         if "+" not in url.drivername:
             data["driver"] = _written_driver(primary)
-        inherited = primary.sqlalchemy_url.password
-        if url.password is None and not own & {"password", "password_file"} and inherited:
-            data["password"] = SecretStr(str(inherited))
+        if url.password is None and not own & {"password", "password_file"}:
+            # the primary's password keys as written (a password_file stays a file), else
+            # the password of its URL
+            for key in ("password", "password_file"):
+                if getattr(primary, key) is not None:
+                    data[key] = getattr(primary, key)
+            inherited = primary.sqlalchemy_url.password
+            if "password" not in data and inherited is not None:
+                data["password"] = SecretStr(str(inherited))
     for group in (("host", "hosts"), ("password", "password_file")):
         if own & set(group):
             for key in group:
