@@ -34,6 +34,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
 from dbconf.blocks import LeakDetectionConfig, PoolConfig, TimeoutsConfig
+from dbconf.dialects import dialect_for
 from dbconf.durations import Duration
 from dbconf.failover import Hosts, SessionAttrs
 from dbconf.secret_values import hide, masked
@@ -131,6 +132,12 @@ class ReplicaConfig(_Model):
         return None if value is None else masked(value)
 
 
+def _family(backend: str) -> str:
+    """The dialect family of a backend (mysql and mariadb are one: dbconf's MySQL dialect)."""
+    dialect = dialect_for(backend)
+    return dialect.name if dialect is not None else backend
+
+
 def _backend(drivername: str) -> str:
     return URL.create(DEFAULT_DRIVERS.get(drivername, drivername)).get_backend_name()
 
@@ -208,7 +215,7 @@ def resolve_replicas(primary: DatabaseConfig) -> tuple[tuple[DatabaseConfig, ...
     for index, replica in enumerate(primary.replicas):
         if replica.url is not None:
             written = make_url(replica.url.get_secret_value()).drivername
-            if _backend(written) != primary.backend:
+            if _family(_backend(written)) != _family(primary.backend):
                 issues.append(
                     (
                         f"replicas.{index}.url",

@@ -362,3 +362,12 @@ def test_show_origin_lists_replicas_with_origins_masked(
     assert '"effective_url": "postgresql+psycopg2://app:***@r1:6432/app"' in out
     assert_no_secret([out], PASSWORD)
     assert_no_secret([out], REPLICA_PASSWORD)
+
+
+def test_mysql_and_mariadb_urls_are_one_family() -> None:
+    cfg = db(url="mariadb+pymysql://app@db/app", replicas=[{"url": "mysql://app@r/app"}])
+    assert url(cfg.replica_configs[0]) == "mariadb+pymysql://app@r/app"  # the primary's driver
+    with pytest.raises(
+        ValidationError, match="replicas\\[0\\] is a postgresql URL but its primary"
+    ):
+        db(url="mariadb://app@db/app", replicas=[{"url": "postgresql://app@r/app"}])
