@@ -39,7 +39,7 @@ from dbconf.cli_shell import shell
 from dbconf.config import FileConfig
 from dbconf.errors import DbconfError
 from dbconf.loader import LoadedProfile, list_profiles, load_profile, resolve_path
-from dbconf.origin import NOT_SECRET_KEYS, SECRET_KEY, KeyPath
+from dbconf.origin import NOT_SECRET_KEYS, SECRET_KEY, KeyPath, dotted
 from dbconf.urls import mask_url
 
 __all__ = [
@@ -111,8 +111,11 @@ def masked_tree(value: Any, key: str = "") -> Any:
 
 
 def _flatten(value: Any, path: KeyPath = ()) -> list[tuple[KeyPath, Any]]:
+    """Rows of (key path, value); a list of mappings (replicas) row by row, under its index."""
     if isinstance(value, dict) and value:
         return [row for k, v in value.items() for row in _flatten(v, (*path, k))]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [row for i, v in enumerate(value) for row in _flatten(v, (*path, str(i)))]
     return [(path, value)]
 
 
@@ -122,7 +125,13 @@ def _profile_data(loaded: LoadedProfile) -> dict[str, Any]:
     data["default_database"] = loaded.config.default_name
     tree: dict[str, Any] = masked_tree(data)
     for name, db in loaded.config.databases.items():
-        tree["databases"][name] = {"effective_url": db.masked_url(), **tree["databases"][name]}
+        shown = tree["databases"][name]
+        for index, replica in enumerate(db.replica_configs):
+            shown["replicas"][index] = {
+                "effective_url": replica.masked_url(),
+                **shown["replicas"][index],
+            }
+        tree["databases"][name] = {"effective_url": db.masked_url(), **shown}
     return tree
 
 
@@ -141,12 +150,12 @@ def _show(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
     if args.format == "json":
         out: dict[str, Any] = {"profile": loaded.name, "file": str(loaded.path), "config": tree}
         if args.origin:
-            out["origins"] = {".".join(p): _origin_text(loaded, p) for p, _ in rows}
+            out["origins"] = {dotted(p): _origin_text(loaded, p) for p, _ in rows}
         return EXIT_OK, json.dumps(out, indent=2, default=str) + "\n"
     lines = [f"# profile {loaded.name} from {loaded.path}"]
-    width = max(len(".".join(p)) for p, _ in rows)
+    width = max(len(dotted(p)) for p, _ in rows)
     for path, value in rows:
-        line = f"{'.'.join(path):<{width}} = {json.dumps(value, default=str)}"
+        line = f"{dotted(path):<{width}} = {json.dumps(value, default=str)}"
         if args.origin:
             line += f"    # {_origin_text(loaded, path)}"
         lines.append(line)
@@ -159,6 +168,8 @@ def _text(lines: Sequence[str]) -> str:
 
 def _origin_text(loaded: LoadedProfile, path: KeyPath) -> str:
     if path[-1:] == ("effective_url",):
+        if "replicas" in path:
+            return "computed from the replica's keys over its primary's"
         return "computed from url and its parts"
     if path == ("default_database",) and ("default_database",) not in loaded.origins:
         return "default (the first database declared)"

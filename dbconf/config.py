@@ -28,13 +28,21 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
+from dbconf.blocks import (
+    MAX_CONNECTIONS,
+    LeakDetectionConfig,
+    PoolConfig,
+    RetryConfig,
+    SqliteConfig,
+    TimeoutsConfig,
+)
 from dbconf.credential_config import CREDENTIAL_KEYS, credential_issues
 from dbconf.dialects.checks import check_dialect_options, check_pool
-from dbconf.durations import Duration, Timeout, parse_duration
+from dbconf.durations import Duration, parse_duration
 from dbconf.errors import did_you_mean
-from dbconf.option_models import LeakDetectionConfig, RetryConfig, SqliteConfig
+from dbconf.failover import Hosts, SessionAttrs, failover_issues, failover_url
 from dbconf.origin import issues_error, shown_value
-from dbconf.replica_config import ReplicaConfig, RoutingConfig, replica_database
+from dbconf.replica_config import ReplicaConfig, RoutingConfig, resolve_replicas, topology_issues
 from dbconf.secret_values import hide, masked
 from dbconf.secret_values import reveal as reveal
 from dbconf.urls import (
@@ -61,9 +69,7 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
-URL_PARTS = ("driver", "host", "port", "username", *CREDENTIAL_KEYS, "database", "query")
-# A pool or a worker count is at most MariaDB's largest max_connections.
-MAX_CONNECTIONS = 100_000
+URL_PARTS = ("driver", "host", "hosts", "port", "username", *CREDENTIAL_KEYS, "database", "query")
 
 
 def _sqlstate(value: Any) -> Any:
@@ -93,35 +99,6 @@ def _check_names(names: dict[str, Any], what: str) -> None:
                 "(it becomes part of environment variable names)",
                 {"what": what, "name": shown_value(name, ())},
             )
-
-
-class PoolConfig(_Model):
-    """Connection pool. Unset options keep SQLAlchemy's defaults."""
-
-    class_: Literal["queue", "null", "static", "singleton"] | None = Field(None, alias="class")
-    size: int | None = Field(None, ge=1, le=MAX_CONNECTIONS)
-    max_overflow: int | None = Field(None, ge=-1, le=MAX_CONNECTIONS)
-    timeout: Duration | None = None
-    recycle: Duration | None = None
-    pre_ping: bool | None = None
-    use_lifo: bool | None = None
-    reset_on_return: Literal["rollback", "commit", "none"] | None = None
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float | None) -> float | None:
-        if value is not None and value <= 0:
-            raise PydanticCustomError("duration", "the pool timeout must be greater than 0")
-        return value
-
-
-class TimeoutsConfig(_Model):
-    """Timeouts written once, translated per dialect by the builder."""
-
-    connect: Timeout | None = None
-    statement: Timeout | None = None
-    lock: Timeout | None = None
-    idle_in_transaction: Timeout | None = None
 
 
 _CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -172,6 +149,7 @@ class DatabaseConfig(_Model):
     driver: str | None = None
     async_driver: str | None = None
     host: str | None = None
+    hosts: Hosts | None = None  # failover: several host[:port] (dbconf/failover.py)
     port: int | None = Field(None, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
@@ -181,6 +159,7 @@ class DatabaseConfig(_Model):
     credentials_ttl: Duration | None = None  # see dbconf/credential_config.py
     database: str | None = None
     query: dict[str, QueryValue] | None = Field(None, repr=False)  # may hold a password
+    target_session_attrs: SessionAttrs | None = None
     echo: bool = False
     hide_parameters: bool = True
     isolation_level: (
@@ -260,6 +239,8 @@ class DatabaseConfig(_Model):
         parts: dict[str, Any] = {"username": self.username, "password": password}
         parts |= {"host": self.host, "port": self.port, "database": self.database}
         url, issues = combine(base, self.driver, parts, reveal(self.query))
+        url, more = failover_url(url, self.hosts, self.port, self.target_session_attrs)
+        issues += more
         self._url, self._async_url, more = split_async(url, self.async_driver)
         issues += more
         # the side(s) the user named are checked now, the implied one when it is built
@@ -274,10 +255,16 @@ class DatabaseConfig(_Model):
             issues += driver_issues(self._async_url, keys, self.query or {}, note)
         else:
             issues += connect_arg_issues(url, keys)
+        sides = zip((self._url, self._async_url), self._named, strict=True)
+        named = [side.drivername for side, by_user in sides if side is not None and by_user]
+        issues += failover_issues(self.hosts, self.host, self.target_session_attrs, named)
         issues += check_pool(self) + check_dialect_options(self) + credential_issues(self, url)
+        issues += topology_issues(self)
         if issues:
             raise issues_error(issues)
-        self._replicas = tuple(replica_database(self, replica) for replica in self.replicas)
+        self._replicas, issues = resolve_replicas(self)
+        if issues:
+            raise issues_error(issues)
         return self
 
     @property

@@ -8,7 +8,7 @@ from typing import Any
 
 from dbconf.errors import Problem
 from dbconf.layers import Origins, scalar
-from dbconf.origin import KeyPath, Origin, find_origin, is_secret_path
+from dbconf.origin import KeyPath, Origin, dotted, find_origin, is_secret_path
 
 __all__ = ["interpolate", "interpolate_tree"]
 
@@ -25,7 +25,10 @@ def interpolate_tree(
             node[key] = interpolate_tree(node[key], origins, env, problems, (*path, key))
         return node
     if isinstance(node, list):
-        return [interpolate_tree(item, origins, env, problems, path) for item in node]
+        return [
+            interpolate_tree(item, origins, env, problems, (*path, str(index)))
+            for index, item in enumerate(node)
+        ]
     origin = find_origin(origins, path)
     if not isinstance(node, str) or origin is None or origin.kind != "file" or "$" not in node:
         return node
@@ -33,7 +36,7 @@ def interpolate_tree(
     used: list[str] = []  # how each ${…} was resolved, for the origin
     value = interpolate(node, env, errors, used, secret=is_secret_path(path))
     for error in errors:
-        problems.append(Problem(str(origin), ".".join(path), error))
+        problems.append(Problem(str(origin), dotted(path), error))
     if used and path in origins:
         origins[path] = Origin(
             "file",
@@ -43,7 +46,8 @@ def interpolate_tree(
             via=", ".join(used),
         )
     whole = _VAR.fullmatch(node) is not None and node != "$$"
-    return scalar(path[-1], value) if whole and path else value
+    key = next((part for part in reversed(path) if not part.isdigit()), "")  # a list's key
+    return scalar(key, value) if whole and path else value
 
 
 def interpolate(

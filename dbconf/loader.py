@@ -4,7 +4,8 @@ Layers, lowest precedence first (each deep-merges over the one before):
 
 1. built-in defaults (the model defaults, origin ``default``);
 2. the profiles named by ``extends``, base first, then the profile itself (``${VAR}`` expanded);
-3. ``DATABASE_URL`` (the default database) and ``<NAME>_DATABASE_URL``;
+3. ``DATABASE_URL`` (the default database), ``<NAME>_DATABASE_URL`` and
+   ``<NAME>_REPLICA_<N>_DATABASE_URL`` (replica N of database NAME);
 4. ``DBCONF_<PATH>`` env vars, path joined by ``__`` (``DBCONF_DATABASES__PRIMARY__POOL__SIZE``);
 5. files in ``DBCONF_SECRETS_DIR`` named like those env vars;
 6. ``overrides=`` given in code.
@@ -42,7 +43,8 @@ from dbconf.layers import (
     url_layer,
 )
 from dbconf.merging import as_mapping
-from dbconf.origin import KeyPath, Origin, scrub_secrets, validation_problems
+from dbconf.origin import KeyPath, Origin, dotted, scrub_secrets, validation_problems
+from dbconf.replica_env import replica_url_layer
 from dbconf.rules import build_problems
 from dbconf.yamlfile import read_yaml
 
@@ -183,8 +185,9 @@ def load_profile(
         code_layer({} if overrides is None else overrides, problems),
     ]
     from_urls = url_layer(env, tree, upper)
-    for layer, layer_origins in [from_urls, *upper]:
-        merge(tree, origins, layer, layer_origins)
+    from_replica_urls = replica_url_layer(env, tree, upper)  # <NAME>_REPLICA_<N>_DATABASE_URL
+    for layer, layer_origins in [from_urls, from_replica_urls, *upper]:
+        merge(tree, origins, layer, layer_origins, problems=problems)
 
     interpolate_tree(tree, origins, env, problems, ())
     _read_password_files(tree, origins, file, problems, size_limits(env).secret)
@@ -227,7 +230,7 @@ def _valid_databases(tree: Tree) -> dict[str, DatabaseConfig]:
 
 def _related(a: str, b: str) -> bool:
     """Whether dotted key paths a and b are equal or one contains the other."""
-    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+    return a == b or a.startswith((b + ".", b + "[")) or b.startswith((a + ".", a + "["))
 
 
 def _profile_name(profile: str | None, env: Mapping[str, str]) -> tuple[str, str]:
@@ -272,26 +275,37 @@ def _extends_chain(
 def _read_password_files(
     tree: Tree, origins: Origins, file: Path, problems: list[Problem], limit: int
 ) -> None:
-    """Check that each ``password_file`` can be read now, and make its path absolute (relative
-    to the config file). Its content is not kept: it is read again for each new connection
-    (:mod:`dbconf.credentials`), so a rotated secret is picked up without a restart."""
+    """Check that each database's and each replica's ``password_file`` can be read now, and
+    make its path absolute (relative to the config file). Its content is not kept: it is read
+    again for each new connection (:mod:`dbconf.credentials`), so a rotated secret is picked up
+    without a restart."""
     for name, db in as_mapping(tree.get("databases")).items():
-        if not isinstance(db, dict) or not isinstance(db.get("password_file"), str):
-            continue  # not a path: validation reports it (never str() it: it may hold a URL)
-        where = ("databases", name, "password_file")
-        secret = Path(db["password_file"])
-        if not secret.is_absolute():
-            secret = file.parent / secret
-        try:
-            read_secret(secret, limit)
-        except UnreadableFileError as e:
-            problems.append(
-                Problem(
-                    str(origins.get(where)),
-                    f"databases.{name}.password_file",
-                    f"cannot read password file {shown(secret)} ({e}); fix the path or mount "
-                    "the secret",
-                )
+        replicas = as_mapping(db).get("replicas")
+        places: list[tuple[KeyPath, Any]] = [(("databases", name), db)]
+        if isinstance(replicas, list):
+            places += [(("databases", name, "replicas", str(i)), r) for i, r in enumerate(replicas)]
+        for path, node in places:
+            _check_password_file(path, node, origins, file, problems, limit)
+
+
+def _check_password_file(
+    path: KeyPath, db: Any, origins: Origins, file: Path, problems: list[Problem], limit: int
+) -> None:
+    if not isinstance(db, dict) or not isinstance(db.get("password_file"), str):
+        return  # not a path: validation reports it (never str() it: it may hold a URL)
+    secret = Path(db["password_file"])
+    if not secret.is_absolute():
+        secret = file.parent / secret
+    try:
+        read_secret(secret, limit)
+    except UnreadableFileError as e:
+        problems.append(
+            Problem(
+                str(origins.get((*path, "password_file"))),
+                dotted((*path, "password_file")),
+                f"cannot read password file {shown(secret)} ({e}); fix the path or mount "
+                "the secret",
             )
-            continue
-        db["password_file"] = str(secret.absolute())
+        )
+        return
+    db["password_file"] = str(secret.absolute())

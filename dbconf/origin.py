@@ -20,6 +20,7 @@ __all__ = [
     "SECRET_KEY",
     "KeyPath",
     "Origin",
+    "dotted",
     "find_origin",
     "issues_error",
     "scrub_secrets",
@@ -63,6 +64,16 @@ class Origin:
         else:
             text = "default"
         return f"{text} (via {self.via})" if self.via else text
+
+
+def dotted(path: Sequence[Any]) -> str:
+    """A key path as errors and ``dbconf show`` write it: ``databases.primary.replicas[0].url``
+    (a list index in brackets)."""
+    text = ""
+    for part in path:
+        key = str(part)
+        text += f"[{key}]" if key.isdigit() and text else f".{key}" if text else key
+    return text
 
 
 def find_origin(origins: Mapping[KeyPath, Origin], path: KeyPath) -> Origin | None:
@@ -120,7 +131,7 @@ def validation_problems(
 
     def add(loc: KeyPath, message: str) -> None:
         origin = find_origin(origins, loc)
-        where = ".".join(prefix + tuple(_shown_key(k) for k in loc))
+        where = dotted(prefix + tuple(_shown_key(k) for k in loc))
         problems.append(Problem(str(origin) if origin else fallback, where, message))
 
     for error in exc.errors(include_url=False):
@@ -176,6 +187,8 @@ def _allowed_keys(model: type[BaseModel], loc: KeyPath) -> list[str]:
             annotation = fields[part].annotation
         elif typing.get_origin(annotation) is dict:
             annotation = typing.get_args(annotation)[1]
+        elif typing.get_origin(annotation) is list and part.isdigit():
+            annotation = typing.get_args(annotation)[0]
         else:
             return []
     annotation = _unwrap(annotation)

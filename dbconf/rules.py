@@ -6,14 +6,15 @@ per-field rules of a database that depend on its dialect are in :mod:`dbconf.dia
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from dbconf.builder import engine_kwargs
 from dbconf.config import DatabaseConfig
 from dbconf.credentials import callable_problem
 from dbconf.drivers import KNOWN_DRIVERS, driver_problem, install_hint
 from dbconf.errors import ConfigError, Problem
-from dbconf.origin import KeyPath, Origin, find_origin
+from dbconf.origin import KeyPath, Origin, dotted, find_origin
+from dbconf.replica_config import ReplicaConfig, replica_key
 from dbconf.session_classes import class_problem
 
 __all__ = ["KNOWN_DRIVERS", "build_problems", "missing_driver_hint"]
@@ -27,12 +28,21 @@ def build_problems(
     problems: list[Problem] = []
 
     def problem(name: str, key: str, message: str, fallback: str = "") -> None:
+        note = ""
+        index, replica = scope
+        if replica is not None:  # a replica's problem: at its key, or the primary's it inherits
+            key, inherited = replica_key(replica, index, key)
+            note = f" (in replicas[{index}], which inherits {key})" if inherited else ""
         path = ("databases", name, *key.split(".")) if key else ("databases", name)
         origin = find_origin(origins, path)
-        where = ".".join(("profiles", profile, *path))
-        problems.append(Problem(str(origin) if origin else fallback, where, message))
+        where = dotted(("profiles", profile, *path))
+        found = Problem(str(origin) if origin else fallback, where, message)
+        if found not in problems:  # a primary's problem its replicas inherit: said once
+            problems.append(Problem(found.origin, where, message + note))
 
-    for name, db in databases.items():
+    scope: tuple[int, ReplicaConfig | None] = (0, None)  # the replica being checked, if any
+    for name, index, replica, db in _with_replicas(databases):
+        scope = (index, replica)
         for flavour_name, flavour in db.sessions.items():
             if flavour.class_ is not None:
                 found = class_problem(flavour.class_)
@@ -71,3 +81,14 @@ def missing_driver_hint(drivername: str, driver: str, module: str | None) -> str
     """What to install for a driver that is not installed: an extra of dbconf only for the
     drivers dbconf ships (a real extra of pyproject.toml), else the driver itself."""
     return f"the driver for {drivername} is not installed ({module}); {install_hint(drivername)}"
+
+
+def _with_replicas(
+    databases: Mapping[str, DatabaseConfig],
+) -> Iterator[tuple[str, int, ReplicaConfig | None, DatabaseConfig]]:
+    """(name, replica index, replica, config to check): each database, then each of its
+    replicas' full configurations."""
+    for name, db in databases.items():
+        yield name, 0, None, db
+        for index, (replica, cfg) in enumerate(zip(db.replicas, db.replica_configs, strict=True)):
+            yield name, index, replica, cfg

@@ -78,7 +78,9 @@ def mask_url(url: URL) -> str:
     hidden = {k: "***" for k in url.query if SECRET_KEY.search(k)}
     if hidden:
         url = url.update_query_dict(hidden)
-    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    text = url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    # failover hosts (?host=a:5432&host=b:5433) read better with their colons
+    return text.replace("%3A", ":") if "host" in url.query else text
 
 
 def parse_url(value: str) -> URL:

@@ -270,8 +270,15 @@ def _plain(data: Any, path: Path) -> tuple[Any, dict[KeyPath, Origin]]:
 def _unlocate(
     value: Any, path: KeyPath, file: str, origins: dict[KeyPath, Origin], problems: list[Problem]
 ) -> Any:
-    if isinstance(value, list):
-        return [_unlocate(item, path, file, origins, problems) for item in value]
+    if isinstance(value, list):  # items under their index; a mapping item at its first key
+        items = []
+        for index, item in enumerate(value):
+            here = (*path, str(index))
+            items.append(_unlocate(item, here, file, origins, problems))
+            first = next(iter(getattr(item, "marks", {}).values()), None)
+            if first is not None:
+                origins[here] = Origin("file", file, *first)
+        return items
     if not isinstance(value, dict):
         return value
     marks = getattr(value, "marks", {})

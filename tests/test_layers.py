@@ -413,3 +413,51 @@ def test_a_mapping_value_holding_a_password_is_never_shown(
         assert result[1].databases["primary"].password.get_secret_value() == password
     else:
         assert_no_secret([result[1]], password)
+
+
+# -- replicas and failover hosts across layers --------------------------------------------------
+
+
+def test_host_and_hosts_replace_each_other_across_layers(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary:
+                driver: postgresql+psycopg2
+                host: single
+                database: app
+                replicas:
+                  - {hosts: [r1, r2]}
+        """
+    )
+    environ = {
+        P + "HOSTS": "a:5432,b:5433",
+        "DBCONF_DATABASES__PRIMARY__REPLICAS__0__HOST": "r9",
+    }
+    loaded = load_profile("p", path=path, environ=environ)
+    primary = loaded.config.databases["primary"]
+    assert primary.host is None
+    assert primary.sqlalchemy_url.query["host"] == ("a:5432", "b:5433")
+    assert primary.replicas[0].hosts is None
+    assert primary.replica_configs[0].masked_url() == "postgresql+psycopg2://r9/app"
+
+
+def test_merge_sets_replicas_by_index_and_keeps_origins() -> None:
+    file_origin = Origin("file", "f.yaml", 3, 5)
+    env_origin = Origin("env", "X")
+    tree: dict[str, Any] = {"databases": {"primary": {"replicas": [{"host": "r0", "port": 1}]}}}
+    origins: Origins = {
+        ("databases", "primary", "replicas", "0", "host"): file_origin,
+        ("databases", "primary", "replicas", "0", "port"): file_origin,
+    }
+    layer = {"databases": {"primary": {"replicas": {"0": {"url": "postgresql://x/y"}, "1": {}}}}}
+    replica: KeyPath = ("databases", "primary", "replicas", "0")
+    layer_origins: Origins = {(*replica, "url"): env_origin, (*replica[:-1], "1"): env_origin}
+    problems: list[Any] = []
+    merge(tree, origins, layer, layer_origins, problems=problems)
+    assert problems == []
+    # the url replaces replica 0's location parts below it; index 1 adds a replica
+    assert tree["databases"]["primary"]["replicas"] == [{"url": "postgresql://x/y"}, {}]
+    assert origins == {(*replica, "url"): env_origin, (*replica[:-1], "1"): env_origin}

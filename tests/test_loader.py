@@ -1052,10 +1052,11 @@ def test_unknown_keys_at_every_level_with_suggestions(write_config: WriteConfig)
             f"{path}:3:5 {pre}.default_databse: unknown key 'default_databse' "
             "(did you mean 'default_database'?); "
             "allowed here: extends, default_database, workers, databases",
-            f"{path}:7:9 {pre}.databases.primary.hots: unknown key 'hots' (did you mean 'host'?); "
-            "allowed here: url, driver, async_driver, host, port, username, password, "
+            f"{path}:7:9 {pre}.databases.primary.hots: unknown key 'hots' (did you mean 'hosts'?); "
+            "allowed here: url, driver, async_driver, host, hosts, port, username, password, "
             "password_file, password_command, credentials, credentials_ttl, database, "
-            "query, echo, hide_parameters, isolation_level, application_name, connect_args, "
+            "query, target_session_attrs, echo, hide_parameters, isolation_level, "
+            "application_name, connect_args, "
             "execution_options, pool, timeouts, sqlite, leak_detection, retry, "
             "disconnect_sqlstates, sessions, replicas, routing",
             f"{path}:8:16 {pre}.databases.primary.pool.sise: unknown key 'sise' "
@@ -1956,3 +1957,42 @@ def test_did_you_mean_stays_quiet_for_unrelated_words() -> None:
     assert did_you_mean("xy", ["production", "staging"]) == ""
     assert did_you_mean("p", ["production"]) == ""
     assert did_you_mean("analytics", ["production", "staging"]) == ""
+
+
+# -- replicas: list items keep their own origins ----------------------------------------------
+
+
+def test_replica_values_are_interpolated_with_their_own_origin(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary:
+                url: postgresql://app@db/app
+                replicas:
+                  - url: ${REPLICA_0_URL}
+                  - host: ${REPLICA_1_HOST:-r1}
+                    application_name: ${MISSING}
+        """
+    )
+    environ = {"REPLICA_0_URL": f"postgresql://app:{ENCODED}@r0/app"}
+    problems = problems_of(path, environ=environ)
+    assert problems == [
+        f"{path}:9:13 profiles.p.databases.primary.replicas[1].application_name: "
+        "environment variable MISSING is not set; export it, or give a default: ${MISSING:-…}"
+    ]
+    path.write_text(path.read_text().replace("${MISSING}", "reports"))
+    loaded = load_profile("p", path=path, environ=environ)
+    replicas = loaded.config.databases["primary"].replica_configs
+    assert replicas[0].sqlalchemy_url.password == PASSWORD
+    assert [r.masked_url() for r in replicas] == [
+        "postgresql+psycopg2://app:***@r0/app",
+        "postgresql+psycopg2://app@r1/app",
+    ]
+    assert str(loaded.origin("databases", "primary", "replicas", "0", "url")) == (
+        f"{path}:7:13 (via ${{REPLICA_0_URL}})"
+    )
+    assert str(loaded.origin("databases", "primary", "replicas", "1", "host")).startswith(
+        f"{path}:8:13 (via default of ${{REPLICA_1_HOST}}"
+    )

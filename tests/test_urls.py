@@ -537,3 +537,25 @@ def test_show_json_masks_query_and_connect_args_secrets(
         "ssl": {"key_password": "***"},
         "read_timeout": 1,
     }
+
+
+# -- failover hosts in the masked URL (dbconf.failover renders them) ---------------------------
+
+
+def test_masked_url_lists_every_failover_host_with_password_masked() -> None:
+    from dbconf.urls import mask_url
+
+    config = DatabaseConfig(
+        url=SecretStr("postgresql://app:s3cret-pw@/app?sslpassword=k3y-pw"),
+        hosts=["a:5432", "b:5433"],
+        target_session_attrs="read-write",
+    )
+    shown = config.masked_url()
+    assert shown == (
+        "postgresql+psycopg2://app:***@/app?host=a:5432&host=b:5433&sslpassword=***"
+        "&target_session_attrs=read-write"
+    )
+    assert sa.make_url(shown).query["host"] == ("a:5432", "b:5433")  # still a valid URL
+    # without hosts, nothing else is decoded
+    plain = sa.make_url("postgresql://app@db/app?options=-c%20x%3Ay")
+    assert mask_url(plain) == plain.render_as_string(hide_password=True)

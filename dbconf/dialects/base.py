@@ -123,6 +123,9 @@ class Dialect:
     query_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
     connect_args: Mapping[str, frozenset[str]] = field(default_factory=dict)
     query_parts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # the drivers (sync and async) that take several hosts and target_session_attrs
+    # (dbconf.failover); empty: the dialect has no failover URLs
+    multi_host_drivers: frozenset[str] = frozenset()
     # async driver → the pyproject extra that installs it (with SQLAlchemy's asyncio extra)
     async_drivers: Mapping[str, str | None] = field(default_factory=dict)
     # the async driver a database uses when neither its URL nor async_driver names one

@@ -263,6 +263,10 @@ dialect = register(
             "psycopg_async": PSYCOPG_CONNECT_ARGS,
             "asyncpg": ASYNCPG_CONNECT_ARGS,
         },
+        # SQLAlchemy's multi-host URL (?host=a:1&host=b:2): psycopg2/psycopg/asyncpg dialects
+        multi_host_drivers=frozenset(
+            {"psycopg2", "psycopg2cffi", "psycopg", "psycopg_async", "asyncpg"}
+        ),
         query_parts={
             "psycopg2": LIBPQ_PARTS,
             "psycopg": LIBPQ_PARTS,

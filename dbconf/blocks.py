@@ -1,0 +1,106 @@
+"""The option blocks of a database's settings: ``pool``, ``timeouts``, ``leak_detection``,
+``sqlite`` and ``retry``. A read replica may also set the first three; its block merges key by
+key over its primary's (:mod:`dbconf.replica_config`). Models only: no I/O. Re-exported by
+:mod:`dbconf.config`."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from dbconf.durations import Duration, Timeout
+
+__all__ = [
+    "MAX_CONNECTIONS",
+    "LeakDetectionConfig",
+    "PoolConfig",
+    "RetryConfig",
+    "SqliteConfig",
+    "TimeoutsConfig",
+]
+
+# A pool or a worker count is at most MariaDB's largest max_connections.
+MAX_CONNECTIONS = 100_000
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, hide_input_in_errors=True, populate_by_name=True
+    )
+
+
+class PoolConfig(_Model):
+    """Connection pool. Unset options keep SQLAlchemy's defaults."""
+
+    class_: Literal["queue", "null", "static", "singleton"] | None = Field(None, alias="class")
+    size: int | None = Field(None, ge=1, le=MAX_CONNECTIONS)
+    max_overflow: int | None = Field(None, ge=-1, le=MAX_CONNECTIONS)
+    timeout: Duration | None = None
+    recycle: Duration | None = None
+    pre_ping: bool | None = None
+    use_lifo: bool | None = None
+    reset_on_return: Literal["rollback", "commit", "none"] | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise PydanticCustomError("duration", "the pool timeout must be greater than 0")
+        return value
+
+
+class TimeoutsConfig(_Model):
+    """Timeouts written once, translated per dialect by the builder."""
+
+    connect: Timeout | None = None
+    statement: Timeout | None = None
+    lock: Timeout | None = None
+    idle_in_transaction: Timeout | None = None
+
+
+class LeakDetectionConfig(_Model):
+    """Warn when a connection or a session scope is held too long (off unless set)."""
+
+    threshold: Duration | None = None
+    long_transaction: Duration | None = None
+
+    @field_validator("threshold", "long_transaction")
+    @classmethod
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise PydanticCustomError(
+                "duration", "must be greater than 0 (remove the key to turn the check off)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _something_set(self) -> LeakDetectionConfig:
+        if self.threshold is None and self.long_transaction is None:
+            raise PydanticCustomError(
+                "leak_detection",
+                "leak_detection sets neither threshold nor long_transaction: set one "
+                "(e.g. threshold: 30s) or remove leak_detection",
+            )
+        return self
+
+
+class SqliteConfig(_Model):
+    """Declarative SQLite pragmas, applied on every new connection."""
+
+    journal_mode: Literal["delete", "truncate", "persist", "memory", "wal", "off"] | None = None
+    foreign_keys: bool | None = None
+    synchronous: Literal["off", "normal", "full", "extra"] | None = None
+
+
+class RetryConfig(_Model):
+    """Defaults for ``Database.run_in_transaction``. ``retries`` is at most
+    :attr:`MAX_RETRIES`, each backoff at most :attr:`MAX_BACKOFF` seconds (one hour)."""
+
+    MAX_RETRIES: ClassVar[int] = 100
+    MAX_BACKOFF: ClassVar[float] = 3600.0
+
+    retries: int | None = Field(None, ge=0, le=MAX_RETRIES)
+    backoff: Duration | None = Field(None, le=MAX_BACKOFF)
+    max_backoff: Duration | None = Field(None, le=MAX_BACKOFF)
