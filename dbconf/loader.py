@@ -78,7 +78,7 @@ class LoadedProfile:
     path: Path | None
     config: ProfileConfig
     origins: Mapping[KeyPath, Origin]
-    chosen_by: str = "the profile asked for"  # what picked the profile (see dbconf.selection)
+    chosen_by: str = "the profile asked for (profile= or --profile)"  # see dbconf.selection
 
     def origin(self, *path: str) -> Origin:
         """Where the value at ``path`` (under the profile) came from; ``default`` if unset."""

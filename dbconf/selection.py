@@ -201,7 +201,8 @@ def env_files(
         message = "must be a path (relative to this file), without ${…}"
         raise ConfigError([Problem(where, "env_file", message)])
     path = Path(in_file)
-    return [EnvFile(path if path.is_absolute() else file.parent / path, where, optional=True)]
+    path = Path(os.path.normpath(path if path.is_absolute() else file.parent / path))
+    return [EnvFile(path, where, optional=True)]
 
 
 def default_profile(

@@ -23,12 +23,34 @@ from pydantic import BaseModel, Secret, SecretBytes, SecretStr
 from dbconf.errors import ConfigError, Problem
 from dbconf.origin import Origin
 
-__all__ = ["settings_env_files", "settings_variables"]
+__all__ = ["SettingsValues", "settings_env_files", "settings_variables"]
+
+
+class SettingsValues(dict[str, Any]):
+    """Values of a settings class's fields (what its sources found), named for origins."""
+
+    def __init__(self, values: Mapping[str, Any], *, owner: str) -> None:
+        super().__init__(values)
+        self.owner = owner
 
 
 def settings_variables(settings: Any) -> dict[str, tuple[str, Origin]]:
-    """The variables a settings object gives, each with its origin ``settings field Cls.name``."""
-    if not isinstance(settings, BaseModel):
+    """The variables a settings object gives, each with its origin ``settings field Cls.name``.
+
+    ``settings`` may also be a mapping of field names to values (a :class:`SettingsValues`:
+    what the sources of a pydantic-settings class found so far, named by its class).
+    """
+    owner = str(getattr(settings, "owner", "settings"))
+    if isinstance(settings, BaseModel):
+        cls = type(settings)
+        owner = cls.__name__
+        aliases: dict[str, str | None] = {name: f.alias for name, f in cls.model_fields.items()}
+        aliases.update({name: None for name in cls.model_computed_fields})
+        values = {name: getattr(settings, name) for name in aliases}
+    elif isinstance(settings, Mapping):
+        aliases = {str(name): None for name in settings}
+        values = {str(name): value for name, value in settings.items()}
+    else:
         raise ConfigError(
             [
                 Problem(
@@ -39,15 +61,12 @@ def settings_variables(settings: Any) -> dict[str, tuple[str, Origin]]:
                 )
             ]
         )
-    cls = type(settings)
-    names: dict[str, str | None] = {name: f.alias for name, f in cls.model_fields.items()}
-    names.update({name: None for name in cls.model_computed_fields})
     variables: dict[str, tuple[str, Origin]] = {}
-    for name, alias in names.items():
-        text = _text(getattr(settings, name))
+    for name, alias in aliases.items():
+        text = _text(values[name])
         if text is None:
             continue
-        origin = Origin("settings", f"{cls.__name__}.{name}")
+        origin = Origin("settings", f"{owner}.{name}")
         for var in dict.fromkeys((name, name.upper(), alias or name)):
             variables[var] = (text, origin)
     return variables
