@@ -26,7 +26,7 @@ from dbconf.errors import Problem
 from dbconf.files import CONFIG_LIMIT_VAR, UnreadableFileError, read_text, shown
 from dbconf.origin import KeyPath, Origin
 
-__all__ = ["ENV_FILE_VAR", "EnvFile", "attribute", "layered", "read_env_file"]
+__all__ = ["ENV_FILE_VAR", "EnvFile", "attribute", "layered", "read_env_file", "told"]
 
 log = logging.getLogger("dbconf.loader")
 
@@ -133,11 +133,17 @@ def attribute(
             via = _USED_VAR.sub(used, origin.via)
             origins[path] = Origin(origin.kind, origin.source, origin.line, origin.column, via)
 
+    return [Problem(told(p.origin, sources), p.path, p.message) for p in problems]
+
+
+def told(text: str, sources: Mapping[str, Origin]) -> str:
+    """``text`` with each ``env VAR`` of a variable from a .env file (or settings) told as such."""
+
     def said(match: re.Match[str]) -> str:
         origin = sources.get(match[1])
         return match[0] if origin is None else str(origin)
 
-    return [Problem(_ENV_WORD.sub(said, p.origin), p.path, p.message) for p in problems]
+    return _ENV_WORD.sub(said, text) if sources else text
 
 
 def _place(origin: Origin) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dbconf.config import DatabaseConfig, ProfileConfig
-from dbconf.envfile import attribute, layered
+from dbconf.envfile import attribute, layered, told
 from dbconf.errors import ConfigError, Problem, did_you_mean
 from dbconf.files import UnreadableFileError, shown, size_limits
 from dbconf.interpolation import interpolate_tree
@@ -257,7 +257,7 @@ def load_profile(
     problems += build_problems(config.databases, origins, name)
     if problems:
         raise ConfigError(scrub_secrets(problems, tree))
-    return LoadedProfile(name, file, config, origins, name_origin)
+    return LoadedProfile(name, file, config, origins, told(name_origin, sources))
 
 
 def _valid_databases(tree: Tree) -> dict[str, DatabaseConfig]:
