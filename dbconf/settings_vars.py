@@ -1,7 +1,8 @@
 """A pydantic settings object as variables for ``${VAR}``: ``dbconf.load(settings=app_settings)``.
 
 Each field (and computed field) with a plain value is a variable under its name as written and
-upper-cased (``postgres_server`` is also ``${POSTGRES_SERVER}``) and under its alias. Secrets
+upper-cased (``postgres_server`` is also ``${POSTGRES_SERVER}``; not a ``dbconf_…`` name, which
+would then be set twice) and under its alias. Secrets
 (``SecretStr``) give their value, booleans ``true``/``false``, URLs and paths their text;
 ``None``, mappings, lists and models are skipped. The settings' ``env_file`` (its
 ``model_config``) is read too, relative to the working directory as pydantic-settings reads
@@ -67,7 +68,8 @@ def settings_variables(settings: Any) -> dict[str, tuple[str, Origin]]:
         if text is None:
             continue
         origin = Origin("settings", f"{owner}.{name}")
-        for var in dict.fromkeys((name, name.upper(), alias or name)):
+        upper = name.upper() if not name.upper().startswith("DBCONF_") else name  # no twin
+        for var in dict.fromkeys((name, upper, alias or name)):
             variables[var] = (text, origin)
     return variables
 

@@ -88,7 +88,16 @@ class DbconfSettingsSource(PydanticBaseSettingsSource):
         env_file = self.env_file
         if env_file is None:
             env_file = settings_env_files(self.settings_cls) or None
-        found = {k: v for k, v in getattr(self, "current_state", {}).items() if k != self.field}
+        # What the sources before this one found for the declared fields (the .env's other
+        # variables are read from the env_file itself, with their path:line).
+        fields = {
+            key
+            for name, info in self.settings_cls.model_fields.items()
+            for key in (name, info.alias)
+            if key is not None and name != self.field
+        }
+        state = getattr(self, "current_state", {})
+        found = {k: v for k, v in state.items() if k in fields}
         self.loaded = load_profile(
             self.profile,
             path=self.path,
