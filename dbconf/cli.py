@@ -33,8 +33,8 @@ from pydantic import Secret, SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from dbconf.config import FileConfig
 from dbconf.errors import DbconfError
+from dbconf.file_model import WholeFile
 from dbconf.loader import LoadedProfile, list_profiles, load_profile, resolve_path
 from dbconf.origin import SECRET_KEY, KeyPath
 from dbconf.urls import mask_url
@@ -58,7 +58,7 @@ SCHEMA_ID = "https://dbconf.dev/schema/databases.json"
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema of ``config/databases.yaml`` (for the YAML language server and editors)."""
-    schema = FileConfig.model_json_schema(by_alias=True)
+    schema = WholeFile.model_json_schema(by_alias=True)
     schema["properties"]["profiles"]["description"] = "Named profiles (development, test, …)."
     schema["patternProperties"] = {"^(x-|\\.)": {"description": "free for YAML anchors"}}
     schema["title"] = "dbconf database profiles"

@@ -410,5 +410,3 @@ class FileConfig(_Model):
     """The whole file; used for the JSON Schema. Profiles are validated one at a time, merged."""
 
     profiles: dict[str, ProfileConfig]
-    default_profile: str | None = Field(None, description="profile when none is named; ${VAR}")
-    env_file: str | None = Field(None, description=".env file read under the environment")

@@ -140,12 +140,17 @@ def choose_profile(
     return name, why
 
 
+_NOT_CALLERS = ("dbconf", "pydantic", "pydantic_settings")  # packages a load passes through
+
+
 def caller() -> Origin:
-    """``overrides=``'s origin: the file:line of the first frame outside dbconf."""
+    """``overrides=``'s origin: the file:line of the first frame outside dbconf (and outside
+    pydantic-settings, for :class:`~dbconf.integrations.pydantic_settings.DbconfSettingsSource`:
+    there it is the line that built the settings)."""
     frame = sys._getframe(1)
     while frame is not None:
-        module = str(frame.f_globals.get("__name__", ""))
-        if module != "dbconf" and not module.startswith("dbconf."):
+        package = str(frame.f_globals.get("__name__", "")).partition(".")[0]
+        if package not in _NOT_CALLERS:
             return Origin("code", f"{frame.f_code.co_filename}:{frame.f_lineno}")
         frame = frame.f_back  # type: ignore[assignment]
     return Origin("code")

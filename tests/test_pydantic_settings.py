@@ -4,6 +4,7 @@ other sources (its .env) found."""
 
 from __future__ import annotations
 
+import inspect
 import textwrap
 from pathlib import Path
 from typing import Any, ClassVar
@@ -129,3 +130,14 @@ def test_an_unrelated_config_is_a_plain_registry(tmp_path: Path) -> None:
     assert loaded_profile(config) is None
     with registry(config) as dbs:
         assert dbs.profile == "default"
+
+
+def test_overrides_of_the_source_are_told_at_the_line_that_built_the_settings(
+    tmp_path: Path,
+) -> None:
+    settings_cls = make_settings(tmp_path, overrides={"databases.primary.echo": True})
+    line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+    settings: Any = settings_cls()
+    loaded = loaded_profile(settings.databases)
+    assert loaded is not None
+    assert str(loaded.origin("databases", "primary", "echo")) == f"overrides= at {__file__}:{line}"
