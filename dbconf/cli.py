@@ -36,8 +36,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from dbconf.cli_shell import shell
-from dbconf.config import FileConfig
 from dbconf.errors import DbconfError
+from dbconf.file_model import WholeFile
 from dbconf.loader import LoadedProfile, list_profiles, load_profile, resolve_path
 from dbconf.origin import NOT_SECRET_KEYS, SECRET_KEY, KeyPath, dotted
 from dbconf.urls import mask_url
@@ -61,7 +61,7 @@ SCHEMA_ID = "https://dbconf.dev/schema/databases.json"
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema of ``config/databases.yaml`` (for the YAML language server and editors)."""
-    schema = FileConfig.model_json_schema(by_alias=True)
+    schema = WholeFile.model_json_schema(by_alias=True)
     schema["properties"]["profiles"]["description"] = "Named profiles (development, test, …)."
     schema["patternProperties"] = {"^(x-|\\.)": {"description": "free for YAML anchors"}}
     schema["title"] = "dbconf database profiles"
@@ -143,16 +143,18 @@ def _show(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
     """The resolved profile, passwords masked.
 
     With ``--origin``, each value says where it came from: the file:line:col, an ``env VAR``,
-    a secrets file or a default.
+    a .env file's path:line, a secrets file, the file:line that passed ``overrides=``, or a
+    default.
     """
     tree = _profile_data(loaded)
     rows = _flatten(tree)
     if args.format == "json":
         out: dict[str, Any] = {"profile": loaded.name, "file": str(loaded.path), "config": tree}
+        out["chosen_by"] = loaded.chosen_by
         if args.origin:
             out["origins"] = {dotted(p): _origin_text(loaded, p) for p, _ in rows}
         return EXIT_OK, json.dumps(out, indent=2, default=str) + "\n"
-    lines = [f"# profile {loaded.name} from {loaded.path}"]
+    lines = [f"# profile {loaded.name} from {loaded.path}", f"# chosen by {loaded.chosen_by}"]
     width = max(len(dotted(p)) for p, _ in rows)
     for path, value in rows:
         line = f"{dotted(path):<{width}} = {json.dumps(value, default=str)}"
@@ -220,7 +222,10 @@ def _loading(command: Callable[[LoadedProfile, argparse.Namespace], Result]) -> 
     """``command`` run on the profile that ``--profile`` and ``--config`` name."""
 
     def run(args: argparse.Namespace, environ: Mapping[str, str]) -> Result:
-        return command(load_profile(args.profile, path=args.config, environ=environ), args)
+        loaded = load_profile(
+            args.profile, path=args.config, environ=environ, env_file=args.env_file
+        )
+        return command(loaded, args)
 
     run.__doc__ = command.__doc__
     return run
@@ -253,7 +258,17 @@ def package_version(distribution: str = "dbconf") -> str:
         return "(version unknown: not installed as a package)"
 
 
-CONFIG_HELP = "config file (default: $DBCONF_CONFIG or config/databases.yaml)"
+CONFIG_HELP = (
+    "config file (default: $DBCONF_CONFIG, else config/databases.yaml in the working directory "
+    "or the nearest parent, up to the repository root)"
+)
+PROFILE_HELP = (
+    "profile name; wins over $DBCONF_PROFILE (default: $DBCONF_PROFILE, else the file's "
+    "default_profile, else development)"
+)
+ENV_FILE_HELP = (
+    ".env file read under the environment (default: $DBCONF_ENV_FILE, else the file's env_file)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,9 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
         doc = COMMANDS[name].__doc__ or ""
         p = sub.add_parser(name, help=plain(doc.split("\n\n")[0]), description=plain(doc))
         if profile:
-            p.add_argument(
-                "--profile", "-p", help="profile name (default: $DBCONF_PROFILE or development)"
-            )
+            p.add_argument("--profile", "-p", help=PROFILE_HELP)
+            p.add_argument("--env-file", help=ENV_FILE_HELP)
         if config:
             p.add_argument("--config", "-c", help=CONFIG_HELP)
         return p

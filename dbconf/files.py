@@ -24,6 +24,7 @@ from dbconf.errors import ConfigError, Problem
 __all__ = [
     "CONFIG_LIMIT_VAR",
     "DEFAULT_LIMITS",
+    "LIMIT_VARS",
     "SECRET_LIMIT_VAR",
     "SizeLimits",
     "UnreadableFileError",
@@ -35,6 +36,7 @@ __all__ = [
 CONFIG_LIMIT_VAR = "DBCONF_MAX_CONFIG_BYTES"
 SECRET_LIMIT_VAR = "DBCONF_MAX_SECRET_BYTES"  # noqa: S105 (a variable name)
 DEFAULT_LIMITS = {CONFIG_LIMIT_VAR: 1 << 20, SECRET_LIMIT_VAR: 64 << 10}
+LIMIT_VARS = tuple(DEFAULT_LIMITS)
 _LIMIT_SYNTAX = re.compile(r"[0-9]{1,12}")
 _OPEN_FLAGS = (
     os.O_RDONLY

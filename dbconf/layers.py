@@ -34,7 +34,7 @@ import yaml
 from dbconf.config import ProfileConfig
 from dbconf.errors import Problem, closest, did_you_mean
 from dbconf.files import (
-    CONFIG_LIMIT_VAR,
+    LIMIT_VARS,
     SECRET_LIMIT_VAR,
     UnreadableFileError,
     read_text,
@@ -63,7 +63,7 @@ log = logging.getLogger("dbconf.loader")
 
 ENV_PREFIX = "DBCONF_"
 RESERVED_ENV = frozenset(
-    {"DBCONF_PROFILE", "DBCONF_CONFIG", "DBCONF_SECRETS_DIR", CONFIG_LIMIT_VAR, SECRET_LIMIT_VAR}
+    {"DBCONF_PROFILE", "DBCONF_CONFIG", "DBCONF_SECRETS_DIR", "DBCONF_ENV_FILE", *LIMIT_VARS}
 )
 # Keys whose env/secret values stay raw strings (a password "123" must not become an int).
 STRING_KEYS = frozenset(

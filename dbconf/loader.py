@@ -8,7 +8,12 @@ Layers, lowest precedence first (each deep-merges over the one before):
    ``<NAME>_REPLICA_<N>_DATABASE_URL`` (replica N of database NAME);
 4. ``DBCONF_<PATH>`` env vars, path joined by ``__`` (``DBCONF_DATABASES__PRIMARY__POOL__SIZE``);
 5. files in ``DBCONF_SECRETS_DIR`` named like those env vars;
-6. ``overrides=`` given in code.
+6. ``overrides=`` given in code (its origin: the caller's file:line; a key it takes over from
+   the environment is logged at DEBUG with both origins).
+
+The environment is ``environ`` (default ``os.environ``) over the .env files
+(:mod:`dbconf.envfile`) and under the fields of ``settings=`` (:mod:`dbconf.settings_vars`).
+Which file and which profile: :mod:`dbconf.selection`.
 
 A layer that sets a database's ``url`` drops the URL parts (host, port, …) of the layers below;
 ``password``, ``password_file``, ``password_command`` and ``credentials`` likewise replace each
@@ -28,6 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dbconf.config import DatabaseConfig, ProfileConfig
+from dbconf.envfile import attribute, layered, told
 from dbconf.errors import ConfigError, Problem, did_you_mean
 from dbconf.files import UnreadableFileError, shown, size_limits
 from dbconf.interpolation import interpolate_tree
@@ -46,14 +52,25 @@ from dbconf.merging import as_mapping
 from dbconf.origin import KeyPath, Origin, dotted, scrub_secrets, validation_problems
 from dbconf.replica_env import replica_url_layer
 from dbconf.rules import build_problems
+from dbconf.selection import (
+    DEFAULT_PATH,
+    EnvFiles,
+    attributed,
+    caller,
+    choose_profile,
+    default_profile,
+    env_files,
+    find_config,
+    report_replaced,
+)
+from dbconf.settings_vars import settings_variables
 from dbconf.yamlfile import read_yaml
 
 __all__ = ["DEFAULT_PATH", "LoadedProfile", "list_profiles", "load_profile", "resolve_path"]
 
 log = logging.getLogger("dbconf.loader")
 
-DEFAULT_PATH = Path("config/databases.yaml")
-DEFAULT_PROFILE = "development"
+TOP_LEVEL_KEYS = ("profiles", "env_file", "default_profile")
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,7 @@ class LoadedProfile:
     path: Path | None
     config: ProfileConfig
     origins: Mapping[KeyPath, Origin]
+    chosen_by: str = "the profile asked for (profile= or --profile)"  # see dbconf.selection
 
     def origin(self, *path: str) -> Origin:
         """Where the value at ``path`` (under the profile) came from; ``default`` if unset."""
@@ -71,16 +89,18 @@ class LoadedProfile:
 
 
 def resolve_path(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
-    """``path`` if given, else ``$DBCONF_CONFIG``, else ``config/databases.yaml``."""
+    """``path`` if given, else ``$DBCONF_CONFIG``, else the nearest ``config/databases.yaml``
+    from the working directory upward (:func:`dbconf.selection.find_config`)."""
     if path is not None:
         return Path(path)
-    return Path(environ["DBCONF_CONFIG"]) if environ.get("DBCONF_CONFIG") else DEFAULT_PATH
+    return Path(environ["DBCONF_CONFIG"]) if environ.get("DBCONF_CONFIG") else find_config()
 
 
 def read_profiles(
-    path: Path, environ: Mapping[str, str]
+    path: Path, environ: Mapping[str, str], top: dict[str, Any] | None = None
 ) -> tuple[dict[str, Tree], Origins, list[Problem]]:
-    """The raw ``profiles:`` mapping of a file, with origins keyed from ``("profiles", …)``."""
+    """The raw ``profiles:`` mapping of a file, with origins keyed from ``("profiles", …)``;
+    the other top-level keys dbconf reads (``env_file``, ``default_profile``) go to ``top``."""
     data, origins = read_yaml(path, size_limits(environ).config)
     where = str(path)
     if not isinstance(data, dict) or not isinstance(data.get("profiles"), dict):
@@ -98,12 +118,15 @@ def read_profiles(
         Problem(
             str(origins[(key,)]),
             key,
-            "unknown top-level key; only 'profiles' is read "
+            f"unknown top-level key{did_you_mean(key, TOP_LEVEL_KEYS)}; only "
+            f"{', '.join(TOP_LEVEL_KEYS)} are read "
             "(keys starting with 'x-' or '.' are allowed for YAML anchors)",
         )
         for key in data
-        if key != "profiles" and not key.startswith(("x-", "."))
+        if key not in TOP_LEVEL_KEYS and not key.startswith(("x-", "."))
     ]
+    if top is not None:
+        top.update({key: data[key] for key in TOP_LEVEL_KEYS[1:] if key in data})
     shape = [
         Problem(str(origins[("profiles", name)]), f"profiles.{name}", "a profile must be a mapping")
         for name, body in data["profiles"].items()
@@ -145,19 +168,32 @@ def load_profile(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    env_file: EnvFiles = None,
+    settings: Any = None,
 ) -> LoadedProfile:
-    """Read, merge, interpolate and validate one profile. Raises :class:`ConfigError`."""
-    env = os.environ if environ is None else environ
-    file = resolve_path(path, env)
+    """Read, merge, interpolate and validate one profile. Raises :class:`ConfigError`.
+
+    ``env_file``: .env file(s) read under ``environ`` (default: ``$DBCONF_ENV_FILE``, else the
+    ``env_file`` of ``settings``, else the file's top-level ``env_file:``). ``settings``: a
+    pydantic settings object whose fields ``${VAR}`` can read (:mod:`dbconf.settings_vars`).
+    """
+    real = os.environ if environ is None else environ
+    file = resolve_path(path, real)
     # Problems in the file outside the profile are reported with the profile's own problems.
-    profiles, file_origins, file_problems = read_profiles(file, env)
-    name, name_origin = _profile_name(profile, env)
+    top: dict[str, Any] = {}
+    profiles, file_origins, file_problems = read_profiles(file, real, top)
     problems: list[Problem] = []  # about the profile; prefixed with its key path below
+    extra = settings_variables(settings) if settings is not None else None
+    files = env_files(env_file, real, settings, top.get("env_file"), file, file_origins)
+    env, sources = layered(real, files, size_limits(real).config, file_problems, extra)
     items = env_items(env, problems)  # a misspelt DBCONF_PROFILE is reported here
     try:
+        default, default_origin = default_profile(top, file_origins, env, sources)
+        name, name_origin = choose_profile(profile, env, default, default_origin, profiles)
         chain = _extends_chain(name, name_origin, profiles, file_origins)
     except ConfigError as e:
-        raise ConfigError(file_problems + problems + list(e.problems)) from None
+        problems = file_problems + problems + list(e.problems)
+        raise ConfigError(attribute({}, problems, sources)) from None
 
     tree: Tree = {}
     origins: Origins = {}
@@ -179,14 +215,24 @@ def load_profile(
         known["databases"] = {"primary": {}}
     from_env = env_layer(items, known, problems)
     merge(known, {}, copy.deepcopy(from_env[0]), {})
+    before = len(problems)
+    code, code_origins = code_layer({} if overrides is None else overrides, problems)
+    here = caller()  # the overrides= origin: the app's file:line that loaded the profile
+    code_origins = {path: here for path in code_origins}
+    problems[before:] = [
+        Problem(p.origin.replace("overrides= in code", str(here)), p.path, p.message)
+        for p in problems[before:]
+    ]
     upper: list[tuple[Tree, Origins]] = [
         from_env,
         secrets_layer(env, known, problems),
-        code_layer({} if overrides is None else overrides, problems),
+        (code, code_origins),
     ]
     from_urls = url_layer(env, tree, upper)
     from_replica_urls = replica_url_layer(env, tree, upper)  # <NAME>_REPLICA_<N>_DATABASE_URL
     for layer, layer_origins in [from_urls, from_replica_urls, *upper]:
+        if layer is code:
+            report_replaced(attributed(origins, sources), code_origins, name)
         merge(tree, origins, layer, layer_origins, problems=problems)
 
     interpolate_tree(tree, origins, env, problems, ())
@@ -196,6 +242,7 @@ def load_profile(
         Problem(p.origin, ".".join((*prefix, p.path)) if p.path else "", p.message)
         for p in problems
     ]
+    problems = attribute(origins, problems, sources)
     profile_origin = str(file_origins.get(prefix, file))  # for errors about the whole profile
     try:
         config = ProfileConfig.model_validate(tree)
@@ -214,7 +261,7 @@ def load_profile(
     problems += build_problems(config.databases, origins, name)
     if problems:
         raise ConfigError(scrub_secrets(problems, tree))
-    return LoadedProfile(name, file, config, origins)
+    return LoadedProfile(name, file, config, origins, told(name_origin, sources))
 
 
 def _valid_databases(tree: Tree) -> dict[str, DatabaseConfig]:
@@ -231,14 +278,6 @@ def _valid_databases(tree: Tree) -> dict[str, DatabaseConfig]:
 def _related(a: str, b: str) -> bool:
     """Whether dotted key paths a and b are equal or one contains the other."""
     return a == b or a.startswith((b + ".", b + "[")) or b.startswith((a + ".", a + "["))
-
-
-def _profile_name(profile: str | None, env: Mapping[str, str]) -> tuple[str, str]:
-    if profile is not None:
-        return profile, "the profile asked for (profile= or --profile)"
-    if env.get("DBCONF_PROFILE"):
-        return env["DBCONF_PROFILE"], "env DBCONF_PROFILE"
-    return DEFAULT_PROFILE, "default profile"
 
 
 def _extends_chain(

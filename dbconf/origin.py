@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 KeyPath = tuple[str, ...]
-OriginKind = Literal["file", "env", "secret", "default", "code"]
+OriginKind = Literal["file", "env", "secret", "default", "code", "dotenv", "settings"]
 SECRET_KEYS = frozenset({"password", "url"})
 # Keys whose values are never echoed in an error, at any depth: they may hold a password.
 _HIDDEN_KEYS = frozenset({"password", "url", "query", "connect_args", "password_file"})
@@ -42,7 +42,8 @@ _PLAIN = re.compile(r"[\w .,+-]{0,40}")
 
 @dataclass(frozen=True)
 class Origin:
-    """The source of one value: a file position, an env var, a secrets file, a default or code."""
+    """The source of one value: a file position, an env var, a secrets file, a default, code
+    (``source``: the caller's file:line), a .env file line or a field of a settings object."""
 
     kind: OriginKind
     source: str = ""
@@ -60,7 +61,11 @@ class Origin:
         elif self.kind == "secret":
             text = f"secrets file {self.source}"
         elif self.kind == "code":
-            text = "overrides= in code"
+            text = f"overrides= at {self.source}" if self.source else "overrides= in code"
+        elif self.kind == "dotenv":  # a .env file: path:line, the variable in ``via``
+            text = f"{self.source}:{self.line}"
+        elif self.kind == "settings":
+            text = f"settings field {self.source}"
         else:
             text = "default"
         return f"{text} (via {self.via})" if self.via else text

@@ -28,6 +28,7 @@ from dbconf.loader import load_profile
 from dbconf.origin import KeyPath, Origin
 from dbconf.reports import DatabaseReport
 from dbconf.rules import build_problems
+from dbconf.selection import EnvFiles
 
 __all__ = ["Database", "DatabaseReport", "Registry", "load"]
 
@@ -143,16 +144,22 @@ def load(
     path: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    env_file: EnvFiles = None,
+    settings: Any = None,
 ) -> Registry:
     """Load ``profile`` (validated now; no engine, no connection until first use).
+
+    ``env_file``: .env file(s) under ``environ``; ``settings``: an app's pydantic settings
+    object whose fields ``${VAR}`` reads (see :func:`dbconf.loader.load_profile`).
 
     During a test run of dbconf's pytest plugin, the test profile's databases are pointed at
     the test databases here (:func:`dbconf.testhooks.load_overrides`).
     """
-    loaded = load_profile(profile, path=path, environ=environ, overrides=overrides)
+    options: dict[str, Any] = {"path": path, "environ": environ, "env_file": env_file}
+    loaded = load_profile(profile, overrides=overrides, settings=settings, **options)
     if loaded.path is not None:
         extra = testhooks.load_overrides(loaded.name, loaded.path)
         if extra:
             combined = {**(overrides or {}), **extra}
-            loaded = load_profile(loaded.name, path=path, environ=environ, overrides=combined)
+            loaded = load_profile(loaded.name, overrides=combined, settings=settings, **options)
     return Registry(loaded.config, profile=loaded.name, origins=loaded.origins)

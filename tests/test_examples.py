@@ -1,13 +1,19 @@
-"""The examples run as documented: quickstart (SQLite), the FastAPI apps, two databases."""
+"""The examples run as documented: quickstart (SQLite), the FastAPI apps, two databases, the
+FastAPI full-stack template's configuration (pydantic-settings, .env, ENVIRONMENT)."""
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 
 import dbconf
 from dbconf.config import ProfileConfig
@@ -165,3 +171,123 @@ def test_fastapi_async_example_import_builds_nothing() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+# -- the FastAPI full-stack template's shape (examples/fullstack) ------------------------------
+
+FULLSTACK = ROOT / "examples" / "fullstack" / "backend"
+TEMPLATE_VARS = {
+    "ENVIRONMENT",
+    "PROJECT_NAME",
+    "POSTGRES_SERVER",
+    "POSTGRES_PORT",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+    "ITEMS_TABLE",
+}
+
+
+def fullstack_env(pg_url: str | None = None, **extra: str) -> dict[str, str]:
+    """The caller's environment without the template's variables, plus the test server's."""
+    env = {k: v for k, v in OUTSIDE_ENVIRON.items() if k not in TEMPLATE_VARS}
+    env["PYTHONPATH"] = str(FULLSTACK)
+    if pg_url is not None:
+        url = make_url(pg_url)
+        env |= {
+            "POSTGRES_SERVER": str(url.host),
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": str(url.username),
+            "POSTGRES_DB": str(url.database),
+        }
+    return env | extra
+
+
+def run_in(cwd: Path, argv: list[str], env: dict[str, str]) -> str:
+    result = subprocess.run(
+        argv, cwd=cwd, capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_fullstack_settings_field_serves_the_app(pg_url: str, pg_admin: sa.Engine) -> None:
+    """Settings (pydantic-settings, ../.env) with a `databases` field from dbconf; the app on
+    registry(settings.databases), against the test PostgreSQL (real env wins over .env)."""
+    table = f"item_{uuid.uuid4().hex[:12]}"
+    code = """
+from fastapi.testclient import TestClient
+from app.core.config import get_settings
+from app.main import create_app
+from dbconf.integrations.pydantic_settings import registry
+
+settings = get_settings()
+dbs = registry(settings.databases)
+print(dbs.origins[("databases", "primary", "host")])
+print(dbs.origins[("databases", "primary", "password")])
+print("password shown:", "changethis" in repr(settings.databases))
+with TestClient(create_app(settings)) as client:
+    print(client.get("/api/v1/utils/health-check/").json())
+    print(client.post("/api/v1/items/", params={"title": "first"}).json())
+    print(client.get("/api/v1/items/").json())
+"""
+    try:
+        out = run_in(
+            FULLSTACK, [sys.executable, "-c", code], fullstack_env(pg_url, ITEMS_TABLE=table)
+        ).splitlines()
+    finally:
+        with pg_admin.connect() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    assert out[0] == (
+        "config/databases.yaml:10:3 (via ${POSTGRES_SERVER} from settings field "
+        "Settings.POSTGRES_SERVER)"
+    )
+    assert out[1] == (
+        "config/databases.yaml:13:3 (via ${POSTGRES_PASSWORD} from settings field "
+        "Settings.POSTGRES_PASSWORD)"
+    )
+    assert out[2:] == [
+        "password shown: False",
+        "{'environment': 'local', 'profile': 'local'}",
+        "{'id': 1}",
+        "['first']",
+    ]
+
+
+def test_fullstack_load_with_settings_checks_the_database(pg_url: str) -> None:
+    """The other way round: dbconf.load(settings=...) in the pre-start script."""
+    argv = [sys.executable, "-m", "app.backend_pre_start"]
+    out = run_in(FULLSTACK, argv, fullstack_env(pg_url))
+    assert out.startswith(
+        "profile local; primary host from config/databases.yaml:10:3 (via ${POSTGRES_SERVER} "
+        "from settings field Settings.POSTGRES_SERVER)\n"
+    )
+    assert "  ok: server " in out
+
+
+def show(cwd: Path, env: dict[str, str]) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "dbconf", "show", "--origin", "--format", "json"]
+    data: dict[str, Any] = json.loads(run_in(cwd, argv, env))
+    return data
+
+
+def test_fullstack_environment_picks_the_profile_from_any_directory() -> None:
+    """ENVIRONMENT from ../.env (local), or from the real environment; DBCONF_PROFILE=test
+    wins over both; config/databases.yaml is found from backend/app upward."""
+    dotenv = ROOT / "examples" / "fullstack" / ".env"
+    out = show(FULLSTACK / "app", fullstack_env())
+    assert out["profile"] == "local"
+    assert out["file"] == str(FULLSTACK / "config" / "databases.yaml")
+    assert out["chosen_by"] == (
+        f"default_profile at {FULLSTACK / 'config' / 'databases.yaml'}:6:1 "
+        f"(via ${{ENVIRONMENT}} from {dotenv}:4)"
+    )
+    assert out["origins"]["databases.primary.host"].endswith(
+        f"(via ${{POSTGRES_SERVER}} from {dotenv}:6)"
+    )
+    assert out["config"]["databases"]["primary"]["password"] == "***"
+    staging = show(FULLSTACK, fullstack_env(ENVIRONMENT="staging"))
+    assert staging["profile"] == "staging"
+    assert staging["config"]["databases"]["primary"]["pool"]["size"] == 5
+    test = show(FULLSTACK, fullstack_env(ENVIRONMENT="production", DBCONF_PROFILE="test"))
+    assert (test["profile"], test["chosen_by"]) == ("test", "env DBCONF_PROFILE")

@@ -6,6 +6,7 @@ too, even where it merges into a mapping the file declares — and their origin 
 
 from __future__ import annotations
 
+import inspect
 import string
 import tempfile
 from collections.abc import Callable
@@ -43,7 +44,9 @@ def load_with(
     var = "DBCONF_" + key_path.upper().replace(".", "__")
     if source == "code":
         loaded = load_profile("p", path=path, environ=ENV, overrides={key_path: value})
-        return loaded, Origin("code")
+        lines, first = inspect.getsourcelines(load_with)
+        line = first + next(i for i, text in enumerate(lines) if "overrides={key_path" in text)
+        return loaded, Origin("code", f"{__file__}:{line}")
     if source == "env":
         loaded = load_profile("p", path=path, environ={**ENV, var: yaml.safe_dump(value)})
         return loaded, Origin("env", var)

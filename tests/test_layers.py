@@ -8,6 +8,7 @@ environment, with no password in any error text.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import string
 import tempfile
@@ -146,7 +147,10 @@ def test_a_key_under_a_single_value_is_an_error_naming_both(
         texts = [
             outcome(path, {}, overrides=dict(o)) for o in itertools.permutations(overrides.items())
         ]
-        named = ["overrides= in code and overrides= in code"]
+        lines, first = inspect.getsourcelines(outcome)
+        at_line = first + next(i for i, text in enumerate(lines) if "load_profile(" in text)
+        here = f"overrides= at {__file__}:{at_line}"
+        named = [f"{here} and {here}"]  # the caller's file:line, of both entries
     else:
         if source == "env":
             environ = entries

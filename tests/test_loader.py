@@ -5,6 +5,7 @@ Every test reads a real file written to a tmp dir and passes the environment as 
 
 from __future__ import annotations
 
+import inspect
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,12 @@ def problems_of(path: Path, profile: str = "p", **kwargs: Any) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load_profile(profile, path=path, **kwargs)
     return [str(problem) for problem in info.value.problems]
+
+
+def line_of(function: Callable[..., Any], text: str = "load_profile(") -> int:
+    """The line of ``function`` that calls ``text``: where an ``overrides=`` origin points."""
+    lines, first = inspect.getsourcelines(function)
+    return first + next(i for i, line in enumerate(lines) if text in line and "def " not in line)
 
 
 def url_of(loaded: LoadedProfile, name: str = "primary") -> str:
@@ -588,7 +595,7 @@ def test_extended_profile_below_profile(write_config: WriteConfig) -> None:
             "sqlite:///secret.db",
             "secrets file {secrets}/DBCONF_DATABASES__PRIMARY__URL",
         ),
-        ("secrets", "overrides", "sqlite:///code.db", "overrides= in code"),
+        ("secrets", "overrides", "sqlite:///code.db", f"overrides= at {__file__}:"),
     ],
 )
 def test_each_layer_beats_the_one_below(
@@ -600,14 +607,21 @@ def test_each_layer_beats_the_one_below(
     assert url_of(below) != url
     both = load_layers(path, secrets, {lower, upper})
     assert url_of(both) == url
-    assert str(both.origin("databases", "primary", "url")) == origin.format(secrets=secrets)
+    shown = str(both.origin("databases", "primary", "url"))
+    if origin.endswith(":"):  # overrides=: the caller's file:line
+        assert shown.startswith(origin)
+        assert shown[len(origin) :].isdigit()
+    else:
+        assert shown == origin.format(secrets=secrets)
 
 
 def test_all_layers_at_once_the_highest_wins(write_config: WriteConfig, tmp_path: Path) -> None:
     path = write_config(LAYERED)
     loaded = load_layers(path, tmp_path / "secrets", set(LAYERS))
     assert url_of(loaded) == "sqlite:///code.db"
-    assert loaded.origin("databases", "primary", "url") == Origin("code")
+    code = loaded.origin("databases", "primary", "url")
+    assert code.kind == "code"
+    assert code.source.startswith(f"{__file__}:")
     # keys no layer above touched keep their file origin
     assert loaded.origin("databases", "primary", "echo") == Origin("file", str(path), 6, 9)
 
@@ -642,7 +656,7 @@ def test_pool_size_through_every_layer(write_config: WriteConfig, tmp_path: Path
             {**env, "DBCONF_SECRETS_DIR": str(secrets)},
             {"databases.primary.pool.size": 5},
             5,
-            Origin("code"),
+            Origin("code", f"{__file__}:{line_of(test_pool_size_through_every_layer)}"),
         ),
     ]
     for environ, overrides, size, origin in steps:
@@ -1023,7 +1037,8 @@ def test_secret_and_code_errors_name_their_origin(
     )
     key = "profiles.production.databases.primary.pool"
     assert problems == [
-        f"overrides= in code {key}.size: Input should be greater than or equal to 1 (got 0)",
+        f"overrides= at {__file__}:{line_of(problems_of)} {key}.size: Input should be greater "
+        "than or equal to 1 (got 0)",
         f"secrets file {tmp_path}/DBCONF_DATABASES__PRIMARY__POOL__RECYCLE {key}.recycle: "
         "expected a duration such as 250ms, 30s, 5m, 1h or a number of seconds (got 'soon')",
     ]
@@ -1806,7 +1821,7 @@ def test_overrides_of_the_wrong_shape(
     write_config: WriteConfig, overrides: Any, message: str
 ) -> None:
     problems = problems_of(two_databases(write_config), environ={}, overrides=overrides)
-    assert any(p.startswith("overrides= in code") and message in p for p in problems)
+    assert any(p.startswith(f"overrides= at {__file__}:") and message in p for p in problems)
 
 
 def cyclic() -> dict[str, Any]:
@@ -1828,7 +1843,8 @@ def test_overrides_that_are_not_a_plain_tree(
     write_config: WriteConfig, make: Callable[[], dict[str, Any]]
 ) -> None:
     (problem,) = problems_of(two_databases(write_config), environ={}, overrides=make())
-    assert problem.startswith("overrides= in code profiles.p.databases.primary.connect_args")
+    assert problem.startswith(f"overrides= at {__file__}:")
+    assert " profiles.p.databases.primary.connect_args: " in problem
     assert "not a plain tree of values" in problem
 
 
@@ -1862,8 +1878,8 @@ def test_extends_is_only_read_from_the_file(
     assert "profiles.p.extends: extends is read only from the file" in problem
     assert "set DBCONF_PROFILE (or pass profile= / --profile)" in problem
     where = {"env": "env DBCONF_EXTENDS", "env lower": "env dbconf_extends"}
-    where |= {"secrets": f"secrets file {tmp_path}", "code": "overrides= in code"}
-    assert problem.startswith(where.get(source, "overrides= in code"))
+    where |= {"secrets": f"secrets file {tmp_path}"}
+    assert problem.startswith(where.get(source, f"overrides= at {__file__}:"))
 
 
 # -- misspelt DBCONF_ names, and did-you-mean as a class -----------------------------------

@@ -195,5 +195,6 @@ def test_secrets_file_and_overrides_set_replicas_by_index(
         str(loaded.origin(*where, "1", "password"))
         == f"secrets file {secrets / (R + '1__PASSWORD')}"
     )
-    assert str(loaded.origin(*where, "2", "host")) == "overrides= in code"
+    # the caller's line: load() above calls load_profile
+    assert str(loaded.origin(*where, "2", "host")) == f"overrides= at {__file__}:34"
     assert_no_secret([loaded.config, urls(loaded)], PASSWORD)

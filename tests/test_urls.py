@@ -128,7 +128,9 @@ def test_query_part_beats_the_urls_own_part_as_the_driver_would(config: Path) ->
 )
 def test_a_part_given_twice_in_the_query_is_an_error(config: Path, url: str, message: str) -> None:
     ((origin, path, text),) = problems(config, url=url)
-    assert (origin, path) == ("overrides= in code", "url")
+    lines, first = inspect.getsourcelines(load)  # overrides= is told at the caller's line
+    line = first + next(i for i, text in enumerate(lines) if "load_profile(" in text)
+    assert (origin, path) == (f"overrides= at {__file__}:{line}", "url")
     assert message in text
     assert "a" not in text.split("; ")[-1].replace("give", "")  # no value echoed
 

@@ -46,8 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--dbconf-config",
         default=None,
-        help="dbconf config file (ini dbconf_config; default: $DBCONF_CONFIG or "
-        "config/databases.yaml)",
+        help="dbconf config file (ini dbconf_config; default: $DBCONF_CONFIG, else "
+        "config/databases.yaml found from the working directory upward)",
     )
     group.addoption(
         "--dbconf-reuse-db",

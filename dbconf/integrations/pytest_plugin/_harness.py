@@ -22,6 +22,7 @@ import dbconf.integrations.pytest_plugin._databases as _databases
 import dbconf.integrations.pytest_plugin._schema as _schema
 import dbconf.integrations.pytest_plugin._truncate as _truncate
 from dbconf.config import DatabaseConfig
+from dbconf.errors import ConfigError
 from dbconf.integrations.pytest_plugin._databases import LocationKey, Target
 from dbconf.loader import load_profile
 from dbconf.registry import Registry
@@ -126,9 +127,12 @@ class Harness:
             self._planning = False
 
     def _original_path(self) -> Path | None:
-        from dbconf.loader import resolve_path
+        from dbconf.loader import DEFAULT_PATH, resolve_path
 
-        return resolve_path(self.options.config, os.environ).resolve()
+        try:
+            return resolve_path(self.options.config, os.environ).resolve()
+        except ConfigError:  # no file found upward: only a load of that very path matches
+            return DEFAULT_PATH.resolve()
 
     # --- creating the test databases -----------------------------------------------------
 
