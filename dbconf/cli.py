@@ -1,4 +1,4 @@
-"""The ``dbconf`` command: show, profiles, schema, check.
+"""The ``dbconf`` command: show, profiles, schema, check, migrate, migrations.
 
 Exit codes, the only ones :func:`main` returns:
 
@@ -33,6 +33,7 @@ from pydantic import Secret, SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from dbconf.cli_migrate import MIGRATE_COMMANDS, add_migrate_parsers
 from dbconf.config import FileConfig
 from dbconf.errors import DbconfError
 from dbconf.loader import LoadedProfile, list_profiles, load_profile, resolve_path
@@ -217,6 +218,7 @@ COMMANDS: dict[str, Command] = {
     "profiles": _profiles,
     "schema": _schema,
     "check": _loading(_check),
+    **MIGRATE_COMMANDS,  # migrate, migrations status|init|revision (dbconf/cli_migrate.py)
 }
 
 # :class:`x`, :func:`~a.b` (shown as b), :ref:`title <target>` (shown as title)
@@ -272,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("schema", config=False)
     check = command("check", profile=True)
     check.add_argument("--database", "-d", help="check only this database")
+    add_migrate_parsers(sub)
     return parser
 
 

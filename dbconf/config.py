@@ -20,6 +20,7 @@ from pydantic import (
     Secret,
     SecretStr,
     StringConstraints,
+    ValidationError,
     WithJsonSchema,
     field_serializer,
     field_validator,
@@ -31,6 +32,7 @@ from sqlalchemy.engine import URL, make_url
 from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
+from dbconf.migration_config import MigrationsConfig, migration_database, migration_issues
 from dbconf.origin import issues_error, shown_value
 from dbconf.replica_config import ReplicaConfig, RoutingConfig, replica_database
 from dbconf.secret_values import hide, masked
@@ -242,8 +244,10 @@ class DatabaseConfig(_Model):
     sessions: dict[str, SessionConfig] = Field(default_factory=dict)
     replicas: list[ReplicaConfig] = Field(default_factory=list)
     routing: RoutingConfig | None = None
+    migrations: MigrationsConfig | None = None
 
     _url: URL = PrivateAttr()
+    _migration: DatabaseConfig | None = PrivateAttr(None)
     _replicas: tuple[DatabaseConfig, ...] = PrivateAttr(())
     _async_url: URL | None = PrivateAttr(None)
     _named: tuple[bool, bool] = PrivateAttr((True, False))
@@ -319,7 +323,19 @@ class DatabaseConfig(_Model):
         if issues:
             raise issues_error(issues)
         self._replicas = tuple(replica_database(self, replica) for replica in self.replicas)
+        if self.migrations is not None:
+            try:
+                self._migration = migration_database(self)
+            except ValidationError as e:  # the block's own keys, or the database they reach
+                raise issues_error(migration_issues(e)) from None
         return self
+
+    @property
+    def migration_config(self) -> DatabaseConfig:
+        """The configuration the migrations connect with (:mod:`dbconf.migration_config`)."""
+        if self._migration is None:
+            self._migration = migration_database(self)
+        return self._migration
 
     @property
     def replica_configs(self) -> tuple[DatabaseConfig, ...]:
