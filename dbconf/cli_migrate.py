@@ -40,16 +40,18 @@ class MigrationsError(DbconfError, ValueError):
     """The input of a migrations command is wrong (exit 2): the message says what to do."""
 
 
-def _alembic() -> tuple[Any, type[Exception]]:
-    """Alembic's ``command`` module and its ``CommandError``; a clear error when missing."""
+def _alembic() -> tuple[Any, tuple[type[Exception], ...]]:
+    """Alembic's ``command`` module and the errors that say its input is wrong (an unknown
+    revision, several heads, …); a clear error when Alembic is missing."""
     try:
         from alembic import command
+        from alembic.script.revision import RevisionError
         from alembic.util import CommandError
     except ImportError:
         raise MigrationsError(
             "the migrations commands need Alembic: pip install 'dbconf[alembic]'"
         ) from None
-    return command, CommandError
+    return command, (CommandError, RevisionError)
 
 
 def _targets(loaded: LoadedProfile, name: str | None, every: bool) -> list[MigrationTarget]:
@@ -112,7 +114,7 @@ def _migrate(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
     """Upgrade a database to --to (default: heads): the default one, --database NAME or --all
     managed ones, each with its own scripts and version table. --sql prints the SQL instead
     of running it (offline: no connection)."""
-    command, CommandError = _alembic()
+    command, input_errors = _alembic()
     from dbconf.integrations.alembic import alembic_config, current_heads
 
     targets = _targets(loaded, args.database, args.all)
@@ -130,7 +132,7 @@ def _migrate(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
             before = current_heads(target)
             command.upgrade(alembic_config(target), args.to)
             after = current_heads(target)
-        except CommandError as e:
+        except input_errors as e:
             raise _command_error(target, e) from None
         except DbconfError as e:
             if not isinstance(e, SQLAlchemyError):
@@ -153,7 +155,7 @@ def _status(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
     """Each managed database's current revision against its scripts' head (or only
     --database). Exit 1 if any is behind, at a revision its scripts do not know, or
     unreachable."""
-    _, CommandError = _alembic()
+    _, input_errors = _alembic()
     from alembic.script import ScriptDirectory
 
     from dbconf.integrations.alembic import alembic_config, current_heads
@@ -180,7 +182,7 @@ def _status(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
                 pending = len(list(script.iterate_revisions(heads, current or "base")))
                 state = f"behind: at {_revisions(current)}, head {_revisions(heads)}"
                 state += f", {pending} to apply"
-            except CommandError:
+            except input_errors:
                 state = (
                     f"at {_revisions(current)}, which its scripts ({target.script_path}) do "
                     f"not lead to from head {_revisions(heads)}"
@@ -214,7 +216,7 @@ def _init(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
 def _revision(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
     """Create a new revision script in the database's migration directory (--autogenerate
     compares the database with env.py's target_metadata)."""
-    command, CommandError = _alembic()
+    command, input_errors = _alembic()
     from dbconf.integrations.alembic import alembic_config, target_for
 
     target = target_for(loaded, args.database)
@@ -226,7 +228,7 @@ def _revision(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
             message=args.message,
             autogenerate=args.autogenerate,
         )
-    except CommandError as e:
+    except input_errors as e:
         raise _command_error(target, e) from None
     return EXIT_OK, messages.getvalue()
 

@@ -328,11 +328,13 @@ def _helps(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
 
 def test_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
     helps = _helps(capsys)
-    assert set(helps) == {"dbconf", "show", "profiles", "schema", "check"}
+    assert set(helps) == {"dbconf", "show", "profiles", "schema", "check", "migrate", "migrations"}
     for name, text in helps.items():
         assert text.startswith("usage: dbconf"), name
         assert not MARKUP.search(text), f"{name} --help shows reST markup: {text}"
-    assert "The dbconf command: show, profiles, schema, check." in helps["dbconf"]
+    assert "The dbconf command: show, profiles, schema, check, migrate, migrations." in (
+        helps["dbconf"]
+    )
 
 
 @given(
