@@ -20,7 +20,6 @@ from pydantic import (
     Secret,
     SecretStr,
     StringConstraints,
-    ValidationError,
     WithJsonSchema,
     field_serializer,
     field_validator,
@@ -32,7 +31,7 @@ from sqlalchemy.engine import URL, make_url
 from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
-from dbconf.migration_config import MigrationsConfig, migration_database, migration_issues
+from dbconf.migration_config import MigrationsConfig, checked_migration_database
 from dbconf.origin import issues_error, shown_value
 from dbconf.replica_config import ReplicaConfig, RoutingConfig, replica_database
 from dbconf.secret_values import hide, masked
@@ -323,18 +322,15 @@ class DatabaseConfig(_Model):
         if issues:
             raise issues_error(issues)
         self._replicas = tuple(replica_database(self, replica) for replica in self.replicas)
-        if self.migrations is not None:
-            try:
-                self._migration = migration_database(self)
-            except ValidationError as e:  # the block's own keys, or the database they reach
-                raise issues_error(migration_issues(e)) from None
+        if self.migrations is not None:  # checked now: its errors name their origin
+            self._migration = checked_migration_database(self)
         return self
 
     @property
     def migration_config(self) -> DatabaseConfig:
         """The configuration the migrations connect with (:mod:`dbconf.migration_config`)."""
         if self._migration is None:
-            self._migration = migration_database(self)
+            self._migration = checked_migration_database(self)
         return self._migration
 
     @property

@@ -29,12 +29,18 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import make_url
 
 from dbconf.durations import Timeout
+from dbconf.origin import issues_error
 from dbconf.urls import parse_url
 
 if TYPE_CHECKING:
     from dbconf.config import DatabaseConfig
 
-__all__ = ["MigrationTimeouts", "MigrationsConfig", "migration_database", "migration_issues"]
+__all__ = [
+    "MigrationTimeouts",
+    "MigrationsConfig",
+    "checked_migration_database",
+    "migration_database",
+]
 
 DEFAULT_VERSION_TABLE = "alembic_version"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
@@ -147,9 +153,17 @@ def migration_database(database: DatabaseConfig) -> DatabaseConfig:
     return type(database).model_validate(data)
 
 
-def migration_issues(exc: ValidationError) -> list[tuple[str, str]]:
-    """The errors of :func:`migration_database` as (key path, message) issues of the database:
-    a key the block sets is reported at ``migrations.<key>``, any other at ``migrations``."""
+def checked_migration_database(database: DatabaseConfig) -> DatabaseConfig:
+    """:func:`migration_database`, its errors raised as one validation error of ``database``
+    (each at ``migrations.<key>`` for a key the block sets, else at ``migrations``), for the
+    loader to report with their origins."""
+    try:
+        return migration_database(database)
+    except ValidationError as e:
+        raise issues_error(_issues(e)) from None
+
+
+def _issues(exc: ValidationError) -> list[tuple[str, str]]:
     issues = []
     for error in exc.errors(include_url=False):
         ctx = error.get("ctx") or {}

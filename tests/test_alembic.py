@@ -76,7 +76,9 @@ def test_x_arguments_and_dbconf_profile_pick_the_database(
             with engine.connect() as conn:
                 while True:
                     left = conn.execute(
-                        sa.text("select count(*) from pg_stat_activity where application_name = :n"),
+                        sa.text(
+                            "select count(*) from pg_stat_activity where application_name = :n"
+                        ),
                         {"n": name},
                     ).scalar_one()
                     if left == 0 or time.monotonic() > deadline:
@@ -86,7 +88,9 @@ def test_x_arguments_and_dbconf_profile_pick_the_database(
             engine.dispose()
         assert left == 0
         with pytest.raises(UnknownDatabaseError, match="did you mean 'billing'"):
-            command.upgrade(plain_config(script, f"config={config}", "profile=test", "database=biling"), "heads")
+            command.upgrade(
+                plain_config(script, f"config={config}", "profile=test", "database=biling"), "heads"
+            )
 
 
 def test_migration_engine_has_no_pool(write_config: Callable[[str], Path]) -> None:
@@ -170,5 +174,6 @@ def test_offline_gets_the_dialect_only(write_config: Callable[[str], Path], tmp_
         sql=True,
     )
     sql = output.getvalue()
-    assert "CREATE TABLE app_version" in sql and "CREATE TABLE notes" in sql
+    assert "CREATE TABLE app_version" in sql
+    assert "CREATE TABLE notes" in sql
     assert_no_secret([sql], SECRET_PASSWORD)

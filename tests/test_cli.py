@@ -332,8 +332,9 @@ def test_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
     for name, text in helps.items():
         assert text.startswith("usage: dbconf"), name
         assert not MARKUP.search(text), f"{name} --help shows reST markup: {text}"
-    assert "The dbconf command: show, profiles, schema, check, migrate, migrations." in (
-        helps["dbconf"]
+    assert (
+        "The dbconf command: show, profiles, schema, check, migrate, migrations."
+        in (helps["dbconf"])
     )
 
 

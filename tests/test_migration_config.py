@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import SECRET_PASSWORD, assert_no_secret
 from sqlalchemy.pool import NullPool, StaticPool
 
 from dbconf.builder import engine_kwargs
@@ -14,8 +15,6 @@ from dbconf.config import DatabaseConfig
 from dbconf.errors import ConfigError
 from dbconf.loader import load_profile
 from dbconf.migration_config import MigrationsConfig, migration_database
-
-from conftest import SECRET_PASSWORD, assert_no_secret
 
 ENCODED = "p%40ss%3Aw%25rd%2F1"  # SECRET_PASSWORD percent-encoded
 
@@ -85,13 +84,17 @@ def test_block_timeouts_win_and_version_table_and_path() -> None:
         ("oracle://u@h/db", {}),  # dbconf translates no timeout for it: nothing set
     ],
 )
-def test_off_by_default_only_where_the_dialect_takes_it(url: str, expected: dict[str, float]) -> None:
+def test_off_by_default_only_where_the_dialect_takes_it(
+    url: str, expected: dict[str, float]
+) -> None:
     timeouts = db(url=url).migration_config.timeouts.model_dump(exclude_none=True)
     assert timeouts == expected
 
 
 def test_sqlite_busy_timeout_from_the_block_wins() -> None:
-    cfg = db(url="sqlite:///x.db", timeouts={"connect": 5.0}, migrations={"timeouts": {"lock": 60.0}})
+    cfg = db(
+        url="sqlite:///x.db", timeouts={"connect": 5.0}, migrations={"timeouts": {"lock": 60.0}}
+    )
     assert cfg.migration_config.timeouts.lock == 60.0
     assert cfg.migration_config.timeouts.connect is None
     assert engine_kwargs(cfg.migration_config)["connect_args"]["timeout"] == 60.0
@@ -162,7 +165,9 @@ def test_errors_name_the_origin_and_key_path(
     with pytest.raises(ConfigError) as info:
         load_profile("development", path=config, environ={})
     problems = info.value.problems
-    assert [p.path for p in problems] == [f"profiles.development.databases.primary.{path}"], str(info.value)
+    assert [p.path for p in problems] == [f"profiles.development.databases.primary.{path}"], str(
+        info.value
+    )
     assert problems[0].origin.startswith(f"{config}:6:")
     assert message in problems[0].message
 

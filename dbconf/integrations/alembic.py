@@ -65,7 +65,7 @@ class MigrationTarget:
 
     @property
     def config(self) -> DatabaseConfig:
-        """What the migrations connect with (:func:`~dbconf.migration_config.migration_database`)."""
+        """What the migrations connect with (:mod:`dbconf.migration_config`)."""
         return self.database.migration_config
 
     @property
