@@ -111,9 +111,9 @@ def _command_error(target: MigrationTarget, error: Exception) -> MigrationsError
 
 
 def _migrate(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
-    """Upgrade a database to --to (default: heads): the default one, --database NAME or --all
-    managed ones, each with its own scripts and version table. --sql prints the SQL instead
-    of running it (offline: no connection)."""
+    """Upgrade databases with Alembic. The profile's default database, --database NAME or,
+    with --all, every managed one, each with its own scripts and version table, to --to
+    (default: heads). --sql prints the SQL instead of running it (offline: no connection)."""
     command, input_errors = _alembic()
     from dbconf.integrations.alembic import alembic_config, current_heads
 
@@ -152,8 +152,8 @@ def _migrate(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
 
 
 def _status(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
-    """Each managed database's current revision against its scripts' head (or only
-    --database). Exit 1 if any is behind, at a revision its scripts do not know, or
+    """Each managed database's current revision against its scripts' head. Only --database
+    when given. Exit 1 if any is behind, at a revision its scripts do not know, or
     unreachable."""
     _, input_errors = _alembic()
     from alembic.script import ScriptDirectory
@@ -192,9 +192,9 @@ def _status(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
 
 
 def _init(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
-    """Write the migration directory of database NAME at its migrations.path (default
-    migrations/NAME): env.py (one call to dbconf), script.py.mako and versions/; no
-    alembic.ini is needed."""
+    """Write the migration directory of database NAME. It goes to the database's
+    migrations.path (default migrations/NAME): env.py (one call to dbconf), script.py.mako
+    and versions/; no alembic.ini is needed."""
     from dbconf.integrations.alembic import target_for
     from dbconf.integrations.alembic_files import write_directory
 
@@ -214,8 +214,8 @@ def _init(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
 
 
 def _revision(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
-    """Create a new revision script in the database's migration directory (--autogenerate
-    compares the database with env.py's target_metadata)."""
+    """Create a new revision script in a database's migration directory. With --autogenerate,
+    Alembic compares the database with env.py's target_metadata."""
     command, input_errors = _alembic()
     from dbconf.integrations.alembic import alembic_config, target_for
 
@@ -259,7 +259,7 @@ MIGRATE_COMMANDS = {"migrate": _run_migrate, "migrations": _run_migrations}
 
 
 def _first_sentence(doc: str | None) -> str:
-    return " ".join((doc or "").split()).split(". ")[0].rstrip(".")
+    return " ".join((doc or "").split()).split(". ")[0].rstrip(".") + "."
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
