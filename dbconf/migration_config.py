@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_va
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import make_url
 
+from dbconf.dialects import dialect_for
 from dbconf.durations import Timeout
 from dbconf.origin import issues_error
 from dbconf.urls import parse_url
@@ -138,9 +139,15 @@ def migration_database(database: DatabaseConfig) -> DatabaseConfig:
         if make_url(block.url.get_secret_value()).password is not None:
             data.pop("password", None)
             data.pop("password_file", None)
-    backend = database.backend
+    # the URL connected to, with dbconf's default driver (mysql:// is PyMySQL)
+    url = (
+        type(database).model_validate(data).sqlalchemy_url if block.url else database.sqlalchemy_url
+    )
+    backend, dialect = url.get_backend_name(), dialect_for(url.get_backend_name())
+    translated = dialect is not None and dialect.translation(url.get_driver_name()) is not None
     timeouts = database.timeouts.model_dump(exclude_none=True)
-    timeouts.update(dict.fromkeys(_OFF_BY_DEFAULT.get(backend, ()), 0.0))
+    if translated:  # a driver dbconf does not translate for gets no timeout it did not ask for
+        timeouts.update(dict.fromkeys(_OFF_BY_DEFAULT.get(backend, ()), 0.0))
     timeouts.update(block.timeouts.model_dump(exclude_unset=True))
     if backend == "sqlite" and "lock" in timeouts and "connect" in timeouts:
         # both are SQLite's busy timeout: the migrations' own value wins

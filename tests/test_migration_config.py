@@ -82,6 +82,7 @@ def test_block_timeouts_win_and_version_table_and_path() -> None:
         ("mysql+pymysql://u@h/db", {"statement": 0.0}),  # MySQL has no idle timeout
         ("sqlite:///x.db", {"statement": 0.0}),  # no server session on SQLite
         ("oracle://u@h/db", {}),  # dbconf translates no timeout for it: nothing set
+        ("postgresql+pg8000://u@h/db", {}),  # nor for this driver
     ],
 )
 def test_off_by_default_only_where_the_dialect_takes_it(
