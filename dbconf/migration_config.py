@@ -7,10 +7,11 @@ timeout of 15 s or an ``idle_in_transaction`` timeout would kill a long ``ALTER 
 
 - ``url`` (optional, e.g. a direct URL that bypasses a pooler) replaces the database's location
   (``url`` and its parts ``driver``, ``host``, ``port``, ``username``, ``database``, ``query``),
-  and its ``password``/``password_file`` only when the URL carries a password (as an env var's
-  URL does over the file);
+  and its password source (``password``, ``password_file``, …) only when the URL carries a
+  password (as an env var's URL does over the file);
 - ``timeouts``: ``statement`` and ``idle_in_transaction`` are off (0) unless set here, where
-  the dialect takes them; ``lock`` and ``connect`` are the database's unless set here;
+  the dialect has them and dbconf translates timeouts for the driver; ``lock`` and
+  ``connect`` are the database's unless set here;
 - no pool (a ``NullPool``: one connection, closed after the run), and none of the database's
   session flavours, ``isolation_level``, ``execution_options``, leak detection, retry,
   replicas or routing.
@@ -53,6 +54,11 @@ _NOT_INHERITED = frozenset(
     }
 )
 _LOCATION = ("url", "driver", "host", "port", "username", "database", "query")
+# every key that gives a password (those after password_file come with the credential keys
+# of issue #12; absent keys are skipped): a direct URL with a password replaces them all
+_CREDENTIALS = (
+    *("password", "password_file", "password_command", "credentials", "credentials_ttl"),
+)
 # the timeouts off by default, per backend: only where dbconf translates them (a 0 elsewhere
 # would be refused as a setting the dialect cannot honour)
 _OFF_BY_DEFAULT = {
@@ -137,8 +143,8 @@ def migration_database(database: DatabaseConfig) -> DatabaseConfig:
             data.pop(key, None)
         data["url"] = block.url
         if make_url(block.url.get_secret_value()).password is not None:
-            data.pop("password", None)
-            data.pop("password_file", None)
+            for key in _CREDENTIALS:
+                data.pop(key, None)
     # the URL connected to, with dbconf's default driver (mysql:// is PyMySQL)
     url = (
         type(database).model_validate(data).sqlalchemy_url if block.url else database.sqlalchemy_url
