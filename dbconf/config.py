@@ -41,6 +41,7 @@ from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, parse_duration
 from dbconf.errors import did_you_mean
 from dbconf.failover import Hosts, SessionAttrs, failover_issues, failover_url
+from dbconf.migration_config import MigrationsConfig, checked_migration_database
 from dbconf.origin import issues_error, shown_value
 from dbconf.replica_config import ReplicaConfig, RoutingConfig, resolve_replicas, topology_issues
 from dbconf.secret_values import hide, masked
@@ -180,8 +181,10 @@ class DatabaseConfig(_Model):
     sessions: dict[str, SessionConfig] = Field(default_factory=dict)
     replicas: list[ReplicaConfig] = Field(default_factory=list)
     routing: RoutingConfig | None = None
+    migrations: MigrationsConfig | None = None
 
     _url: URL = PrivateAttr()
+    _migration: DatabaseConfig | None = PrivateAttr(None)
     _replicas: tuple[DatabaseConfig, ...] = PrivateAttr(())
     _async_url: URL | None = PrivateAttr(None)
     _named: tuple[bool, bool] = PrivateAttr((True, False))
@@ -265,7 +268,16 @@ class DatabaseConfig(_Model):
         self._replicas, issues = resolve_replicas(self)
         if issues:
             raise issues_error(issues)
+        if self.migrations is not None:  # checked now: its errors name their origin
+            self._migration = checked_migration_database(self)
         return self
+
+    @property
+    def migration_config(self) -> DatabaseConfig:
+        """The configuration the migrations connect with (:mod:`dbconf.migration_config`)."""
+        if self._migration is None:
+            self._migration = checked_migration_database(self)
+        return self._migration
 
     @property
     def replica_configs(self) -> tuple[DatabaseConfig, ...]:

@@ -68,8 +68,9 @@ LOCATION = (
     "query",
 )
 # keys of the primary a replica never inherits: the router uses the primary's flavours, and
-# the primary's target_session_attrs (read-write, primary) would refuse every standby
-_NOT_INHERITED = ("replicas", "routing", "sessions", "target_session_attrs")
+# the primary's target_session_attrs (read-write, primary) would refuse every standby; replicas
+# are never migrated
+_NOT_INHERITED = ("replicas", "routing", "sessions", "target_session_attrs", "migrations")
 _MERGED = ("pool", "timeouts", "leak_detection", "connect_args", "query")
 
 
