@@ -407,3 +407,20 @@ def test_a_replica_credential_replaces_every_credential_of_its_primary(
         ["vault", "read", "primary"],
         60.0,
     )
+
+
+def test_replicas_are_never_migrated(write_config: WriteConfig) -> None:
+    path = write_config(
+        """
+        profiles:
+          p:
+            databases:
+              primary:
+                url: "postgresql://app@db/app"
+                migrations: {path: migrations/primary, version_table: primary_version}
+                replicas: [{host: r1}]
+        """
+    )
+    primary = load_profile("p", path=path, environ={}).config.databases["primary"]
+    assert primary.migrations is not None
+    assert primary.replica_configs[0].migrations is None
