@@ -187,8 +187,9 @@ class Router:
             self._first_round.set()
         return self._due
 
-    def probe_one(self, i: int) -> None:
-        """Measure replica ``i`` now (in the calling thread) and record the result."""
+    def probe_one(self, i: int, *, log_change: bool = True) -> None:
+        """Measure replica ``i`` now (in the calling thread) and record the result; a change
+        of state is logged (``dbconf.replicas``: WARNING when ejected, INFO when up)."""
         state = self._states[i]
         before = state.state
         measure = self.dialect.measure_replica if self.dialect is not None else None
@@ -205,7 +206,8 @@ class Router:
                 failed.dispose()  # a fresh connection next time
         else:
             state.record(measurement, measured_at=start, max_lag=self.routing.max_lag)
-        self._log_change(i, before)
+        if log_change:
+            self._log_change(i, before)
 
     def _error_line(self, i: int, exc: BaseException) -> str:
         """The driver's error in one line, the replica's password masked."""
@@ -215,9 +217,9 @@ class Router:
 
     def probe_now(self) -> list[ReplicaStatus]:
         """Measure every replica now, in the calling thread (``dbconf check``), and return
-        their status; does not start the probe thread."""
+        their status (no log: the caller shows it); does not start the probe thread."""
         for i in range(len(self._states)):
-            self.probe_one(i)
+            self.probe_one(i, log_change=False)
         return [state.status() for state in self._states]
 
     def _log_change(self, i: int, before: str) -> None:
