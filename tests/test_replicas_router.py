@@ -264,3 +264,35 @@ def test_check_lists_replicas_and_fails_on_an_unreachable_one(
     assert "\n  replicas[1] postgresql+psycopg2://postgres:***@127.0.0.1:1/test: ejected, " in out
     assert "(unreachable: OperationalError: " in out
     assert PASSWORD not in out
+
+
+def test_aclose_disposes_the_running_loops_replica_engine(db: Database) -> None:
+    router = db.router
+    assert router is not None
+
+    async def use_then_close() -> int:
+        engine = router.replica_async_engine(0)
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("select 1"))
+        assert engine.sync_engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+        await db.aclose()
+        return engine.sync_engine.pool.checkedin()  # type: ignore[attr-defined,no-any-return]
+
+    assert asyncio.run(use_then_close()) == 0
+    assert router.closed
+
+
+def test_probe_keeps_the_replicas_own_connect_timeout_when_connect_args_set_it(
+    pg_url: str, standby_url: str
+) -> None:
+    """connect_args.connect_timeout and timeouts.connect would clash: the probe engine keeps
+    the replica's own timeouts rather than fail."""
+    replica = {"url": standby_url, "connect_args": {"connect_timeout": 3}}
+    db = replica_db(pg_url, replica, check_interval="100ms")
+    try:
+        router = db.router
+        assert router is not None
+        assert router.choose() == 0
+        assert status_of(db).state == "up"
+    finally:
+        db.close()
