@@ -42,6 +42,16 @@ def status_of(db: Database, i: int = 0) -> ReplicaStatus:
     return db.replica_status()[i]
 
 
+def wait_up(db: Database) -> None:
+    """Wait until every replica of ``db`` is up (starts the probe if needed)."""
+    wait_for(lambda: all(s.state == "up" for s in db.replica_status()), "every replica up")
+
+
+def wait_probed(db: Database) -> None:
+    """Wait until every replica of ``db`` was probed at least once."""
+    wait_for(lambda: all(s.state != "unknown" for s in db.replica_status()), "a first probe")
+
+
 def cluster_of(url: str) -> tuple[str, str]:
     """(version, name) of the local Debian cluster listening on ``url``'s port."""
     port = str(sa.make_url(url).port)

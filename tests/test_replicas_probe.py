@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
-from replica_support import replica_db, status_of, wait_for
+from replica_support import replica_db, status_of, wait_for, wait_probed
 
 from dbconf.database import Database
 from dbconf.dialects import postgresql
@@ -140,10 +140,8 @@ def test_measure_on_the_standby_and_on_a_primary(pg_url: str, standby_url: str) 
 def test_lag_is_zero_once_the_standby_has_replayed_all_it_received(db: Database) -> None:
     """Not a growing now() - last replay timestamp on a quiet primary: receive == replay
     LSN reads as 0 (other sessions may write meanwhile: poll until one probe sees it)."""
-    assert db.router is not None
-    wait_for(lambda: db.router.probe_now()[0].lag == 0.0, "a probe with lag 0")  # type: ignore[union-attr]
+    wait_for(lambda: (s := status_of(db)).state == "up" and s.lag == 0.0, "up with lag 0")
     status = status_of(db)
-    assert status.state == "up"
     assert status.reason is None
     assert status.checked_at is not None
 
@@ -153,6 +151,7 @@ def test_a_primary_as_replica_is_ejected_as_not_a_standby(pg_url: str) -> None:
     try:
         assert db.router is not None
         assert db.router.choose() is None
+        wait_probed(db)
         status = status_of(db)
         assert (status.state, status.reason) == (
             "ejected",
@@ -167,7 +166,7 @@ def test_paused_replay_ejects_past_max_lag_then_resume_readmits(
 ) -> None:
     router = db.router
     assert router is not None
-    assert router.choose() == 0  # probing, up
+    wait_for(lambda: router.choose() == 0, "replica 0 chosen")
     paused_replay()
     write_on(pg_url)  # the standby receives it but does not replay it
     ejected = wait_for(
@@ -181,8 +180,7 @@ def test_paused_replay_ejects_past_max_lag_then_resume_readmits(
     from replica_support import on_standby
 
     on_standby(standby_url, "select pg_wal_replay_resume()")
-    wait_for(lambda: status_of(db).state == "up", "re-admission after resume")
-    assert router.choose() == 0
+    wait_for(lambda: router.choose() == 0, "re-admission after resume")
 
 
 def test_stopped_standby_is_ejected_as_unreachable_and_readmitted_after_restart(
@@ -192,16 +190,17 @@ def test_stopped_standby_is_ejected_as_unreachable_and_readmitted_after_restart(
 
     router = db.router
     assert router is not None
-    assert router.choose() == 0
+    wait_for(lambda: router.choose() == 0, "replica 0 chosen")
     stopped_standby()
-    # the first probe after the stop ejects it: never "up" with a later check
-    status = wait_for(lambda: (s := status_of(db)).state != "up" and s, "ejection")
+    status = wait_for(
+        lambda: (s := status_of(db)).reason and s.reason.startswith("unreachable") and s,
+        "ejection as unreachable",
+    )
     assert status.state == "ejected"
     assert status.reason.startswith("unreachable: OperationalError: ")
     assert router.choose() is None
     start_standby(standby_url)
-    wait_for(lambda: status_of(db).state == "up", "re-admission after restart", 60)
-    assert router.choose() == 0
+    wait_for(lambda: router.choose() == 0, "re-admission after restart", 60)
 
 
 # --- the probe thread ---------------------------------------------------------------------
@@ -241,7 +240,7 @@ def test_one_probe_thread_per_process_lazily_started_and_stopped_at_close(
 def test_forked_child_gets_fresh_state_and_its_own_probe(db: Database) -> None:
     router = db.router
     assert router is not None
-    assert router.choose() == 0
+    wait_for(lambda: router.choose() == 0, "replica 0 chosen")
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -249,8 +248,9 @@ def test_forked_child_gets_fresh_state_and_its_own_probe(db: Database) -> None:
         try:
             os.close(read)
             fresh = probe.probe_thread() is None and router._states[0].status().state == "unknown"
-            chosen = router.choose()  # probes again, in this process
-            ok = fresh and chosen == 0 and probe.probe_thread() is not None
+            # probes again, in this process
+            chosen = wait_for(lambda: router.choose() == 0, "a choice in the child")
+            ok = fresh and chosen and probe.probe_thread() is not None
             os.write(write, b"ok" if ok else f"{fresh} {chosen}".encode())
             code = 0
         finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from replica_support import replica_db, status_of, wait_for
+from replica_support import replica_db, status_of, wait_for, wait_probed, wait_up
 
 from dbconf.cli import main
 from dbconf.config import DatabaseConfig, ProfileConfig
@@ -26,7 +26,7 @@ UNREACHABLE = f"postgresql+psycopg2://postgres:{PASSWORD}@127.0.0.1:1/test"
 
 @pytest.fixture
 def db(pg_url: str, standby_url: str) -> Iterator[Database]:
-    database = replica_db(pg_url, standby_url, check_interval="100ms")
+    database = replica_db(pg_url, standby_url, check_interval="100ms", max_lag="60s")
     yield database
     database.close()
 
@@ -34,7 +34,7 @@ def db(pg_url: str, standby_url: str) -> Iterator[Database]:
 @pytest.fixture
 def two(pg_url: str, standby_url: str) -> Iterator[Database]:
     """Two replicas (the same standby twice)."""
-    database = replica_db(pg_url, standby_url, standby_url, check_interval="100ms")
+    database = replica_db(pg_url, standby_url, standby_url, check_interval="100ms", max_lag="60s")
     yield database
     database.close()
 
@@ -47,6 +47,7 @@ def test_replicated_rows_are_read_on_the_standby(db: Database, standby_url: str)
         ).scalar_one()
     router = db.router
     assert router is not None
+    wait_up(db)
     i = router.choose()
     assert i == 0
     engine = router.replica_engine(i)
@@ -96,6 +97,7 @@ def test_async_replica_engine_is_read_only_and_per_loop(db: Database, standby_ur
 def test_least_loaded_with_round_robin_ties(two: Database) -> None:
     router = two.router
     assert router is not None
+    wait_up(two)
     assert [router.choose() for _ in range(4)] == [0, 1, 0, 1]  # idle: round robin
     with router.replica_engine(0).connect():  # replica 0 holds a connection
         assert [router.choose() for _ in range(3)] == [1, 1, 1]
@@ -107,7 +109,7 @@ def test_least_loaded_with_round_robin_ties(two: Database) -> None:
 def test_eject_avoids_the_replica_until_two_good_probes(two: Database) -> None:
     router = two.router
     assert router is not None
-    router.choose()
+    wait_up(two)
     router.eject(0, "connection failed: server closed the connection")
     status = status_of(two)
     assert (status.state, status.reason) == (
@@ -123,6 +125,7 @@ def test_fallback_error_raises_with_each_replicas_reason(pg_url: str) -> None:
     try:
         router = db.router
         assert router is not None
+        wait_probed(db)
         with pytest.raises(NoReplicaError) as info:
             router.choose()
         message = str(info.value)
@@ -138,7 +141,7 @@ def test_fallback_error_raises_with_each_replicas_reason(pg_url: str) -> None:
 def test_fallback_primary_warns_once_with_masked_urls(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    db = replica_db(pg_url, UNREACHABLE, check_interval="100ms")
+    db = replica_db(pg_url, UNREACHABLE, check_interval="100ms", max_lag="60s")
     try:
         router = db.router
         assert router is not None
@@ -146,10 +149,10 @@ def test_fallback_primary_warns_once_with_masked_urls(
             assert [router.choose() for _ in range(3)] == [None, None, None]
         fallbacks = [r for r in caplog.records if "reading from the primary" in r.getMessage()]
         assert len(fallbacks) == 1
-        text = fallbacks[0].getMessage()
-        assert "postgres:***@127.0.0.1:1/test" in text
-        assert PASSWORD not in caplog.text
+        assert "postgres:***@127.0.0.1:1/test" in fallbacks[0].getMessage()
+        wait_probed(db)
         assert "unreachable" in status_of(db).reason  # type: ignore[operator]
+        assert PASSWORD not in caplog.text
     finally:
         db.close()
 
@@ -197,10 +200,11 @@ def test_database_without_replicas_has_no_router(pg_url: str) -> None:
 
 
 def test_router_is_lazy_and_closed_with_the_database(pg_url: str, standby_url: str) -> None:
-    db = replica_db(pg_url, standby_url, check_interval="100ms")
+    db = replica_db(pg_url, standby_url, check_interval="100ms", max_lag="60s")
     router = db.router
     assert router is not None
     assert db.router is router  # built once
+    wait_up(db)
     assert router.choose() == 0
     engine = router.replica_engine(0)
     with engine.connect():
@@ -288,11 +292,11 @@ def test_probe_keeps_the_replicas_own_connect_timeout_when_connect_args_set_it(
     """connect_args.connect_timeout and timeouts.connect would clash: the probe engine keeps
     the replica's own timeouts rather than fail."""
     replica = {"url": standby_url, "connect_args": {"connect_timeout": 3}}
-    db = replica_db(pg_url, replica, check_interval="100ms")
+    db = replica_db(pg_url, replica, check_interval="100ms", max_lag="60s")
     try:
         router = db.router
         assert router is not None
+        wait_up(db)
         assert router.choose() == 0
-        assert status_of(db).state == "up"
     finally:
         db.close()
