@@ -17,6 +17,7 @@ from dbconf.errors import (
     DbconfError,
     DisconnectError,
     NoEventLoopError,
+    NoReplicaError,
     PoolExhaustedError,
     RegistryClosedError,
     StatementTimeoutError,
@@ -25,6 +26,7 @@ from dbconf.errors import (
 )
 from dbconf.leaks import ConnectionHolder, PoolStatus
 from dbconf.registry import Database, DatabaseReport, Registry, load
+from dbconf.replicas import ReplicaStatus
 from dbconf.resilience import RetryPolicy
 
 __all__ = [
@@ -39,12 +41,14 @@ __all__ = [
     "DbconfError",
     "DisconnectError",
     "NoEventLoopError",
+    "NoReplicaError",
     "PoolConfig",
     "PoolExhaustedError",
     "PoolStatus",
     "ProfileConfig",
     "Registry",
     "RegistryClosedError",
+    "ReplicaStatus",
     "RetryPolicy",
     "SessionConfig",
     "SqliteConfig",
