@@ -32,6 +32,7 @@ from dbconf.credential_config import CREDENTIAL_KEYS, credential_issues
 from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
+from dbconf.metrics_config import MetricsConfig
 from dbconf.option_models import LeakDetectionConfig, RetryConfig, SqliteConfig
 from dbconf.origin import issues_error, shown_value
 from dbconf.replica_config import ReplicaConfig, RoutingConfig, replica_database
@@ -334,6 +335,7 @@ class ProfileConfig(_Model):
     extends: str | None = None
     default_database: str | None = None
     workers: int = Field(1, ge=1, le=MAX_CONNECTIONS)
+    metrics: MetricsConfig | None = None  # pool metrics exporters (dbconf/metrics_config.py)
     databases: dict[str, DatabaseConfig] = Field(default_factory=dict)
 
     @field_validator("databases")

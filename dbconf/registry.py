@@ -25,8 +25,9 @@ from dbconf.config import ProfileConfig
 from dbconf.database import Database
 from dbconf.errors import ConfigError, RegistryClosedError, UnknownDatabaseError
 from dbconf.loader import load_profile
-from dbconf.origin import KeyPath, Origin
+from dbconf.origin import KeyPath, Origin, find_origin
 from dbconf.reports import DatabaseReport
+from dbconf.pool_metrics import load_exporter
 from dbconf.rules import build_problems
 
 __all__ = ["Database", "DatabaseReport", "Registry", "load"]
@@ -52,6 +53,10 @@ class Registry:
             raise ConfigError(problems)
         self._databases = {name: Database(name, db) for name, db in config.databases.items()}
         self._closed = False
+        for kind in config.metrics.exporters if config.metrics is not None else ():
+            origin = find_origin(self.origins, ("metrics", kind))
+            where = f"profiles.{profile}.metrics.{kind}"
+            load_exporter(kind, str(origin) if origin else "", where).instrument(self)
 
     def __repr__(self) -> str:
         return f"<Registry profile={self.profile!r} databases={list(self._databases)}>"
