@@ -316,11 +316,8 @@ class QueuePool(sa_pool.QueuePool):
         if self._dbconf_tracker is not None:
             self._dbconf_tracker.checked_in(record)
         stats = self._dbconf_metrics
-        if stats is not None:
-            try:
-                stats.use.append(perf_counter() - record._dbconf_out)  # type: ignore[attr-defined]
-            except AttributeError:  # checked out before metrics were installed
-                pass
+        if stats is not None and hasattr(record, "_dbconf_out"):  # out since metrics were on
+            stats.use.append(perf_counter() - record._dbconf_out)
         super()._do_return_conn(record)
 
     def recreate(self) -> QueuePool:

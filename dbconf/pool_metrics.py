@@ -14,8 +14,8 @@ What a checkout costs with metrics on (dbconf's :class:`~dbconf.leaks.QueuePool`
 - ``timeouts``: a counter bumped only on the (rare) checkout timeout;
 - the ``create_time``/``wait_time``/``use_time`` durations: buffered (bounded, the oldest are
   dropped past :data:`BUFFER` when nobody collects) and handed to the exporters' histograms
-  when they collect (:func:`flush`): an OpenTelemetry SDK ``histogram.record`` costs 8–18 µs,
-  which on the hot path would be 12–15 % of a PostgreSQL scope.
+  when they collect (:func:`flush`): an OpenTelemetry SDK ``histogram.record`` costs 8-18 µs,
+  which on the hot path would be 12-15 % of a PostgreSQL scope.
 
 Where the pool name and the exporters come from: a :class:`~dbconf.registry.Registry` whose
 profile sets ``metrics:`` (or an exporter's ``instrument(registry)``) calls :func:`attach`
@@ -41,7 +41,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -196,8 +196,15 @@ def attach(configs: Iterable[Any], profile: str, sinks: Sequence[MetricsSink]) -
             if old is not None and old[0]() is cfg:
                 current = old[2]
             merged = current + tuple(s for s in sinks if s not in current)
-            ref = weakref.ref(cfg, lambda _r, k=key: _scopes.pop(k, None))
+            ref = weakref.ref(cfg, _forget(key))
             _scopes[key] = (ref, profile, merged)
+
+
+def _forget(key: int) -> Callable[[Any], None]:
+    def forget(_ref: Any) -> None:
+        _scopes.pop(key, None)
+
+    return forget
 
 
 def _scope(cfg: Any) -> tuple[str, tuple[MetricsSink, ...]] | None:
@@ -217,7 +224,7 @@ def install(engine: sa.Engine, name: str, cfg: Any) -> PoolStats | None:
     stats = PoolStats(f"{profile}.{name}", engine, sinks)
     pool = engine.pool
     if hasattr(pool, "_dbconf_metrics"):  # dbconf's QueuePool: it calls the stats itself
-        pool._dbconf_metrics = stats  # type: ignore[attr-defined]
+        pool._dbconf_metrics = stats
     _time_connects(engine.dialect, stats)
     global _hooked
     with _lock:

@@ -24,10 +24,11 @@ from dbconf import testhooks
 from dbconf.config import ProfileConfig
 from dbconf.database import Database
 from dbconf.errors import ConfigError, RegistryClosedError, UnknownDatabaseError
+from dbconf.health import registry_health
 from dbconf.loader import load_profile
 from dbconf.origin import KeyPath, Origin, find_origin
-from dbconf.reports import DatabaseReport
 from dbconf.pool_metrics import load_exporter
+from dbconf.reports import DatabaseReport
 from dbconf.rules import build_problems
 
 __all__ = ["Database", "DatabaseReport", "Registry", "load"]
@@ -97,6 +98,18 @@ class Registry:
         server (see :meth:`Database.async_check`)."""
         dbs = [self[name] for name in (names or self.names)]
         return list(await asyncio.gather(*(db.async_check() for db in dbs)))
+
+    def health(self, names: list[str] | None = None) -> dict[str, Any]:
+        """Each database's :meth:`Database.health` (or those named) under ``status``: ``ok``
+        when all are up, else ``unavailable`` (:func:`dbconf.health.registry_health`)."""
+        entries = [self[name].health() for name in (names or self.names)]
+        return registry_health(self.profile, entries)
+
+    async def async_health(self, names: list[str] | None = None) -> dict[str, Any]:
+        """:meth:`health` through the async engines, concurrently."""
+        dbs = [self[name] for name in (names or self.names)]
+        entries = await asyncio.gather(*(db.async_health() for db in dbs))
+        return registry_health(self.profile, entries)
 
     def dispose(self) -> None:
         """Dispose every engine that was built (the registry stays usable: new pools)."""
