@@ -5,9 +5,14 @@ connections, a blocked checkout, a forced timeout) on the real PostgreSQL server
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,3 +194,50 @@ def test_two_readers_of_one_provider_and_a_second_profile(
         # each reader got the durations flushed before its own collection
         assert histograms(read(other, "staging.a"))["use_time"] == 1
         assert histograms(read(reader, "staging.b"))["use_time"] == 1
+
+
+GLOBAL = textwrap.dedent(
+    """
+    import json, sys
+    import sqlalchemy as sa
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    import dbconf
+
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    dbs = dbconf.load("prod", path=sys.argv[1])
+    with dbs["main"].session() as s:
+        s.execute(sa.text("select 1"))
+        out = {}
+        for rm in reader.get_metrics_data().resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    for p in m.data.data_points:
+                        attrs = sorted(p.attributes.items())
+                        key = m.name + "/" + ",".join(f"{k}={v}" for k, v in attrs)
+                        out[key] = getattr(p, "value", None)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_enabled_by_the_profile_on_the_global_meter_provider(
+    pg_url: str, write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    path = write_config(
+        "profiles:\n  prod:\n    metrics: {opentelemetry: true}\n"
+        f"    databases: {{main: {{url: '{pg_url}', pool: {{size: 2, max_overflow: 0}}}}}}\n"
+    )
+    script = tmp_path / "global_provider.py"
+    script.write_text(GLOBAL)
+    done = subprocess.run(
+        [sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    name = f"{POOL_NAME}=prod.main"
+    assert out[f"db.client.connection.count/{name},{STATE}=used"] == 1
+    assert out[f"db.client.connection.count/{name},{STATE}=idle"] == 0
+    assert out[f"db.client.connection.max/{name}"] == 2

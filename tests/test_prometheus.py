@@ -198,18 +198,19 @@ CHILD = textwrap.dedent(
             pass                                          # 1 timeout in the child
         held[0].close()                                   # child: 2 used, 1 idle
         prometheus.update()                               # (the flush thread would do it too)
-        os.write(write, b"x")
+        alive = prometheus._flusher is not None and prometheus._flusher.is_alive()
+        os.write(write, b"1" if alive else b"0")
         os.read(go_read, 1)                               # stay alive while the parent reads
         os._exit(0)
     os.close(write)
-    os.read(read, 1)
+    child_flusher = os.read(read, 1) == b"1"
     scrape = CollectorRegistry()
     MultiProcessCollector(scrape)
     text = generate_latest(scrape).decode()
     os.write(go_write, b"x")
     os.waitpid(pid, 0)
     thread_alive = prometheus._flusher is not None and prometheus._flusher.is_alive()
-    print(json.dumps({"text": text, "flusher": thread_alive}))
+    print(json.dumps({"text": text, "flusher": thread_alive, "child_flusher": child_flusher}))
     """
 )
 
@@ -225,6 +226,7 @@ def test_multiprocess_mode_with_a_forked_child(pg_url: str, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["flusher"] is True
+    assert out["child_flusher"] is True  # started again in the forked child
     samples = parse(out["text"], "mp.main")
     # livesum: parent (2 used, 0 idle) + child (2 used, 1 idle); capacity of both processes
     assert gauges(samples) == {
