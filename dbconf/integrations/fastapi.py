@@ -23,6 +23,9 @@ closed. Writing ``Depends(db.dependency())`` by hand, pass ``scope="function"`` 
 ≥ 0.121.1): FastAPI's default runs the code after ``yield`` once the response has gone out.
 With ``from __future__ import annotations`` FastAPI resolves the alias by name in the
 module's globals, so define it at module level.
+
+``app.get("/ready")(readiness(dbs))`` is a readiness probe: :meth:`Registry.health` as JSON,
+200 when every database is up, else 503 (no password in it).
 """
 
 from __future__ import annotations
