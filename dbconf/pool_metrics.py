@@ -284,8 +284,9 @@ def load_exporter(kind: str, origin: str = "", path: str = "") -> Any:
 
 def instrument(databases: Iterable[Any], profile: str, sinks: Sequence[MetricsSink]) -> None:
     """:func:`attach` the configs of ``databases`` (:class:`~dbconf.database.Database`
-    objects) and of their replicas; a sync engine already built is instrumented now (an
-    async engine already built is not: call this before the first use)."""
+    objects) and of their replicas; engines already built (sync, and the async engines of
+    live event loops) are instrumented now. Replica engines already built are not: call this
+    before the first use."""
     dbs = list(databases)
     configs: list[Any] = []
     for db in dbs:
@@ -293,11 +294,11 @@ def instrument(databases: Iterable[Any], profile: str, sinks: Sequence[MetricsSi
         configs.extend(getattr(db.config, "replica_configs", ()))
     attach(configs, profile, sinks)
     for db in dbs:
-        if not db.engine_built:
-            continue
-        engine = db.engine
-        stats = _strong.get(id(engine))
-        if stats is None:
-            install(engine, db.name, db.config)
-        else:
-            stats.sinks += tuple(s for s in sinks if s not in stats.sinks)
+        built = [db.engine] if db.engine_built else []
+        built += [engine.sync_engine for engine in getattr(db, "_async_engines", ())]
+        for engine in built:
+            stats = _strong.get(id(engine))
+            if stats is None:
+                install(engine, db.name, db.config)
+            else:
+                stats.sinks += tuple(s for s in sinks if s not in stats.sinks)

@@ -285,3 +285,24 @@ def test_unknown_key_and_missing_exporter_are_config_errors(
     assert "profiles.p.metrics.opentelemetry" in text
     assert "pip install 'dbconf[otel]'" in text
     assert f"{path}:3" in text
+
+
+def test_engines_built_before_instrument_are_measured(pg_url: str, sink: Recorder) -> None:
+    import asyncio
+
+    async def main() -> None:
+        dbs = registry(pg_url, {"size": 2})
+        db = dbs["main"]
+        sync, engine = db.engine, db.async_engine  # both built, not measured yet
+        assert sync.pool._dbconf_metrics is None  # type: ignore[attr-defined]
+        assert engine.sync_engine.pool._dbconf_metrics is None  # type: ignore[attr-defined]
+        pool_metrics.instrument(dbs, "prod", [sink])
+        async with engine.connect():
+            stats = engine.sync_engine.pool._dbconf_metrics  # type: ignore[attr-defined]
+            assert stats.name == "prod.main"
+            assert stats.snapshot().used == 1
+        with sync.connect():
+            assert stats_of(db).snapshot().used == 1  # type: ignore[union-attr]
+        await dbs.aclose()
+
+    asyncio.run(main())

@@ -158,8 +158,7 @@ _providers: list[Any] = []
 
 def instrument(registry: Iterable[Any], *, meter_provider: MeterProvider | None = None) -> None:
     """Export the pool metrics of every database (and replica) of ``registry`` (a
-    :class:`~dbconf.Registry`) through ``meter_provider`` (default: the global one). Call it
-    before the registry's first use (a sync engine already built is instrumented too, an
-    async one is not)."""
+    :class:`~dbconf.Registry`) through ``meter_provider`` (default: the global one). Engines
+    already built are instrumented too (replica engines excepted: call it before first use)."""
     profile = getattr(registry, "profile", "default")
     pool_metrics.instrument(registry, profile, [sink(meter_provider)])

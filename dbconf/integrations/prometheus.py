@@ -244,8 +244,8 @@ def instrument(
     """Export the pool metrics of every database (and replica) of ``registry`` (a
     :class:`~dbconf.Registry`) into ``prometheus_registry`` (default: prometheus_client's
     ``REGISTRY``; None: registered nowhere, for multiprocess-only use). In multiprocess mode a
-    daemon thread writes them every ``interval`` seconds. Call it before the registry's first
-    use (a sync engine already built is instrumented too, an async one is not)."""
+    daemon thread writes them every ``interval`` seconds. Engines already built are
+    instrumented too (replica engines excepted: call it before first use)."""
     global _hooked, _interval
     found = sink(prometheus_registry, gauge_mode)
     profile = getattr(registry, "profile", "default")
