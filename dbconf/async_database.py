@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from dbconf import resilience, retry_loops, testhooks
 from dbconf.builder import build_async_engine, build_async_sessionmaker, describe_pool
 from dbconf.config import DatabaseConfig, SessionConfig
+from dbconf.health import database_health
 from dbconf.leaks import PoolStatus, pool_status
 from dbconf.loops import LoopEngines
 from dbconf.reports import DatabaseReport, make_report, one_line, server_version
@@ -159,6 +160,13 @@ class AsyncDatabase:
     def async_pool_status(self) -> PoolStatus:
         """:meth:`~dbconf.database.Database.pool_status` of the running loop's async pool."""
         return pool_status(self.name, self.async_engine.sync_engine)
+
+    async def async_health(self) -> dict[str, Any]:
+        """:meth:`~dbconf.database.Database.health` through the running loop's async engine."""
+        report = await self.async_check()
+        engine = self._async_engines.current_or_none()
+        pool = pool_status(self.name, engine.sync_engine) if engine is not None else None
+        return database_health(report, pool)
 
     async def async_check(self) -> DatabaseReport:
         """Connect through the async driver, run a round trip, and report; never raises for an

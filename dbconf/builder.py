@@ -45,6 +45,7 @@ from dbconf.errors import ConfigError, Problem
 from dbconf.forking import register_engine
 from dbconf.leaks import install as install_leak_detection
 from dbconf.leaks import pool_class_kwargs
+from dbconf.pool_metrics import install as install_pool_metrics
 from dbconf.resilience import install_error_types
 from dbconf.session_classes import async_classes, sync_class
 from dbconf.urls import BOTH_SIDES, driver_issues
@@ -196,6 +197,7 @@ def build_engine(name: str, cfg: DatabaseConfig) -> sa.Engine:
         dialect.setup(engine, cfg)  # SET SESSION, pragmas, BEGIN, disconnect SQLSTATEs
     install_error_types(engine, name, cfg)  # DisconnectError, StatementTimeoutError (resilience)
     install_leak_detection(engine, name, cfg)  # pool naming, leak_detection (dbconf/leaks.py)
+    install_pool_metrics(engine, name, cfg)  # when its registry exports metrics
     register_engine(engine)  # fresh pool in forked children (dbconf/forking.py)
     return engine
 
@@ -218,6 +220,7 @@ def build_async_engine(name: str, cfg: DatabaseConfig) -> AsyncEngine:
         dialect.setup(sync, cfg)
     install_error_types(sync, name, cfg)
     install_leak_detection(sync, name, cfg)
+    install_pool_metrics(sync, name, cfg)
     register_engine(sync)
     return engine
 

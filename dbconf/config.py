@@ -41,6 +41,7 @@ from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, parse_duration
 from dbconf.errors import did_you_mean
 from dbconf.failover import Hosts, SessionAttrs, failover_issues, failover_url
+from dbconf.metrics_config import MetricsConfig
 from dbconf.migration_config import MigrationsConfig, checked_migration_database
 from dbconf.origin import issues_error, shown_value
 from dbconf.replica_config import ReplicaConfig, RoutingConfig, resolve_replicas, topology_issues
@@ -333,6 +334,7 @@ class ProfileConfig(_Model):
     extends: str | None = None
     default_database: str | None = None
     workers: int = Field(1, ge=1, le=MAX_CONNECTIONS)
+    metrics: MetricsConfig | None = None  # pool metrics exporters (dbconf/metrics_config.py)
     databases: dict[str, DatabaseConfig] = Field(default_factory=dict)
 
     @field_validator("databases")

@@ -25,6 +25,7 @@ from dbconf.async_database import AsyncDatabase
 from dbconf.builder import build_engine, build_sessionmaker, describe_pool
 from dbconf.config import DatabaseConfig, SessionConfig
 from dbconf.errors import ConfigError, Problem, RegistryClosedError, UnknownSessionFlavourError
+from dbconf.health import database_health
 from dbconf.leaks import PoolStatus, pool_status
 from dbconf.loops import close_returned
 from dbconf.replicas.router import Router
@@ -274,6 +275,13 @@ class Database(AsyncDatabase):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def health(self) -> dict[str, Any]:
+        """:meth:`check` and the pool counts as JSON-ready data, for readiness probes
+        (:func:`dbconf.health.database_health`: ``status`` is ``up`` or ``down``; no
+        password in it). Never raises for an unreachable server."""
+        report = self.check()
+        return database_health(report, self.pool_status() if self.engine_built else None)
 
     def check(self) -> DatabaseReport:
         """Connect, run a round trip, and report; never raises for an unreachable server.

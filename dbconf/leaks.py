@@ -41,6 +41,7 @@ import logging
 import sys
 import threading
 import time
+from time import perf_counter
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,8 @@ from dbconf.leak_records import (
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from dbconf.pool_metrics import PoolStats
 
 __all__ = [
     "AsyncLeakTracker",
@@ -283,18 +286,28 @@ class QueuePool(sa_pool.QueuePool):
 
     _dbconf_database = "?"
     _dbconf_tracker: LeakTracker | None = None
+    _dbconf_metrics: PoolStats | None = None  # dbconf.pool_metrics, when measured
 
     def _do_get(self) -> ConnectionPoolEntry:
+        stats = self._dbconf_metrics
+        if stats is not None:
+            start = perf_counter()
         try:
             record = super()._do_get()
         except PoolExhaustedError:
             raise  # from a nested _do_get (SQLAlchemy retries by recursion)
         except sa_exc.TimeoutError as e:
+            if stats is not None:
+                stats.timeouts += 1  # rare; pool_metrics reads it at collection time
             tracker = self._dbconf_tracker
             holders = None if tracker is None else [h.describe() for h in tracker.holders()]
             raise PoolExhaustedError(
                 self._dbconf_database, self.size(), self._max_overflow, self._timeout, holders
             ) from e
+        if stats is not None:
+            now = perf_counter()
+            stats.wait.append(now - start)
+            record._dbconf_out = now  # type: ignore[attr-defined]
         if self._dbconf_tracker is not None:
             self._dbconf_tracker.checked_out(record)
         return record
@@ -302,6 +315,9 @@ class QueuePool(sa_pool.QueuePool):
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         if self._dbconf_tracker is not None:
             self._dbconf_tracker.checked_in(record)
+        stats = self._dbconf_metrics
+        if stats is not None and hasattr(record, "_dbconf_out"):  # out since metrics were on
+            stats.use.append(perf_counter() - record._dbconf_out)
         super()._do_return_conn(record)
 
     def recreate(self) -> QueuePool:
@@ -309,6 +325,7 @@ class QueuePool(sa_pool.QueuePool):
         assert isinstance(pool, QueuePool)
         pool._dbconf_database = self._dbconf_database
         pool._dbconf_tracker = self._dbconf_tracker
+        pool._dbconf_metrics = self._dbconf_metrics
         return pool
 
 

@@ -24,8 +24,10 @@ from dbconf import testhooks
 from dbconf.config import ProfileConfig
 from dbconf.database import Database
 from dbconf.errors import ConfigError, RegistryClosedError, UnknownDatabaseError
+from dbconf.health import registry_health
 from dbconf.loader import load_profile
-from dbconf.origin import KeyPath, Origin
+from dbconf.origin import KeyPath, Origin, find_origin
+from dbconf.pool_metrics import load_exporter
 from dbconf.replicas.state import ReplicaStatus
 from dbconf.reports import DatabaseReport
 from dbconf.rules import build_problems
@@ -54,6 +56,10 @@ class Registry:
             raise ConfigError(problems)
         self._databases = {name: Database(name, db) for name, db in config.databases.items()}
         self._closed = False
+        for kind in config.metrics.exporters if config.metrics is not None else ():
+            origin = find_origin(self.origins, ("metrics", kind))
+            where = f"profiles.{profile}.metrics.{kind}"
+            load_exporter(kind, str(origin) if origin else "", where).instrument(self)
 
     def __repr__(self) -> str:
         return f"<Registry profile={self.profile!r} databases={list(self._databases)}>"
@@ -99,6 +105,18 @@ class Registry:
         """:meth:`Database.replica_status` of every database (name → list; [] without
         replicas)."""
         return {db.name: db.replica_status() for db in self._databases.values()}
+
+    def health(self, names: list[str] | None = None) -> dict[str, Any]:
+        """Each database's :meth:`Database.health` (or those named) under ``status``: ``ok``
+        when all are up, else ``unavailable`` (:func:`dbconf.health.registry_health`)."""
+        entries = [self[name].health() for name in (names or self.names)]
+        return registry_health(self.profile, entries)
+
+    async def async_health(self, names: list[str] | None = None) -> dict[str, Any]:
+        """:meth:`health` through the async engines, concurrently."""
+        dbs = [self[name] for name in (names or self.names)]
+        entries = await asyncio.gather(*(db.async_health() for db in dbs))
+        return registry_health(self.profile, entries)
 
     def dispose(self) -> None:
         """Dispose every engine that was built (the registry stays usable: new pools)."""

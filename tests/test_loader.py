@@ -1066,7 +1066,7 @@ def test_unknown_keys_at_every_level_with_suggestions(write_config: WriteConfig)
         [
             f"{path}:3:5 {pre}.default_databse: unknown key 'default_databse' "
             "(did you mean 'default_database'?); "
-            "allowed here: extends, default_database, workers, databases",
+            "allowed here: extends, default_database, workers, metrics, databases",
             f"{path}:7:9 {pre}.databases.primary.hots: unknown key 'hots' (did you mean 'hosts'?); "
             "allowed here: url, driver, async_driver, host, hosts, port, username, password, "
             "password_file, password_command, credentials, credentials_ttl, database, "

@@ -23,21 +23,26 @@ closed. Writing ``Depends(db.dependency())`` by hand, pass ``scope="function"`` 
 ≥ 0.121.1): FastAPI's default runs the code after ``yield`` once the response has gone out.
 With ``from __future__ import annotations`` FastAPI resolves the alias by name in the
 module's globals, so define it at module level.
+
+``app.get("/ready")(readiness(dbs))`` is a readiness probe: :meth:`Registry.health` as JSON,
+200 when every database is up, else 503 (no password in it).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from dbconf.registry import Database, Registry
 from dbconf.session_classes import async_classes, sync_class
 
-__all__ = ["AsyncSessionDep", "SessionDep", "lifespan"]
+__all__ = ["AsyncSessionDep", "SessionDep", "lifespan", "readiness"]
 
 
 def SessionDep(db: Database, flavour: str = "default") -> Any:  # noqa: N802 (a type alias)
@@ -74,3 +79,22 @@ def lifespan(registry: Registry) -> Callable[[FastAPI], AbstractAsyncContextMana
             await asyncio.gather(*(db.adispose() for db in registry))
 
     return _lifespan
+
+
+def readiness(
+    registry: Registry, *, names: list[str] | None = None, use_async: bool = False
+) -> Callable[[], Awaitable[JSONResponse]]:
+    """A readiness endpoint: ``app.get("/ready")(readiness(dbs))``. It answers
+    :meth:`Registry.health` as JSON (per database ``up``/``down``, round trip, pool counts,
+    the masked URL, never the password) with status 200 when every database (or those named)
+    is up, else 503. The sync engines are checked in the threadpool; with ``use_async`` the
+    async engines on the app's event loop instead."""
+
+    async def ready() -> JSONResponse:
+        if use_async:
+            health = await registry.async_health(names)
+        else:
+            health = await run_in_threadpool(registry.health, names)
+        return JSONResponse(health, status_code=200 if health["status"] == "ok" else 503)
+
+    return ready
