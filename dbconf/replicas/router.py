@@ -36,15 +36,15 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+import dbconf.replicas.probe as probe
 from dbconf.builder import build_async_engine, build_engine
 from dbconf.config import DatabaseConfig
 from dbconf.dialects import dialect_for
 from dbconf.errors import ConfigError, NoReplicaError, RegistryClosedError
 from dbconf.loops import LoopEngines, close_returned
-from dbconf.replicas import probe
 from dbconf.replicas.probe_engine import probe_config
 from dbconf.replicas.state import ReplicaState, ReplicaStatus
-from dbconf.reports import one_line
+from dbconf.resilience import first_line
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -158,15 +158,19 @@ class Router:
             dbapi_connection.commit()  # a driver outside autocommit opened a transaction
 
     def _probe_engine(self, i: int) -> sa.Engine:
-        engine = self._probe_engines[i]
-        if engine is None:
-            name, interval = f"{self._name(i)}.probe", self.routing.check_interval
-            try:
-                engine = build_engine(name, probe_config(self._configs[i], interval))
-            except ConfigError:  # its connect_args set the timeouts: keep them
-                cfg = probe_config(self._configs[i], interval, short_timeouts=False)
-                engine = build_engine(name, cfg)
-            self._probe_engines[i] = engine
+        with self._lock:
+            self._require_open()
+            return self._probe_engines[i] or self._build_probe_engine(i)
+
+    def _build_probe_engine(self, i: int) -> sa.Engine:
+        name, interval = f"{self._name(i)}.probe", self.routing.check_interval
+        try:
+            engine = build_engine(name, probe_config(self._configs[i], interval))
+        except ConfigError:  # its connect_args set the timeouts: keep them
+            engine = build_engine(
+                name, probe_config(self._configs[i], interval, short_timeouts=False)
+            )
+        self._probe_engines[i] = engine
         return engine
 
     # --- probing (called by the probe thread) ---
@@ -195,13 +199,26 @@ class Router:
             with self._probe_engine(i).connect() as conn:
                 measurement = measure(conn)
         except Exception as exc:
-            state.failed(f"unreachable: {one_line(self._configs[i], exc)}")
+            state.failed(f"unreachable: {self._error_line(i, exc)}")
             failed = self._probe_engines[i]
             if failed is not None:
                 failed.dispose()  # a fresh connection next time
         else:
             state.record(measurement, measured_at=start, max_lag=self.routing.max_lag)
         self._log_change(i, before)
+
+    def _error_line(self, i: int, exc: BaseException) -> str:
+        """The driver's error in one line, the replica's password masked."""
+        orig = getattr(exc, "orig", None) or exc
+        password = self._configs[i].sqlalchemy_url.password
+        return f"{type(orig).__name__}: {first_line(orig, str(password) if password else None)}"
+
+    def probe_now(self) -> list[ReplicaStatus]:
+        """Measure every replica now, in the calling thread (``dbconf check``), and return
+        their status; does not start the probe thread."""
+        for i in range(len(self._states)):
+            self.probe_one(i)
+        return [state.status() for state in self._states]
 
     def _log_change(self, i: int, before: str) -> None:
         status = self._states[i].status()
