@@ -97,7 +97,7 @@ class RoutingSession(WriteTrackingSession):
 
     def __init__(self, *args: Any, dbconf_route: Route, **kw: Any) -> None:
         super().__init__(*args, dbconf_route=dbconf_route, **kw)
-        self._dbconf_bind: sa.Engine | None = None  # this transaction's read bind
+        self._dbconf_bind: Any = None  # this transaction's read bind
         self._dbconf_index: int | None = None  # ... and its replica (None: the primary)
         self._dbconf_read_only = False  # make the next transaction begun read-only
         self._dbconf_on_primary = False  # auto: wrote, everything goes to the primary now
@@ -122,14 +122,12 @@ class RoutingSession(WriteTrackingSession):
                 self._dbconf_on_primary = True
         return super().get_bind(mapper, clause=clause, bind=bind, **kw)
 
-    def _dbconf_choose(self) -> sa.Engine:
+    def _dbconf_choose(self) -> Any:
         route = self._dbconf_route
         router = route.router
         last = router.last_write()
-        if last is None:
-            i = router.choose()
-        else:
-            i = router.choose(position=last[0], wrote_at=last[1])
+        i = router.choose() if last is None else router.choose(position=last[0], wrote_at=last[1])
+        engine: Any
         if i is not None:
             engine = route.replica(i)
         elif route.role == "replica":
@@ -200,7 +198,9 @@ def _on_flush(session: Session, _context: Any) -> None:
 
 
 @event.listens_for(WriteTrackingSession, "after_begin")
-def _on_begin(session: Session, _transaction: SessionTransaction, connection: sa.Connection) -> None:
+def _on_begin(
+    session: Session, _transaction: SessionTransaction, connection: sa.Connection
+) -> None:
     if isinstance(session, RoutingSession) and session._dbconf_read_only:
         session._dbconf_read_only = False
         sql = session._dbconf_route.read_only_sql
