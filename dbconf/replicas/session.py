@@ -91,6 +91,10 @@ class WriteTrackingSession(Session):
         self._dbconf_wrote = False
         self._dbconf_write_conn = None
 
+    def _dbconf_on_the_primary(self) -> bool:
+        """Do its statements go to the primary (a write there is worth remembering)?"""
+        return True
+
 
 class RoutingSession(WriteTrackingSession):
     """A session whose reads go to a replica (``role: replica`` / ``auto``)."""
@@ -107,6 +111,9 @@ class RoutingSession(WriteTrackingSession):
         self._dbconf_bind = None
         self._dbconf_index = None
         self._dbconf_read_only = False
+
+    def _dbconf_on_the_primary(self) -> bool:
+        return self._dbconf_on_primary
 
     def get_bind(
         self, mapper: Any = None, *, clause: Any = None, bind: Any = None, **kw: Any
@@ -167,6 +174,19 @@ class RoutingSession(WriteTrackingSession):
             self._dbconf_failed(failed, exc)
         return state.invoke_statement()
 
+    def commit(self) -> None:
+        """Commit; a read-only transaction whose replica died before its COMMIT loses
+        nothing, so that failure is not the caller's: the replica is ejected, the session
+        rolled back."""
+        i = self._dbconf_index
+        try:
+            super().commit()
+        except sa.exc.DBAPIError as exc:
+            if i is None or not exc.connection_invalidated or self._dbconf_on_primary:
+                raise
+            self.rollback()
+            self._dbconf_failed(i, exc)
+
     def _dbconf_failed(self, i: int, exc: BaseException) -> None:
         router = self._dbconf_route.router
         reason = f"a session's connection failed: {one_line(router.config.replica_configs[i], exc)}"
@@ -215,6 +235,7 @@ def _before_commit(session: Session) -> None:
     if (
         session._dbconf_wrote
         and route.write_position is not None
+        and session._dbconf_on_the_primary()
         and not session.in_nested_transaction()
     ):
         # the connection the write went through (the primary's), for its position after the
@@ -225,7 +246,11 @@ def _before_commit(session: Session) -> None:
 @event.listens_for(WriteTrackingSession, "after_commit")
 def _after_commit(session: Session) -> None:
     assert isinstance(session, WriteTrackingSession)
-    if not session._dbconf_wrote or session.in_nested_transaction():
+    if (
+        not session._dbconf_wrote
+        or not session._dbconf_on_the_primary()
+        or session.in_nested_transaction()
+    ):
         return
     route = session._dbconf_route
     conn, position = session._dbconf_write_conn, None
