@@ -21,7 +21,8 @@ databases with ``replicas:``; a database without replicas keeps plain sessions (
 
   **Retry once.** The first statement of a transaction bound for a replica runs inside a
   ``do_orm_execute`` hook: if connecting to the replica fails, or the statement fails because
-  the connection died (``connection_invalidated``) before any row reached the caller, the
+  the connection died (``connection_invalidated``, or asyncpg's broken client state) before
+  any row reached the caller, the
   replica is ejected (:meth:`Router.eject <dbconf.replicas.router.Router.eject>`) and the
   statement runs once more on the next choice (another replica or the primary). A death
   mid-statement is retried only in an autobegun transaction: rolling back one begun by
@@ -102,13 +103,14 @@ class RoutingSession(WriteTrackingSession):
     def __init__(self, *args: Any, dbconf_route: Route, **kw: Any) -> None:
         super().__init__(*args, dbconf_route=dbconf_route, **kw)
         self._dbconf_bind: Any = None  # this transaction's read bind
+        self._dbconf_conn: sa.Connection | None = None  # ... and its connection
         self._dbconf_index: int | None = None  # ... and its replica (None: the primary)
         self._dbconf_read_only = False  # make the next transaction begun read-only
         self._dbconf_on_primary = False  # auto: wrote, everything goes to the primary now
 
     def _dbconf_reset(self) -> None:
         super()._dbconf_reset()
-        self._dbconf_bind = None
+        self._dbconf_bind = self._dbconf_conn = None
         self._dbconf_index = None
         self._dbconf_read_only = False
 
@@ -150,10 +152,12 @@ class RoutingSession(WriteTrackingSession):
         """Run the first statement of a transaction bound for a replica; retry it once
         elsewhere if the replica's connection fails before a row reached the caller."""
         try:
-            self.connection(bind_arguments=state.bind_arguments)
-        except sa.exc.DBAPIError as exc:
+            self._dbconf_conn = self.connection(bind_arguments=state.bind_arguments)
+        except Exception as exc:
             failed = self._dbconf_index
-            if failed is None:  # the primary: nothing to retry on
+            if failed is None or not (  # the primary: nothing to retry on
+                isinstance(exc, sa.exc.DBAPIError) or _connection_died(exc)
+            ):
                 raise
             # a failed connect leaves the transaction without a connection: choose again
             self._dbconf_bind = self._dbconf_index = None
@@ -164,15 +168,25 @@ class RoutingSession(WriteTrackingSession):
             return None
         try:
             return state.invoke_statement()
-        except sa.exc.DBAPIError as exc:
+        except Exception as exc:
             transaction = self.get_transaction()
-            if not exc.connection_invalidated or (
+            if not _connection_died(exc) or (
                 transaction is not None and transaction.origin is not _AUTOBEGIN
             ):
                 raise
-            self.rollback()  # ends the transaction (and this choice) with the dead connection
+            self._dbconf_discard()
             self._dbconf_failed(failed, exc)
         return state.invoke_statement()
+
+    def _dbconf_discard(self) -> None:
+        """End the transaction whose replica connection died (never pooled again)."""
+        conn = self._dbconf_conn
+        if conn is not None:
+            try:
+                conn.invalidate()
+            except Exception:  # already gone: the rollback below discards it
+                log.debug("invalidating a dead replica connection failed", exc_info=True)
+        self.rollback()
 
     def commit(self) -> None:
         """Commit; a read-only transaction whose replica died before its COMMIT loses
@@ -181,10 +195,10 @@ class RoutingSession(WriteTrackingSession):
         i = self._dbconf_index
         try:
             super().commit()
-        except sa.exc.DBAPIError as exc:
-            if i is None or not exc.connection_invalidated or self._dbconf_on_primary:
+        except Exception as exc:
+            if i is None or self._dbconf_on_primary or not _connection_died(exc):
                 raise
-            self.rollback()
+            self._dbconf_discard()
             self._dbconf_failed(i, exc)
 
     def _dbconf_failed(self, i: int, exc: BaseException) -> None:
@@ -195,6 +209,19 @@ class RoutingSession(WriteTrackingSession):
 
 
 _AUTOBEGIN = SessionTransactionOrigin.AUTOBEGIN
+
+
+def _connection_died(exc: BaseException) -> bool:
+    """Did the statement fail because its connection is dead? SQLAlchemy invalidated it, or
+    asyncpg's client state broke when the server went away (``InternalClientError: cannot
+    switch to state …``: SQLAlchemy 2.0 before 2.0.30 or so raises it unwrapped, later ones
+    wrap it without counting it as a disconnect)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig or exc
+    cls = type(exc)
+    return cls.__name__ == "InternalClientError" and "asyncpg" in cls.__module__
 
 
 @event.listens_for(WriteTrackingSession, "do_orm_execute")
