@@ -19,16 +19,17 @@ databases with ``replicas:``; a database without replicas keeps plain sessions (
   - ``auto``: SELECTs without ``FOR UPDATE`` go to a replica; the first other statement or
     flush moves the session to the primary for good (its later reads see its writes).
 
-  **Retry once.** The first statement of a transaction bound for a replica runs inside a
-  ``do_orm_execute`` hook: if connecting to the replica fails, or the statement fails because
-  the connection died (``connection_invalidated``, or asyncpg's broken client state) before
-  any row reached the caller, the
-  replica is ejected (:meth:`Router.eject <dbconf.replicas.router.Router.eject>`) and the
-  statement runs once more on the next choice (another replica or the primary). A death
-  mid-statement is retried only in an autobegun transaction: rolling back one begun by
-  ``session.begin()`` would end the caller's ``with`` block under it. Only ORM-level
-  ``session.execute`` / ``scalars`` / queries pass through the hook, not
-  ``session.connection().execute``.
+  **Retry once.** If the first statement of a transaction bound for a replica fails because
+  connecting to the replica failed, or because the connection died (``connection_invalidated``,
+  or asyncpg's broken client state) before any row reached the caller, the replica is ejected
+  (:meth:`Router.eject <dbconf.replicas.router.Router.eject>`) and the statement runs once
+  more on the next choice (another replica or the primary). A death mid-statement is retried
+  only in an autobegun transaction: rolling back one begun by ``session.begin()`` would end
+  the caller's ``with`` block under it. The retry wraps ``execute`` / ``scalar`` /
+  ``scalars`` (which ``Query``, ``get()``, lazy loads and ``AsyncSession`` use), not
+  ``session.connection().execute``. (A ``do_orm_execute`` hook calling ``invoke_statement()``
+  would do the same, but runs SQLAlchemy's execute path twice per first statement: a cost
+  the benchmark of a replica scope shows.)
 
 Async sessions use these same classes as their ``sync_session_class``: the routing code runs
 in SQLAlchemy's greenlet, the binds are the async engines' ``sync_engine``.
@@ -39,7 +40,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -77,8 +78,9 @@ def reads_only(statement: Any) -> bool:
     )
 
 
-class WriteTrackingSession(Session):
-    """A session on the primary that records its writes for read-your-writes."""
+class _RecordsWrites(Session):
+    """What both routed classes share: the route, and recording writes made on the primary
+    (the listeners below)."""
 
     _dbconf_route: Route
 
@@ -97,15 +99,22 @@ class WriteTrackingSession(Session):
         return True
 
 
-class RoutingSession(WriteTrackingSession):
+class WriteTrackingSession(_RecordsWrites):
+    """A session on the primary that records its writes for read-your-writes."""
+
+
+_T = TypeVar("_T")
+
+
+class RoutingSession(_RecordsWrites):
     """A session whose reads go to a replica (``role: replica`` / ``auto``)."""
 
     def __init__(self, *args: Any, dbconf_route: Route, **kw: Any) -> None:
         super().__init__(*args, dbconf_route=dbconf_route, **kw)
         self._dbconf_bind: Any = None  # this transaction's read bind
-        self._dbconf_conn: sa.Connection | None = None  # ... and its connection
-        self._dbconf_index: int | None = None  # ... and its replica (None: the primary)
-        self._dbconf_read_only = False  # make the next transaction begun read-only
+        self._dbconf_conn: sa.Connection | None = None  # ... its first connection
+        self._dbconf_index: int | None = None  # ... its replica (None: the primary)
+        self._dbconf_read_only = False  # make the next connection begun read-only
         self._dbconf_on_primary = False  # auto: wrote, everything goes to the primary now
 
     def _dbconf_reset(self) -> None:
@@ -129,6 +138,8 @@ class RoutingSession(WriteTrackingSession):
                 if reads_only(clause):
                     return self._dbconf_bind or self._dbconf_choose()
                 self._dbconf_on_primary = True
+            if not reads_only(clause):
+                self._dbconf_wrote = True
         return super().get_bind(mapper, clause=clause, bind=bind, **kw)
 
     def _dbconf_choose(self) -> Any:
@@ -148,35 +159,46 @@ class RoutingSession(WriteTrackingSession):
         self._dbconf_bind = engine
         return engine
 
-    def _dbconf_first_read(self, state: ORMExecuteState) -> Any:
-        """Run the first statement of a transaction bound for a replica; retry it once
-        elsewhere if the replica's connection fails before a row reached the caller."""
+    # the ways a statement is run (Query, get(), lazy loads and AsyncSession run theirs
+    # through these): the first statement of a transaction may be retried once
+    def execute(self, *args: Any, **kw: Any) -> Any:
+        if self._dbconf_bind is not None:
+            return super().execute(*args, **kw)
+        return self._dbconf_first(super().execute, args, kw)
+
+    def scalar(self, *args: Any, **kw: Any) -> Any:
+        if self._dbconf_bind is not None:
+            return super().scalar(*args, **kw)
+        return self._dbconf_first(super().scalar, args, kw)
+
+    def scalars(self, *args: Any, **kw: Any) -> Any:
+        if self._dbconf_bind is not None:
+            return super().scalars(*args, **kw)
+        return self._dbconf_first(super().scalars, args, kw)
+
+    def _dbconf_first(
+        self, run: Callable[..., _T], args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> _T:
+        """Run the first statement of a transaction; if it went to a replica whose
+        connection failed before a row reached the caller, once more elsewhere."""
         try:
-            self._dbconf_conn = self.connection(bind_arguments=state.bind_arguments)
+            return run(*args, **kw)
         except Exception as exc:
             failed = self._dbconf_index
-            if failed is None or not (  # the primary: nothing to retry on
-                isinstance(exc, sa.exc.DBAPIError) or _connection_died(exc)
-            ):
-                raise
-            # a failed connect leaves the transaction without a connection: choose again
-            self._dbconf_bind = self._dbconf_index = None
+            if failed is None or not (isinstance(exc, sa.exc.DBAPIError) or _connection_died(exc)):
+                raise  # on the primary (or never routed), or not the connection's fault
+            if self._dbconf_conn is None:
+                # connecting failed: the transaction holds no connection, choose again
+                self._dbconf_bind = self._dbconf_index = None
+            else:
+                transaction = self.get_transaction()
+                if not _connection_died(exc) or (
+                    transaction is not None and transaction.origin is not _AUTOBEGIN
+                ):
+                    raise
+                self._dbconf_discard()
             self._dbconf_failed(failed, exc)
-            return None  # SQLAlchemy runs the statement on the next choice
-        failed = self._dbconf_index
-        if failed is None:
-            return None
-        try:
-            return state.invoke_statement()
-        except Exception as exc:
-            transaction = self.get_transaction()
-            if not _connection_died(exc) or (
-                transaction is not None and transaction.origin is not _AUTOBEGIN
-            ):
-                raise
-            self._dbconf_discard()
-            self._dbconf_failed(failed, exc)
-        return state.invoke_statement()
+        return run(*args, **kw)
 
     def _dbconf_discard(self) -> None:
         """End the transaction whose replica connection died (never pooled again)."""
@@ -214,8 +236,8 @@ _AUTOBEGIN = SessionTransactionOrigin.AUTOBEGIN
 def _connection_died(exc: BaseException) -> bool:
     """Did the statement fail because its connection is dead? SQLAlchemy invalidated it, or
     asyncpg's client state broke when the server went away (``InternalClientError: cannot
-    switch to state …``: SQLAlchemy 2.0 before 2.0.30 or so raises it unwrapped, later ones
-    wrap it without counting it as a disconnect)."""
+    switch to state …``: SQLAlchemy 2.0.24 raises it unwrapped, later versions wrap it
+    without counting it as a disconnect)."""
     if isinstance(exc, sa.exc.DBAPIError):
         if exc.connection_invalidated:
             return True
@@ -225,39 +247,33 @@ def _connection_died(exc: BaseException) -> bool:
 
 
 @event.listens_for(WriteTrackingSession, "do_orm_execute")
-def _on_execute(state: ORMExecuteState) -> Any:
-    session = state.session
-    statement = state.statement
-    if not reads_only(statement):
-        session._dbconf_wrote = True  # type: ignore[attr-defined]
-    if not isinstance(session, RoutingSession) or session._dbconf_bind is not None:
-        return None  # on the primary, or not the first statement of the transaction
-    if session._dbconf_route.role == "auto" and (
-        session._dbconf_on_primary or not reads_only(statement)
-    ):
-        return None
-    return session._dbconf_first_read(state)
+def _on_execute(state: ORMExecuteState) -> None:
+    if not reads_only(state.statement):
+        state.session._dbconf_wrote = True  # type: ignore[attr-defined]
 
 
-@event.listens_for(WriteTrackingSession, "after_flush")
+@event.listens_for(_RecordsWrites, "after_flush")
 def _on_flush(session: Session, _context: Any) -> None:
     session._dbconf_wrote = True  # type: ignore[attr-defined]
 
 
-@event.listens_for(WriteTrackingSession, "after_begin")
+@event.listens_for(RoutingSession, "after_begin")
 def _on_begin(
     session: Session, _transaction: SessionTransaction, connection: sa.Connection
 ) -> None:
-    if isinstance(session, RoutingSession) and session._dbconf_read_only:
+    assert isinstance(session, RoutingSession)
+    if session._dbconf_conn is None:
+        session._dbconf_conn = connection
+    if session._dbconf_read_only:
         session._dbconf_read_only = False
         sql = session._dbconf_route.read_only_sql
         if sql is not None:
             connection.exec_driver_sql(sql)
 
 
-@event.listens_for(WriteTrackingSession, "before_commit")
+@event.listens_for(_RecordsWrites, "before_commit")
 def _before_commit(session: Session) -> None:
-    assert isinstance(session, WriteTrackingSession)
+    assert isinstance(session, _RecordsWrites)
     route = session._dbconf_route
     if (
         session._dbconf_wrote
@@ -270,9 +286,9 @@ def _before_commit(session: Session) -> None:
         session._dbconf_write_conn = session.connection()
 
 
-@event.listens_for(WriteTrackingSession, "after_commit")
+@event.listens_for(_RecordsWrites, "after_commit")
 def _after_commit(session: Session) -> None:
-    assert isinstance(session, WriteTrackingSession)
+    assert isinstance(session, _RecordsWrites)
     if (
         not session._dbconf_wrote
         or not session._dbconf_on_the_primary()
@@ -290,7 +306,7 @@ def _after_commit(session: Session) -> None:
     route.router.remember_write(position)
 
 
-@event.listens_for(WriteTrackingSession, "after_transaction_end")
+@event.listens_for(_RecordsWrites, "after_transaction_end")
 def _on_end(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session._dbconf_reset()  # type: ignore[attr-defined]
