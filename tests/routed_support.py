@@ -1,16 +1,16 @@
 """Helpers of the routed-session tests (sync and async): a database with the standby as its
-replica, a replicated table, replay pause/resume and stop/start of the standby."""
+replica, a replicated table, replay pause/resume and stop/start of the standby (on top of the
+router tests' :mod:`replica_support`)."""
 
 from __future__ import annotations
 
 import secrets
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from replica_support import pg_ctlcluster, wait_for
 
 from dbconf.config import DatabaseConfig
 from dbconf.database import Database
@@ -40,18 +40,6 @@ def port_of(url: str) -> int:
     port = sa.make_url(url).port
     assert port is not None
     return port
-
-
-def wait_for(predicate: Callable[[], Any], what: str, seconds: float = 30.0) -> Any:
-    """Poll until ``predicate()`` is truthy (returned); fail after ``seconds`` (a deadline)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} after {seconds} s")
-        time.sleep(0.05)
 
 
 def scalar(url: str, sql: str, **params: Any) -> Any:
@@ -100,25 +88,6 @@ def replay_paused(standby: str) -> Iterator[None]:
         yield
     finally:
         scalar(standby, "select pg_wal_replay_resume()")
-
-
-def _cluster(url: str) -> tuple[str, str]:
-    port = str(port_of(url))
-    out = subprocess.run(["pg_lsclusters", "-h"], check=True, capture_output=True, text=True)
-    for line in out.stdout.splitlines():
-        version, name, cluster_port, *_ = line.split()
-        if cluster_port == port:
-            return version, name
-    raise AssertionError(f"no local cluster listens on port {port}")
-
-
-def pg_ctlcluster(url: str, action: str) -> None:
-    version, name = _cluster(url)
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, action],
-        check=True,
-        capture_output=True,
-    )
 
 
 @contextmanager
