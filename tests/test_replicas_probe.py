@@ -245,6 +245,7 @@ def test_one_probe_thread_per_process_lazily_started_and_stopped_at_close(
     assert thread.name == "dbconf-replica-probe"
     other.choose()
     assert probe.probe_thread() is thread  # one for both
+    wait_for(lambda: router.status()[0].state == "up", "a first probe of the first")
     first.close()
     assert probe.probe_thread() is thread  # still probing the second
     second.close()
