@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from replica_support import wait_up
 from routed_support import (
     PORT,
     port_of,
@@ -40,6 +41,7 @@ def db(request: pytest.FixtureRequest, pg_url: str, standby_url: str) -> Iterato
         standby.render_as_string(hide_password=False),
         max_lag=60,
     )
+    wait_up(database)  # a first probe round may outlast check_interval
     yield database
     database.close()
 

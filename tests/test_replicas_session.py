@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from replica_support import wait_up
 from routed_support import (
     PORT,
     port_of,
@@ -37,6 +38,7 @@ READ_ONLY = "25006"  # read_only_sql_transaction
 def db(pg_url: str, standby_url: str) -> Iterator[Database]:
     wait_for(lambda: streaming(standby_url), "the standby streaming")
     database = routed_db(pg_url, standby_url, max_lag=60)
+    wait_up(database)  # a first probe round may outlast check_interval
     yield database
     database.close()
 
