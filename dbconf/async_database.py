@@ -26,8 +26,10 @@ from dbconf.config import DatabaseConfig, SessionConfig
 from dbconf.health import database_health
 from dbconf.leaks import PoolStatus, pool_status
 from dbconf.loops import LoopEngines
+from dbconf.replicas.makers import async_route, maker_kwargs
 from dbconf.reports import DatabaseReport, make_report, one_line, server_version
 from dbconf.session import async_session_scope, async_transaction_scope
+from dbconf.session_classes import async_classes
 
 __all__ = ["AsyncDatabase"]
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:  # importing sqlalchemy.ext.asyncio needs greenlet (the async 
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
     from dbconf.loop_sessionmaker import LoopSessionmaker
+    from dbconf.replicas.router import Router
     from dbconf.replicas.state import ReplicaStatus
 
 R = TypeVar("R")
@@ -52,6 +55,9 @@ class AsyncDatabase:
     if TYPE_CHECKING:
 
         def _require_open(self) -> None: ...
+
+        @property
+        def router(self) -> Router | None: ...
 
         def _flavour(self, flavour: str) -> SessionConfig: ...
 
@@ -95,7 +101,9 @@ class AsyncDatabase:
         loop's engine (so it may be created outside any loop, and serves every loop).
 
         While a test harness binds this database (:mod:`dbconf.testhooks`), one bound to the
-        harness's async connection instead; the cached one is untouched."""
+        harness's async connection instead; the cached one is untouched. On a database with
+        ``replicas:`` the sessions route through the same sync session classes as
+        :meth:`~dbconf.database.Database.sessionmaker` (their ``sync_session_class``)."""
         self._require_open()
         connection = testhooks.async_binding_for(self.name, self.config)
         if connection is not None:
@@ -104,10 +112,16 @@ class AsyncDatabase:
         maker = self._async_makers.get(flavour)
         if maker is None:
             settings = self._flavour(flavour)
+            router = self.router
+            route = None if router is None else async_route(router, settings, self._async_engines)
+            routed: dict[str, Any] = {}
+            if route is not None:
+                kwargs = maker_kwargs(route, async_classes(settings)[1], flavour)
+                routed = {"sync_session_class": kwargs.pop("class_"), **kwargs}
             with self._lock:
                 maker = self._async_makers.get(flavour)
                 if maker is None:
-                    maker = build_async_sessionmaker(self._async_engines, settings)
+                    maker = build_async_sessionmaker(self._async_engines, settings, **routed)
                     self._async_makers[flavour] = maker
         return maker
 

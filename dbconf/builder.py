@@ -226,7 +226,12 @@ def build_async_engine(name: str, cfg: DatabaseConfig) -> AsyncEngine:
 
 
 def build_sessionmaker(
-    engine: sa.Engine, flavour: SessionConfig, *, connection: sa.Connection | None = None
+    engine: sa.Engine,
+    flavour: SessionConfig,
+    *,
+    connection: sa.Connection | None = None,
+    class_: type[Session] | None = None,
+    **extra: Any,
 ) -> sessionmaker[Session]:
     """A sessionmaker with exactly the flags the flavour sets.
 
@@ -237,6 +242,9 @@ def build_sessionmaker(
     With ``connection`` (a test harness's, see :mod:`dbconf.testhooks`) the sessions are
     bound to it with ``join_transaction_mode="create_savepoint"``, autocommit flavours too:
     they join its transaction and their commits release savepoints.
+
+    ``class_`` replaces the flavour's session class and ``extra`` is passed to it (the routed
+    sessions of :mod:`dbconf.replicas.makers`).
     """
     if connection is not None:
         return sessionmaker(
@@ -246,7 +254,8 @@ def build_sessionmaker(
             **_session_flags(flavour),
         )
     bind = engine.execution_options(isolation_level="AUTOCOMMIT") if flavour.autocommit else engine
-    return sessionmaker(bind=bind, class_=sync_class(flavour), **_session_flags(flavour))
+    cls = class_ or sync_class(flavour)
+    return sessionmaker(bind=bind, class_=cls, **_session_flags(flavour), **extra)
 
 
 def _session_flags(flavour: SessionConfig) -> dict[str, Any]:
@@ -271,14 +280,20 @@ def build_async_sessionmaker_kwargs(flavour: SessionConfig) -> dict[str, Any]:
 
 
 def build_async_sessionmaker(
-    engines: LoopEngines, flavour: SessionConfig, *, connection: AsyncConnection | None = None
+    engines: LoopEngines,
+    flavour: SessionConfig,
+    *,
+    connection: AsyncConnection | None = None,
+    sync_session_class: type[Session] | None = None,
+    **extra: Any,
 ) -> LoopSessionmaker[AsyncSession]:
     """An async_sessionmaker with the flavour's class and exactly the flags it sets
     (:func:`build_async_sessionmaker_kwargs`), binding the running loop's engine of
     ``engines`` when called (``autocommit: true``: its AUTOCOMMIT variant).
 
     With ``connection`` (a test harness's): bound to it with
-    ``join_transaction_mode="create_savepoint"``, as :func:`build_sessionmaker`."""
+    ``join_transaction_mode="create_savepoint"``, as :func:`build_sessionmaker`.
+    ``sync_session_class`` and ``extra``: as ``class_`` and ``extra`` there."""
     from dbconf.loop_sessionmaker import LoopSessionmaker
 
     if connection is not None:
@@ -289,9 +304,10 @@ def build_async_sessionmaker(
         )
         maker.configure(bind=connection)  # a bind set: the loop's engine is not used
         return maker
-    return LoopSessionmaker(
-        engines, autocommit=bool(flavour.autocommit), **build_async_sessionmaker_kwargs(flavour)
-    )
+    kwargs = build_async_sessionmaker_kwargs(flavour)
+    if sync_session_class is not None:
+        kwargs["sync_session_class"] = sync_session_class
+    return LoopSessionmaker(engines, autocommit=bool(flavour.autocommit), **kwargs, **extra)
 
 
 def describe_pool(pool: Pool) -> dict[str, Any]:

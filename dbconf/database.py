@@ -28,10 +28,12 @@ from dbconf.errors import ConfigError, Problem, RegistryClosedError, UnknownSess
 from dbconf.health import database_health
 from dbconf.leaks import PoolStatus, pool_status
 from dbconf.loops import close_returned
+from dbconf.replicas.makers import maker_kwargs, sync_route
 from dbconf.replicas.router import Router
 from dbconf.replicas.state import ReplicaStatus
 from dbconf.reports import DatabaseReport, make_report, one_line, server_version
 from dbconf.session import session_scope, transaction_scope
+from dbconf.session_classes import sync_class
 
 __all__ = ["Database"]
 
@@ -127,10 +129,13 @@ class Database(AsyncDatabase):
         if maker is None:
             settings = self._flavour(flavour)
             engine = self.engine
+            router = self.router
+            route = None if router is None else sync_route(router, settings, lambda: engine)
+            routed = {} if route is None else maker_kwargs(route, sync_class(settings), flavour)
             with self._lock:
                 maker = self._makers.get(flavour)
                 if maker is None:
-                    maker = self._makers[flavour] = build_sessionmaker(engine, settings)
+                    maker = self._makers[flavour] = build_sessionmaker(engine, settings, **routed)
         return maker
 
     def session(self, flavour: str = "default") -> AbstractContextManager[Session]:
