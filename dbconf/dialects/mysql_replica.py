@@ -121,13 +121,14 @@ def measure_replica(conn: sa.Connection) -> ReplicaMeasurement:
         )
     if row is None:
         return ReplicaMeasurement(None, None, f"not a replica ({statement} is empty)")
+    status: dict[str, Any] = {str(k): v for k, v in row.items()}
     position = None
     if _is_mariadb(conn):
         position = gtid_seq_no(conn.execute(sa.text("SELECT @@gtid_slave_pos")).scalar())
-    lag = _field(row, "Seconds_Behind_Master")
-    running = _field(row, "Slave_IO_Running") == "Yes" and _field(row, "Slave_SQL_Running") == "Yes"
+    lag = _field(status, "Seconds_Behind_Master")
+    running = all(_field(status, f"Slave_{t}_Running") == "Yes" for t in ("IO", "SQL"))
     if lag is None or not running:
-        return ReplicaMeasurement(None, position, not_replicating_reason(row))
+        return ReplicaMeasurement(None, position, not_replicating_reason(status))
     return ReplicaMeasurement(max(float(lag), 0.0), position)
 
 
