@@ -2,6 +2,9 @@
 
 Server tests need the servers named by TEST_POSTGRES_URL and TEST_MARIADB_URL (defaults: the
 loopback servers of the dev machine; not DBCONF_*, a prefix that dbconf reads as configuration).
+The replica tests also need a PostgreSQL standby (TEST_POSTGRES_STANDBY_URL, .ci/pg-standby)
+and a MariaDB replication pair (TEST_MARIADB_PRIMARY_URL / TEST_MARIADB_REPLICA_URL,
+.ci/mariadb-replica).
 Without a server they skip with a message saying how to point them at one; under CI=true they
 fail instead, so a green CI means they ran.
 
@@ -44,6 +47,15 @@ MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0
 STANDBY_URL = os.environ.get(
     "TEST_POSTGRES_STANDBY_URL", "postgresql+psycopg2://postgres@127.0.0.1:5433/test"
 )
+# A private MariaDB replication pair (made by .ci/mariadb-replica; the server on 3306 is not
+# part of it): a primary with a binary log and a GTID replica of it.
+MARIADB_PRIMARY_URL = os.environ.get(
+    "TEST_MARIADB_PRIMARY_URL", "mariadb+pymysql://root@127.0.0.1:3307/test"
+)
+MARIADB_REPLICA_URL = os.environ.get(
+    "TEST_MARIADB_REPLICA_URL", "mariadb+pymysql://root@127.0.0.1:3308/test"
+)
+_MARIADB_PAIR_HOW = " (or run .ci/mariadb-replica to make the pair on 3307/3308)"
 _reachable: dict[str, str | None] = {}
 
 
@@ -120,6 +132,35 @@ def standby_url(pg_url: str) -> str:
         engine.dispose()
     if not in_recovery:
         pytest.fail(f"TEST_POSTGRES_STANDBY_URL {url} is not a standby (not in recovery)")
+    return url
+
+
+@pytest.fixture(scope="session")
+def maria_primary_url() -> str:
+    """URL of the primary of the MariaDB replication pair (root; binary log, GTID)."""
+    return _require(MARIADB_PRIMARY_URL, "TEST_MARIADB_PRIMARY_URL", _MARIADB_PAIR_HOW)
+
+
+@pytest.fixture(scope="session")
+def maria_replica_url(maria_primary_url: str) -> str:
+    """URL of the replica of ``maria_primary_url`` (root; read_only=1, MASTER_USE_GTID), with
+    both replication threads running."""
+    url = _require(MARIADB_REPLICA_URL, "TEST_MARIADB_REPLICA_URL", _MARIADB_PAIR_HOW)
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text("SHOW SLAVE STATUS")).mappings().first()
+    finally:
+        engine.dispose()
+    if row is None:
+        pytest.fail(f"TEST_MARIADB_REPLICA_URL {url} is not a replica (SHOW SLAVE STATUS empty)")
+    running = (row["Slave_IO_Running"], row["Slave_SQL_Running"])
+    if running != ("Yes", "Yes"):
+        pytest.fail(
+            f"TEST_MARIADB_REPLICA_URL {url} does not replicate (Slave_IO_Running, "
+            f"Slave_SQL_Running = {running}; {row['Last_IO_Error'] or row['Last_SQL_Error']}): "
+            "run .ci/mariadb-replica, which restarts stopped replication threads"
+        )
     return url
 
 
