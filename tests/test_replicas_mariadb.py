@@ -146,7 +146,8 @@ def test_write_position_is_the_gtid_seq_no_of_the_commit(primary: sa.Engine, tab
         conn.commit()
         own = gtid_seq_no(conn.execute(sa.text("SELECT @@last_gtid")).scalar())
         first = write_position(conn)
-    assert own is not None and first >= own
+    assert own is not None
+    assert first >= own
     # @@gtid_binlog_pos is global: any connection to the primary gives a position that covers
     # the commit, and a later commit has a higher one
     with primary.connect() as other:
@@ -193,7 +194,8 @@ def test_a_stopped_sql_thread_is_not_replicating_and_says_why(
         "Seconds_Behind_Master is NULL"
     )
     # the replica's position says it has not applied the write, and indeed it has not
-    assert stopped.position is not None and stopped.position < position
+    assert stopped.position is not None
+    assert stopped.position < position
     assert not on_replica(replica, table, 2)
     with replica_admin.connect() as conn:
         conn.execute(sa.text("START SLAVE SQL_THREAD"))
@@ -236,8 +238,10 @@ def test_lag_grows_while_the_sql_thread_waits_then_returns_to_zero(
             lambda m: m.lag is not None and m.lag > behind.lag,  # type: ignore[operator]
             "lag keeps growing",
         )
-        assert behind.reason is None and later.reason is None  # lagging, still replicating
-        assert later.position is not None and later.position < position
+        assert behind.reason is None
+        assert later.reason is None
+        assert later.position is not None
+        assert later.position < position
         locker.rollback()  # release the row: the SQL thread applies the update
     caught_up(replica, position)
     with replica.connect() as conn:
@@ -280,7 +284,8 @@ def test_a_user_without_the_monitor_privilege_gets_a_reason(
         engine.dispose()
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP USER '{user}'@'127.0.0.1'"))
-    assert measurement.lag is None and measurement.position is None
+    assert measurement.lag is None
+    assert measurement.position is None
     assert measurement.reason is not None
     assert measurement.reason.startswith("cannot read its replication status (SHOW SLAVE STATUS:")
     assert "SLAVE MONITOR" in measurement.reason
