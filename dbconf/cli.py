@@ -185,8 +185,12 @@ def _check(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
     """Connect to each database and report.
 
     A round trip on each database of the profile (or only ``--database``), then each server's
-    connection budget: the pools of all ``workers`` against ``max_connections``. Exit 1 when
-    a database is unreachable or one worker alone can exceed a server's limit.
+    connection budget: the pools of all ``workers`` against ``max_connections``; each read
+    replica is probed once and listed under its database (state, lag, why it is out). Exit 1
+    when a database is unreachable, a replica cannot be measured (unreachable, not a standby,
+    not replicating; a replica only lagging past max_lag is listed but is not a failure: it is
+    transient and reads fall back as routing says), or one worker alone can exceed a server's
+    limit.
     """
     from dbconf.budget import check_budget
     from dbconf.registry import Registry
@@ -198,7 +202,7 @@ def _check(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
         reports = registry.check(names)
         budgets = check_budget(registry, reports)  # connection budget: dbconf/budget.py
     lines = [report.render() for report in reports] + [budget.render() for budget in budgets]
-    ok = all(report.ok for report in reports) and not any(b.failed for b in budgets)
+    ok = all(r.ok and r.replicas_ok for r in reports) and not any(b.failed for b in budgets)
     return (EXIT_OK if ok else EXIT_FAILED), _text(lines)
 
 

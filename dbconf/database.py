@@ -27,6 +27,8 @@ from dbconf.config import DatabaseConfig, SessionConfig
 from dbconf.errors import ConfigError, Problem, RegistryClosedError, UnknownSessionFlavourError
 from dbconf.leaks import PoolStatus, pool_status
 from dbconf.loops import close_returned
+from dbconf.replicas.router import Router
+from dbconf.replicas.state import ReplicaStatus
 from dbconf.reports import DatabaseReport, make_report, one_line, server_version
 from dbconf.session import session_scope, transaction_scope
 
@@ -46,6 +48,7 @@ class Database(AsyncDatabase):
         self._engine: sa.Engine | None = None
         self._makers: dict[str, sessionmaker[Session]] = {}
         self._closed = False
+        self._router: Router | None = None
         self._init_async()
 
     def __repr__(self) -> str:
@@ -63,6 +66,29 @@ class Database(AsyncDatabase):
                     self._engine = build_engine(self.name, self.config)
                 engine = self._engine
         return engine
+
+    @property
+    def router(self) -> Router | None:
+        """The read-replica router (:mod:`dbconf.replicas`), built on first access; None for a
+        database without ``replicas:``. Building it neither connects nor starts the probe."""
+        if not self.config.replicas:
+            return None
+        self._require_open()
+        router = self._router
+        if router is None:
+            with self._lock:
+                self._require_open()
+                if self._router is None:
+                    self._router = Router(self.name, self.config, lambda: self.engine)
+                router = self._router
+        return router
+
+    def replica_status(self) -> list[ReplicaStatus]:
+        """Each replica as last probed: name, masked url, state (up / ejected / unknown), lag,
+        why it is out, when it was checked; [] without replicas. No I/O here: the probe
+        thread measures (this call starts it if no routed session did yet)."""
+        router = self.router
+        return router.status() if router is not None else []
 
     def _require_open(self) -> None:
         if self._closed:
@@ -217,10 +243,11 @@ class Database(AsyncDatabase):
 
     def _dispose(self) -> asyncio.Future[Any] | None:
         with self._lock:
-            engine = self._engine
+            engine, router = self._engine, self._router
         if engine is not None:
             engine.dispose()
-        return self._async_engines.dispose_all()
+        pending = self._async_engines.dispose_all()
+        return _both(pending, router.dispose() if router is not None else None)
 
     def close(self) -> None:
         """Close for good: idle pooled connections now, checked-out ones when they are returned
@@ -235,20 +262,22 @@ class Database(AsyncDatabase):
     def _close(self) -> asyncio.Future[Any] | None:
         with self._lock:
             self._closed = True
-            engine = self._engine
+            engine, router = self._engine, self._router
         if engine is not None:
             # pool listeners pass to the pool dispose() makes, which a session that was
             # already open may still check a connection out of
             sa.event.listen(engine.pool, "checkin", close_returned)
             engine.dispose()
-        return self._async_engines.dispose_all(close=True)
+        pending = self._async_engines.dispose_all(close=True)
+        return _both(pending, router.close() if router is not None else None)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def check(self) -> DatabaseReport:
-        """Connect, run a round trip, and report; never raises for an unreachable server."""
+        """Connect, run a round trip, and report; never raises for an unreachable server.
+        Each replica is probed once, in this thread (``replicas`` of the report)."""
         self._require_open()
         url = self.config.sqlalchemy_url
         try:
@@ -260,7 +289,10 @@ class Database(AsyncDatabase):
                 latency = (time.perf_counter() - start) * 1000
                 version = server_version(conn.dialect.server_version_info)
         except Exception as exc:
-            return make_report(self.name, self.config, url, False, error=one_line(self.config, exc))
+            error = one_line(self.config, exc)
+            return make_report(
+                self.name, self.config, url, False, error=error, replicas=self._check_replicas()
+            )
         return make_report(
             self.name,
             self.config,
@@ -269,4 +301,19 @@ class Database(AsyncDatabase):
             server_version=version,
             latency_ms=round(latency, 3),
             pool=pool,
+            replicas=self._check_replicas(),
         )
+
+    def _check_replicas(self) -> tuple[ReplicaStatus, ...]:
+        """Each replica probed now (for :meth:`check`); () without replicas."""
+        router = self.router
+        return tuple(router.probe_now()) if router is not None else ()
+
+
+def _both(
+    first: asyncio.Future[Any] | None, second: asyncio.Future[Any] | None
+) -> asyncio.Future[Any] | None:
+    """One future for two pending disposals (either may be None)."""
+    if first is None or second is None:
+        return first or second
+    return asyncio.gather(first, second)

@@ -15,6 +15,7 @@ __all__ = [
     "DbconfError",
     "DisconnectError",
     "NoEventLoopError",
+    "NoReplicaError",
     "PoolExhaustedError",
     "Problem",
     "RegistryClosedError",
@@ -131,6 +132,21 @@ class NoEventLoopError(DbconfError, RuntimeError):
             "one async engine per loop); use it inside async code, or create the "
             "sessionmaker with db.async_sessionmaker(), which binds the running loop's engine "
             "when it is called"
+        )
+
+
+class NoReplicaError(DbconfError, RuntimeError):
+    """A replica read found no eligible replica and the database's ``routing.fallback`` is
+    ``error``. ``reasons`` maps each replica (``replicas[0]``) to why it is out."""
+
+    def __init__(self, database: str, reasons: Sequence[tuple[str, str]]) -> None:
+        self.database = database
+        self.reasons = dict(reasons)
+        why = "; ".join(f"{name}: {reason}" for name, reason in reasons) or "(no replicas)"
+        super().__init__(
+            f"database {database!r}: no replica can serve this read ({why}) and routing."
+            "fallback is error; raise routing.max_lag if the replicas are only slow, or set "
+            "routing.fallback: primary to read from the primary meanwhile"
         )
 
 

@@ -26,6 +26,7 @@ from dbconf.database import Database
 from dbconf.errors import ConfigError, RegistryClosedError, UnknownDatabaseError
 from dbconf.loader import load_profile
 from dbconf.origin import KeyPath, Origin
+from dbconf.replicas.state import ReplicaStatus
 from dbconf.reports import DatabaseReport
 from dbconf.rules import build_problems
 
@@ -92,6 +93,11 @@ class Registry:
         server (see :meth:`Database.async_check`)."""
         dbs = [self[name] for name in (names or self.names)]
         return list(await asyncio.gather(*(db.async_check() for db in dbs)))
+
+    def replica_status(self) -> dict[str, list[ReplicaStatus]]:
+        """:meth:`Database.replica_status` of every database (name → list; [] without
+        replicas)."""
+        return {db.name: db.replica_status() for db in self._databases.values()}
 
     def dispose(self) -> None:
         """Dispose every engine that was built (the registry stays usable: new pools)."""

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from dbconf.config import DatabaseConfig
+from dbconf.replicas.state import ReplicaStatus
 from dbconf.resilience import first_line
 from dbconf.urls import mask_url
 
@@ -29,18 +30,33 @@ class DatabaseReport:
     error: str | None = None
     pool: Mapping[str, Any] = field(default_factory=dict)
     timeouts: Mapping[str, float] = field(default_factory=dict)
+    # each replica as probed by the check (dbconf.replicas); () without replicas
+    replicas: tuple[ReplicaStatus, ...] = ()
+
+    @property
+    def replicas_ok(self) -> bool:
+        """False when a replica could not be measured (unreachable, not a standby, not
+        replicating); a replica that is only lagging past max_lag is not a failure."""
+        return all(r.state == "up" or r.lag is not None for r in self.replicas)
 
     def render(self) -> str:
         """Human-readable lines for ``dbconf check`` (the URL is masked)."""
         head = f"{self.name}: {self.dialect}+{self.driver} {self.url}"
+        replicas = "".join(f"\n  {_replica_line(r)}" for r in self.replicas)
         if not self.ok:
-            return f"{head}\n  UNREACHABLE: {self.error}"
+            return f"{head}\n  UNREACHABLE: {self.error}{replicas}"
         pool = " ".join(f"{k}={v}" for k, v in self.pool.items())
         timeouts = " ".join(f"{k}={v:g}s" for k, v in self.timeouts.items()) or "(driver defaults)"
         return (
             f"{head}\n  ok: server {self.server_version}, round trip {self.latency_ms:.1f} ms"
-            f"\n  pool: {pool}\n  timeouts: {timeouts}"
+            f"\n  pool: {pool}\n  timeouts: {timeouts}{replicas}"
         )
+
+
+def _replica_line(status: ReplicaStatus) -> str:
+    lag = f"lag {status.lag:.3g} s" if status.lag is not None else "lag unknown"
+    line = f"{status.name} {status.url}: {status.state}, {lag}"
+    return f"{line} ({status.reason})" if status.reason else line
 
 
 def make_report(

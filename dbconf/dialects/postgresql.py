@@ -20,7 +20,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from dbconf.dialects.base import Dialect, Settings, ms, register, whole_seconds
+from dbconf.dialects.base import (
+    Dialect,
+    ReplicaMeasurement,
+    Settings,
+    ms,
+    register,
+    whole_seconds,
+)
 
 __all__ = [
     "CONNECT_ERRORS",
@@ -30,7 +37,10 @@ __all__ = [
     "RETRY",
     "STATEMENT_TIMEOUT",
     "dialect",
+    "lsn_to_int",
+    "measure_replica",
     "pg_option_names",
+    "write_position",
 ]
 
 # timeouts key → the server setting (GUC) it becomes in libpq's options
@@ -233,6 +243,46 @@ def server_limit(conn: sa.Connection) -> tuple[int, int]:
     return settings["max_connections"], reserved
 
 
+# The replay lag of a standby: 0 when it has replayed all it received (an idle primary sends
+# nothing, so now() - last replay timestamp would grow without any lag), else the age of the
+# last transaction it replayed. The WAL receiver's status says whether it streams at all.
+MEASURE_REPLICA = sa.text(
+    "SELECT pg_is_in_recovery(), "
+    "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END, "
+    "pg_last_wal_replay_lsn()::text, "
+    "(SELECT status FROM pg_stat_wal_receiver)"
+)
+
+
+def lsn_to_int(lsn: str | None) -> int | None:
+    """A ``pg_lsn`` as text (``'16/B374D848'``) → an int (``X << 32 | Y``); None stays None."""
+    if lsn is None:
+        return None
+    high, _, low = lsn.partition("/")
+    return int(high, 16) << 32 | int(low, 16)
+
+
+def measure_replica(conn: sa.Connection) -> ReplicaMeasurement:
+    """Lag (seconds), replayed LSN and why not usable, measured on a standby's connection."""
+    in_recovery, lag, replay_lsn, receiver = conn.execute(MEASURE_REPLICA).one()
+    if not in_recovery:
+        return ReplicaMeasurement(None, None, "not a standby (pg_is_in_recovery() is false)")
+    position = lsn_to_int(replay_lsn)
+    if receiver != "streaming":
+        state = receiver or "no WAL receiver"
+        return ReplicaMeasurement(None, position, f"not streaming from its primary ({state})")
+    if lag is None:  # nothing replayed since the standby started and receive != replay
+        return ReplicaMeasurement(None, position, "has replayed no transaction yet")
+    return ReplicaMeasurement(max(float(lag), 0.0), position)
+
+
+def write_position(conn: sa.Connection) -> int | None:
+    """The WAL insert position of the primary, read on the connection that just committed:
+    a standby whose replay LSN has reached it has replayed that commit."""
+    return lsn_to_int(conn.execute(sa.text("SELECT pg_current_wal_insert_lsn()::text")).scalar())
+
+
 dialect = register(
     Dialect(
         name="postgresql",
@@ -269,5 +319,9 @@ dialect = register(
             "psycopg_async": LIBPQ_PARTS,
             "asyncpg": ASYNCPG_PARTS,
         },
+        measure_replica=measure_replica,
+        write_position=write_position,
+        read_only_session_sql="SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        read_only_transaction_sql="SET TRANSACTION READ ONLY",
     )
 )
