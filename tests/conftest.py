@@ -165,6 +165,27 @@ def maria_replica_url(maria_primary_url: str) -> str:
 
 
 @pytest.fixture
+def maria_replica_admin(server_admin: None, maria_replica_url: str) -> Iterator[sa.Engine]:
+    """An AUTOCOMMIT engine on the MariaDB replica, for ``STOP SLAVE``; teardown starts both
+    replication threads again and waits (30 s at most) until they run."""
+    admin = sa.create_engine(maria_replica_url, isolation_level="AUTOCOMMIT")
+    try:
+        yield admin
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text("START SLAVE"))
+            deadline = time.monotonic() + 30
+            while True:
+                row = conn.execute(sa.text("SHOW SLAVE STATUS")).mappings().one()
+                if row["Slave_IO_Running"] == row["Slave_SQL_Running"] == "Yes":
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the MariaDB replica did not restart replicating: {dict(row)}")
+                time.sleep(0.05)
+        admin.dispose()
+
+
+@pytest.fixture
 def write_config(tmp_path: Path) -> Callable[[str], Path]:
     """Write a YAML config (dedented) into a tmp dir and return its path."""
 
