@@ -1,6 +1,6 @@
 """MariaDB read replicas against a real replication pair (.ci/mariadb-replica: a primary on 3307,
 a GTID replica of it on 3308): the lag measurement, GTID positions for read your writes, and
-and why a replica is not usable.
+why a replica is not usable.
 
 Tests that stop a replication thread use ``maria_replica_admin`` (``server_admin``), which
 restarts it in teardown. The server on 3306 is not involved. Read-only SQL:
