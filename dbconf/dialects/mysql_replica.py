@@ -6,10 +6,12 @@ whole seconds; NULL means the replica is not replicating (its SQL thread is stop
 I/O thread is not connected to the primary), and so does any thread not running ``Yes``: the
 measurement then has no lag and a reason built from ``Slave_IO_Running``,
 ``Slave_SQL_Running``, ``Last_IO_Error`` and ``Last_SQL_Error``. No row: the server is not a
-replica. MariaDB's multi-source replication is not covered: ``SHOW SLAVE STATUS`` shows the
-default (unnamed) connection only. Reading it needs MariaDB's ``SLAVE MONITOR`` (or ``SUPER``)
-privilege, MySQL's ``REPLICATION CLIENT``: without it the measurement says so (it is not a
-connection failure).
+replica. The lag has the server's whole-second resolution (truncated: 0 means under a
+second behind), and counts from the primary's timestamp of the event being applied (a delayed
+replica's ``MASTER_DELAY`` included). MariaDB's multi-source replication is not covered:
+``SHOW SLAVE STATUS`` shows the default (unnamed) connection only. Reading it needs MariaDB's
+``SLAVE MONITOR`` (or ``SUPER``) privilege, MySQL's ``REPLICATION CLIENT``: without it the
+measurement says so (it is not a connection failure).
 
 **Positions (MariaDB GTID).** A MariaDB primary with a binary log numbers its transactions
 ``domain-server-seq_no``, ``seq_no`` increasing within a domain. After a commit the primary's
