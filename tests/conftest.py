@@ -186,6 +186,33 @@ def maria_replica_admin(server_admin: None, maria_replica_url: str) -> Iterator[
 
 
 @pytest.fixture
+def paused_replay(server_admin: None, standby_url: str) -> Iterator[Callable[[], None]]:
+    """A function pausing WAL replay on the standby; replay is always resumed afterwards.
+    Pauses only TEST_POSTGRES_STANDBY_URL: point it at a standby of your own."""
+    from replica_support import on_standby
+
+    yield lambda: on_standby(standby_url, "select pg_wal_replay_pause()")
+    on_standby(standby_url, "select pg_wal_replay_resume()")
+
+
+@pytest.fixture
+def stopped_standby(server_admin: None, standby_url: str) -> Iterator[Callable[[], None]]:
+    """A function stopping the standby's cluster; it is always started again afterwards (and
+    waited for until it accepts connections in recovery)."""
+    from replica_support import pg_ctlcluster, start_standby
+
+    stopped = []
+
+    def stop() -> None:
+        stopped.append(True)
+        pg_ctlcluster(standby_url, "stop")
+
+    yield stop
+    if stopped:
+        start_standby(standby_url)
+
+
+@pytest.fixture
 def write_config(tmp_path: Path) -> Callable[[str], Path]:
     """Write a YAML config (dedented) into a tmp dir and return its path."""
 

@@ -279,7 +279,13 @@ def measure_replica(conn: sa.Connection) -> ReplicaMeasurement:
 
 def write_position(conn: sa.Connection) -> int | None:
     """The WAL insert position of the primary, read on the connection that just committed:
-    a standby whose replay LSN has reached it has replayed that commit."""
+    a standby whose replay LSN has reached it has replayed that commit.
+
+    The insert position is never before the commit record's end (``pg_current_wal_lsn()``,
+    the write position, can be with ``synchronous_commit: off``), so a replica is never taken
+    for having the write too early; it may be taken for not having it a little longer (other
+    sessions' records, or a page header when the commit ends a WAL page): the read then goes
+    to the primary, which is correct."""
     return lsn_to_int(conn.execute(sa.text("SELECT pg_current_wal_insert_lsn()::text")).scalar())
 
 

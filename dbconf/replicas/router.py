@@ -24,7 +24,6 @@ opened, so a write through it is refused by the server.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 import logging
 import math
@@ -37,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 import dbconf.replicas.probe as probe
+import dbconf.replicas.writes as writes
 from dbconf.builder import build_async_engine, build_engine
 from dbconf.config import DatabaseConfig
 from dbconf.dialects import dialect_for
@@ -53,10 +53,6 @@ __all__ = ["Router"]
 
 log = logging.getLogger("dbconf.replicas")
 
-# this context's last write per router: router key → (position or None, monotonic time)
-_last_writes: contextvars.ContextVar[dict[int, tuple[int | None, float]]] = contextvars.ContextVar(
-    "dbconf_last_writes"
-)
 _keys = itertools.count(1)
 
 
@@ -187,8 +183,9 @@ class Router:
             self._first_round.set()
         return self._due
 
-    def probe_one(self, i: int) -> None:
-        """Measure replica ``i`` now (in the calling thread) and record the result."""
+    def probe_one(self, i: int, *, log_change: bool = True) -> None:
+        """Measure replica ``i`` now (in the calling thread) and record the result; a change
+        of state is logged (``dbconf.replicas``: WARNING when ejected, INFO when up)."""
         state = self._states[i]
         before = state.state
         measure = self.dialect.measure_replica if self.dialect is not None else None
@@ -205,7 +202,8 @@ class Router:
                 failed.dispose()  # a fresh connection next time
         else:
             state.record(measurement, measured_at=start, max_lag=self.routing.max_lag)
-        self._log_change(i, before)
+        if log_change:
+            self._log_change(i, before)
 
     def _error_line(self, i: int, exc: BaseException) -> str:
         """The driver's error in one line, the replica's password masked."""
@@ -215,9 +213,9 @@ class Router:
 
     def probe_now(self) -> list[ReplicaStatus]:
         """Measure every replica now, in the calling thread (``dbconf check``), and return
-        their status; does not start the probe thread."""
+        their status (no log: the caller shows it); does not start the probe thread."""
         for i in range(len(self._states)):
-            self.probe_one(i)
+            self.probe_one(i, log_change=False)
         return [state.status() for state in self._states]
 
     def _log_change(self, i: int, before: str) -> None:
@@ -326,17 +324,14 @@ class Router:
     def remember_write(self, position: int | None) -> None:
         """This context (thread / asyncio task) committed a write at ``position`` (None: the
         dialect has no positions; the monotonic time is kept either way)."""
-        if not self.routing.read_your_writes:
-            return
-        writes = dict(_last_writes.get({}))
-        writes[self._key] = (position, time.monotonic())
-        _last_writes.set(writes)
+        if self.routing.read_your_writes:
+            writes.remember_write(self._key, position)
 
     def last_write(self) -> tuple[int | None, float] | None:
         """(position, monotonic time) of this context's last write, None if none."""
         if not self.routing.read_your_writes:
             return None
-        return _last_writes.get({}).get(self._key)
+        return writes.last_write(self._key)
 
     # --- lifetime ---
     def dispose(self) -> asyncio.Future[Any] | None:
