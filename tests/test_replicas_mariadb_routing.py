@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from mariadb_pair import (
     write_position,
 )
 
+from dbconf.cli import main
 from dbconf.config import ProfileConfig
 from dbconf.registry import Registry
 from dbconf.replicas.router import Router
@@ -225,3 +227,33 @@ def test_read_your_writes_waits_for_the_replica_to_reach_the_gtid_position(
             assert conn.execute(sa.text(f"SELECT v FROM {table} WHERE id = 1")).scalar_one() == 1
     finally:
         registry.close()
+
+
+def test_check_lists_the_replica_and_fails_on_a_server_that_is_not_one(
+    maria_primary_url: str,
+    maria_replica_url: str,
+    maria_url: str,
+    write_config: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def check(replica_url: str) -> tuple[int, str]:
+        config = write_config(
+            f"""
+            profiles:
+              p:
+                databases:
+                  main:
+                    url: {maria_primary_url}
+                    replicas: [{{url: '{replica_url}'}}]
+            """
+        )
+        code = main(["check", "-c", str(config), "-p", "p"], environ={})
+        out, err = capsys.readouterr()
+        return code, out + err
+
+    code, out = check(maria_replica_url)
+    assert code == 0, out
+    assert f"\n  replicas[0] {maria_replica_url}: up, lag 0 s" in out
+    code, out = check(maria_url)  # the standalone server on 3306
+    assert code == 1, out
+    assert "not a replica (SHOW SLAVE STATUS is empty)" in out
