@@ -9,6 +9,7 @@ test_replicas_mariadb_readonly.py; routing: test_replicas_mariadb_routing.py.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from mariadb_pair import (
 )
 
 from dbconf.dialects.base import ReplicaMeasurement
+from dbconf.dialects.mysql import dialect
 from dbconf.dialects.mysql_replica import gtid_seq_no
 
 pytestmark = pytest.mark.mariadb
@@ -86,6 +88,46 @@ def test_write_position_is_the_gtid_seq_no_of_the_commit(primary: sa.Engine, tab
     with primary.connect() as other:
         assert write_position(other) >= first
     assert insert(primary, table, 2) > first
+
+
+def test_positions_through_aiomysql_and_a_mysql_scheme_url(
+    maria_primary_url: str,
+    maria_replica_url: str,
+    primary: sa.Engine,
+    replica: sa.Engine,
+    table: str,
+) -> None:
+    """An async session's sync connection (aiomysql under SQLAlchemy's greenlet) measures the
+    same; a ``mysql+`` URL to MariaDB is recognised as MariaDB (GTID positions)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    position = insert(primary, table, 1)
+    caught_up(replica, position)
+    assert dialect.measure_replica is not None
+    assert dialect.write_position is not None
+
+    async def main() -> tuple[int | None, ReplicaMeasurement]:
+        urls = [
+            sa.make_url(u).set(drivername="mysql+aiomysql")
+            for u in (maria_primary_url, maria_replica_url)
+        ]
+        on_primary, on_replica = (create_async_engine(u) for u in urls)
+        try:
+            async with on_primary.connect() as conn:
+                written = await conn.run_sync(dialect.write_position)
+            async with on_replica.connect() as conn:
+                measured = await conn.run_sync(dialect.measure_replica)
+            return written, measured
+        finally:
+            await on_primary.dispose()
+            await on_replica.dispose()
+
+    written, measured = asyncio.run(main())
+    assert written is not None
+    assert written >= position
+    assert measured.reason is None
+    assert measured.position is not None
+    assert measured.position >= position
 
 
 def test_the_primary_and_a_standalone_server_are_not_replicas(
