@@ -56,23 +56,23 @@ def test_first_good_probe_admits_then_eject_at_once_and_two_good_probes_readmit(
     assert (state.state, state.reason) == ("unknown", "not probed yet")
     state.record(ReplicaMeasurement(0.0, 10), measured_at=100.0, max_lag=5.0)
     assert state.status().state == "up"
-    state.record(ReplicaMeasurement(7.5, 10), measured_at=101.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(7.5, 10), measured_at=110.0, max_lag=5.0)
     status = state.status()
     assert (status.state, status.reason) == ("ejected", "lag 7.5 s > max_lag 5 s")
-    state.record(ReplicaMeasurement(0.0, 11), measured_at=102.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0, 11), measured_at=111.0, max_lag=5.0)
     status = state.status()
     assert status.state == "ejected"
     assert status.reason is not None
     assert "1 so far" in status.reason
-    state.record(ReplicaMeasurement(0.0, 12), measured_at=103.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0, 12), measured_at=112.0, max_lag=5.0)
     assert (state.status().state, state.status().reason) == ("up", None)
     # a bad probe between two good ones restarts the count
     state.failed("unreachable: refused")
-    state.record(ReplicaMeasurement(0.0), measured_at=104.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0), measured_at=113.0, max_lag=5.0)
     state.failed("unreachable: refused")
-    state.record(ReplicaMeasurement(0.0), measured_at=105.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0), measured_at=114.0, max_lag=5.0)
     assert state.status().state == "ejected"
-    state.record(ReplicaMeasurement(0.0), measured_at=106.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0), measured_at=115.0, max_lag=5.0)
     assert state.status().state == "up"
 
 
@@ -82,6 +82,23 @@ def test_not_replicating_ejects_with_the_dialects_reason() -> None:
     assert (state.status().state, state.status().reason) == ("ejected", "not a standby")
     state.record(ReplicaMeasurement(None), measured_at=2.0, max_lag=5.0)
     assert state.status().reason == "not replicating"
+
+
+def test_lag_after_a_quiet_period_is_bounded_by_the_last_caught_up_probe() -> None:
+    state = ReplicaState("replicas[0]", "u")
+    state.record(ReplicaMeasurement(0.0), measured_at=100.0, max_lag=5.0)
+    # the primary was quiet for an hour, then wrote: now() - last replay time reads 3600 s
+    state.record(ReplicaMeasurement(3600.0), measured_at=101.0, max_lag=5.0)
+    assert (state.status().state, state.status().lag) == ("up", 1.0)
+    # replay stopped: the bound grows with time and the replica is ejected past max_lag
+    state.record(ReplicaMeasurement(3606.0), measured_at=107.0, max_lag=5.0)
+    assert (state.status().state, state.status().lag) == ("ejected", 7.0)
+    # without a caught-up probe since, the measured lag stands
+    state.failed("unreachable: refused")
+    state.record(ReplicaMeasurement(0.0), measured_at=110.0, max_lag=5.0)
+    state.failed("unreachable: refused")
+    state.record(ReplicaMeasurement(9.0), measured_at=111.0, max_lag=5.0)
+    assert state.status().lag == 9.0
 
 
 def test_eligibility_is_the_staleness_bound_even_without_new_probes() -> None:

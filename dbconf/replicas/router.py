@@ -40,11 +40,10 @@ import dbconf.replicas.writes as writes
 from dbconf.builder import build_async_engine, build_engine
 from dbconf.config import DatabaseConfig
 from dbconf.dialects import dialect_for
-from dbconf.errors import ConfigError, NoReplicaError, RegistryClosedError
+from dbconf.errors import NoReplicaError, RegistryClosedError
 from dbconf.loops import LoopEngines, close_returned
-from dbconf.replicas.probe_engine import probe_config
+from dbconf.replicas.probe_engine import ProbeEngines, ProbeFailedError
 from dbconf.replicas.state import ReplicaState, ReplicaStatus
-from dbconf.resilience import first_line
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -73,7 +72,9 @@ class Router:
         ]
         n = len(self._configs)
         self._engines: list[sa.Engine | None] = [None] * n
-        self._probe_engines: list[sa.Engine | None] = [None] * n
+        self._probes = ProbeEngines(
+            database_name, self._configs, self.dialect, self.routing.check_interval
+        )
         self._async = [LoopEngines(self._name(i), self._async_builder(i)) for i in range(n)]
         self._key = next(_keys)
         self._closed = False
@@ -87,6 +88,7 @@ class Router:
         """Fresh state (at construction, and in a forked child: its parent's probes and locks
         mean nothing there)."""
         self._lock = threading.Lock()
+        self._probing = threading.Lock()
         self._started = False
         self._first_round = threading.Event()
         self._wait_until = 0.0
@@ -153,22 +155,6 @@ class Router:
                 cursor.close()
             dbapi_connection.commit()  # a driver outside autocommit opened a transaction
 
-    def _probe_engine(self, i: int) -> sa.Engine:
-        with self._lock:
-            self._require_open()
-            return self._probe_engines[i] or self._build_probe_engine(i)
-
-    def _build_probe_engine(self, i: int) -> sa.Engine:
-        name, interval = f"{self._name(i)}.probe", self.routing.check_interval
-        try:
-            engine = build_engine(name, probe_config(self._configs[i], interval))
-        except ConfigError:  # its connect_args set the timeouts: keep them
-            engine = build_engine(
-                name, probe_config(self._configs[i], interval, short_timeouts=False)
-            )
-        self._probe_engines[i] = engine
-        return engine
-
     # --- probing (called by the probe thread) ---
     def probe_if_due(self, now: float) -> float:
         """Measure every replica if ``check_interval`` has passed since the last round."""
@@ -185,31 +171,20 @@ class Router:
 
     def probe_one(self, i: int, *, log_change: bool = True) -> None:
         """Measure replica ``i`` now (in the calling thread) and record the result; a change
-        of state is logged (``dbconf.replicas``: WARNING when ejected, INFO when up)."""
+        of state is logged (``dbconf.replicas``: WARNING when ejected, INFO when up). Probes
+        of one router never overlap (the probe thread and ``dbconf check``)."""
         state = self._states[i]
-        before = state.state
-        measure = self.dialect.measure_replica if self.dialect is not None else None
-        start = time.monotonic()
-        try:
-            if measure is None:
-                raise RuntimeError(f"dbconf cannot measure {self.config.backend} replicas")
-            with self._probe_engine(i).connect() as conn:
-                measurement = measure(conn)
-        except Exception as exc:
-            state.failed(f"unreachable: {self._error_line(i, exc)}")
-            failed = self._probe_engines[i]
-            if failed is not None:
-                failed.dispose()  # a fresh connection next time
-        else:
-            state.record(measurement, measured_at=start, max_lag=self.routing.max_lag)
+        with self._probing:
+            before = state.state
+            start = time.monotonic()
+            try:
+                measurement = self._probes.measure(i)
+            except ProbeFailedError as exc:
+                state.failed(str(exc))
+            else:
+                state.record(measurement, measured_at=start, max_lag=self.routing.max_lag)
         if log_change:
             self._log_change(i, before)
-
-    def _error_line(self, i: int, exc: BaseException) -> str:
-        """The driver's error in one line, the replica's password masked."""
-        orig = getattr(exc, "orig", None) or exc
-        password = self._configs[i].sqlalchemy_url.password
-        return f"{type(orig).__name__}: {first_line(orig, str(password) if password else None)}"
 
     def probe_now(self) -> list[ReplicaStatus]:
         """Measure every replica now, in the calling thread (``dbconf check``), and return
@@ -344,12 +319,14 @@ class Router:
         returned); a later use raises :class:`RegistryClosedError`."""
         with self._lock:
             self._closed = True
+        self._probes.closed = True
         probe.unregister(self)
         return self._dispose(close=True)
 
     def _dispose(self, *, close: bool) -> asyncio.Future[Any] | None:
         with self._lock:
-            engines = [e for e in (*self._engines, *self._probe_engines) if e is not None]
+            engines = [e for e in self._engines if e is not None]
+        engines += self._probes.engines()
         for engine in engines:
             if close:
                 event.listen(engine.pool, "checkin", close_returned)

@@ -16,6 +16,15 @@ started), so ``lag + (now - measured_at)`` bounds how old the replica's data can
 it stopped replaying right after the probe. A probe that is late (a stalled probe thread, a
 slow replica) therefore makes the replica ineligible by itself: a read never sees data older
 than ``max_lag + check_interval``, whatever the probe thread does.
+
+**Lag after a quiet period.** A measured lag of 0 (PostgreSQL: the standby has replayed all it
+received) means its data was complete when that probe started. The next measurement may read
+a large lag only because the primary was quiet: PostgreSQL's ``now() -
+pg_last_xact_replay_timestamp()`` counts from the last transaction replayed, however long
+ago, as soon as new WAL is received and not yet replayed. Since the data was complete at the
+last caught-up probe, the lag recorded is the smaller of the two bounds: the measured lag and
+the time since that probe started. A quiet primary's first write then does not eject healthy
+replicas, while a replica that stops replaying still shows a lag growing with time.
 """
 
 from __future__ import annotations
@@ -74,6 +83,7 @@ class ReplicaState:
         self.checked_at: datetime.datetime | None = None
         self.good = 0  # consecutive good probes while ejected
         self._ejected_for = ""
+        self._caught_up_at: float | None = None  # monotonic start of the last lag-0 probe
 
     def record(
         self,
@@ -87,9 +97,16 @@ class ReplicaState:
         reason = measurement.reason
         if reason is None and lag is None:
             reason = "not replicating"
-        if reason is None and lag is not None and lag > max_lag:
-            reason = f"lag {_seconds(lag)} > max_lag {_seconds(max_lag)}"
         with self._lock:
+            if reason is not None or lag is None:
+                self._caught_up_at = None
+            elif lag == 0:
+                self._caught_up_at = measured_at
+            elif self._caught_up_at is not None:
+                # its data was complete when the last caught-up probe started (module doc)
+                lag = min(lag, measured_at - self._caught_up_at)
+            if reason is None and lag is not None and lag > max_lag:
+                reason = f"lag {_seconds(lag)} > max_lag {_seconds(max_lag)}"
             self.lag = lag
             self.position = measurement.position
             self.measured_at = measured_at
@@ -115,6 +132,7 @@ class ReplicaState:
         with self._lock:
             self.lag = None
             self.measured_at = None
+            self._caught_up_at = None
             self.checked_at = datetime.datetime.now(datetime.timezone.utc)
             self._eject(reason)
 
@@ -125,6 +143,7 @@ class ReplicaState:
 
     def _eject(self, reason: str) -> None:
         self.state = "ejected"
+        self._caught_up_at = None
         self._ejected_for = reason
         self.reason = reason
         self.good = 0
