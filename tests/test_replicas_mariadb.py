@@ -30,7 +30,7 @@ from mariadb_pair import (
 
 from dbconf.dialects.base import ReplicaMeasurement
 from dbconf.dialects.mysql import dialect
-from dbconf.dialects.mysql_replica import gtid_seq_no
+from dbconf.dialects.mysql_replica import gtid_seq_no, lag_bound
 
 pytestmark = pytest.mark.mariadb
 
@@ -73,6 +73,30 @@ def table(primary: sa.Engine, replica: sa.Engine) -> Iterator[str]:
 )
 def test_gtid_seq_no_of_a_one_domain_list(gtids: str | None, seq_no: int | None) -> None:
     assert gtid_seq_no(gtids) == seq_no
+
+
+def status_row(read: int, executed: int, relay_file: str = "binlog.000001") -> dict[str, object]:
+    return {
+        "Master_Log_File": "binlog.000001",
+        "Read_Master_Log_Pos": read,
+        "Relay_Master_Log_File": relay_file,
+        "Exec_Master_Log_Pos": executed,
+    }
+
+
+@pytest.mark.parametrize(
+    ("row", "behind", "lag"),
+    [
+        (status_row(468, 468), 0, 0.0),  # applied all it received: complete
+        (status_row(900, 468), 0, 1.0),  # the server says 0 s while applying: under 1 s
+        (status_row(900, 468), 3, 4.0),  # truncated to whole seconds: under 4 s
+        (status_row(468, 468, relay_file="binlog.000000"), 0, 1.0),  # an older file
+    ],
+)
+def test_the_lag_is_a_bound_on_the_age_of_the_replica_data(
+    row: dict[str, object], behind: int, lag: float
+) -> None:
+    assert lag_bound(row, behind) == lag
 
 
 def test_write_position_is_the_gtid_seq_no_of_the_commit(primary: sa.Engine, table: str) -> None:

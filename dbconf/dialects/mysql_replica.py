@@ -6,9 +6,13 @@ whole seconds; NULL means the replica is not replicating (its SQL thread is stop
 I/O thread is not connected to the primary), and so does any thread not running ``Yes``: the
 measurement then has no lag and a reason built from ``Slave_IO_Running``,
 ``Slave_SQL_Running``, ``Last_IO_Error`` and ``Last_SQL_Error``. No row: the server is not a
-replica. The lag has the server's whole-second resolution (truncated: 0 means under a
-second behind), and counts from the primary's timestamp of the event being applied (a delayed
-replica's ``MASTER_DELAY`` included). MariaDB's multi-source replication is not covered:
+replica. ``Seconds_Behind_Master`` counts whole seconds (truncated) from the primary's
+timestamp of the event being applied (a delayed replica's ``MASTER_DELAY`` included), so the
+lag recorded is a bound on how old the replica's data is, as the router needs it: 0 when the
+SQL thread has applied everything the I/O thread received (``Exec_Master_Log_Pos`` =
+``Read_Master_Log_Pos`` in the same file; as PostgreSQL's receive LSN = replay LSN), else
+``Seconds_Behind_Master`` + 1 (a replica the server shows 0 s behind while it applies an event
+may be up to a second behind). MariaDB's multi-source replication is not covered:
 ``SHOW SLAVE STATUS`` shows the default (unnamed) connection only. Reading it needs MariaDB's
 ``SLAVE MONITOR`` (or ``SUPER``) privilege, MySQL's ``REPLICATION CLIENT``: without it the
 measurement says so (it is not a connection failure).
@@ -40,7 +44,9 @@ from dbconf.dialects.base import ReplicaMeasurement
 
 __all__ = [
     "NO_STATUS_PRIVILEGE",
+    "applied_all_received",
     "gtid_seq_no",
+    "lag_bound",
     "measure_replica",
     "not_replicating_reason",
     "write_position",
@@ -127,11 +133,27 @@ def measure_replica(conn: sa.Connection) -> ReplicaMeasurement:
     position = None
     if _is_mariadb(conn):
         position = gtid_seq_no(conn.execute(sa.text("SELECT @@gtid_slave_pos")).scalar())
-    lag = _field(status, "Seconds_Behind_Master")
+    behind = _field(status, "Seconds_Behind_Master")
     running = all(_field(status, f"Slave_{t}_Running") == "Yes" for t in ("IO", "SQL"))
-    if lag is None or not running:
+    if behind is None or not running:
         return ReplicaMeasurement(None, position, not_replicating_reason(status))
-    return ReplicaMeasurement(max(float(lag), 0.0), position)
+    return ReplicaMeasurement(lag_bound(status, int(behind)), position)
+
+
+def applied_all_received(status: Mapping[str, Any]) -> bool:
+    """Whether the SQL thread has applied everything the I/O thread received (the same binlog
+    file and position of the primary)."""
+    received = (_field(status, "Master_Log_File"), _field(status, "Read_Master_Log_Pos"))
+    applied = (_field(status, "Relay_Master_Log_File"), _field(status, "Exec_Master_Log_Pos"))
+    return received == applied
+
+
+def lag_bound(status: Mapping[str, Any], behind: int) -> float:
+    """How old the replica's data may be, in seconds (module doc): 0 when it has applied all
+    it received, else ``Seconds_Behind_Master`` + 1 (the server truncates to whole seconds)."""
+    if applied_all_received(status):
+        return 0.0
+    return float(max(behind, 0) + 1)
 
 
 def write_position(conn: sa.Connection) -> int | None:
