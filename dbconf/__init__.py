@@ -15,6 +15,7 @@ from dbconf.errors import (
     DbconfError,
     DisconnectError,
     NoEventLoopError,
+    NoReplicaError,
     PoolExhaustedError,
     RegistryClosedError,
     StatementTimeoutError,
@@ -23,6 +24,7 @@ from dbconf.errors import (
 )
 from dbconf.leaks import ConnectionHolder, PoolStatus
 from dbconf.registry import Database, DatabaseReport, Registry, load
+from dbconf.replicas import ReplicaStatus
 from dbconf.resilience import RetryPolicy
 
 __all__ = [
@@ -35,12 +37,14 @@ __all__ = [
     "DbconfError",
     "DisconnectError",
     "NoEventLoopError",
+    "NoReplicaError",
     "PoolConfig",
     "PoolExhaustedError",
     "PoolStatus",
     "ProfileConfig",
     "Registry",
     "RegistryClosedError",
+    "ReplicaStatus",
     "RetryPolicy",
     "SessionConfig",
     "SqliteConfig",

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # importing sqlalchemy.ext.asyncio needs greenlet (the async 
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
     from dbconf.loop_sessionmaker import LoopSessionmaker
+    from dbconf.replicas.state import ReplicaStatus
 
 R = TypeVar("R")
 
@@ -65,6 +66,8 @@ class AsyncDatabase:
         def _dispose(self) -> asyncio.Future[Any] | None: ...
 
         def _close(self) -> asyncio.Future[Any] | None: ...
+
+        def _check_replicas(self) -> tuple[ReplicaStatus, ...]: ...
 
     def _init_async(self) -> None:
         self._async_engines = LoopEngines(self.name, self._build_async_engine)
@@ -159,7 +162,8 @@ class AsyncDatabase:
 
     async def async_check(self) -> DatabaseReport:
         """Connect through the async driver, run a round trip, and report; never raises for an
-        unreachable server."""
+        unreachable server. Replicas are probed as :meth:`~dbconf.database.Database.check`
+        does, in a worker thread."""
         self._require_open()
         url = self.config.async_url
         try:
@@ -171,7 +175,9 @@ class AsyncDatabase:
                 latency = (time.perf_counter() - start) * 1000
                 version = server_version(conn.dialect.server_version_info)
         except Exception as exc:
-            return make_report(self.name, self.config, url, False, error=one_line(self.config, exc))
+            error = one_line(self.config, exc)
+            replicas = await asyncio.to_thread(self._check_replicas)
+            return make_report(self.name, self.config, url, False, error=error, replicas=replicas)
         return make_report(
             self.name,
             self.config,
@@ -180,6 +186,7 @@ class AsyncDatabase:
             server_version=version,
             latency_ms=round(latency, 3),
             pool=pool,
+            replicas=await asyncio.to_thread(self._check_replicas),  # sync probes, off the loop
         )
 
     async def adispose(self) -> None:

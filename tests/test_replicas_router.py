@@ -300,3 +300,16 @@ def test_probe_keeps_the_replicas_own_connect_timeout_when_connect_args_set_it(
         assert router.choose() == 0
     finally:
         db.close()
+
+
+def test_async_check_probes_the_replicas_too(pg_url: str, standby_url: str) -> None:
+    db = replica_db(pg_url, standby_url, UNREACHABLE)
+    try:
+        report = asyncio.run(db.async_check())
+        assert report.ok
+        assert [r.name for r in report.replicas] == ["replicas[0]", "replicas[1]"]
+        assert report.replicas[1].reason is not None
+        assert report.replicas[1].reason.startswith("unreachable: ")
+        assert not report.replicas_ok
+    finally:
+        db.close()

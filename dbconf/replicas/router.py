@@ -250,8 +250,9 @@ class Router:
         ]
         if routing.fallback == "error":
             raise NoReplicaError(self.database_name, reasons)
-        if not self._warned:
-            self._warned = True
+        with self._lock:
+            warn, self._warned = not self._warned, True
+        if warn:
             urls = [s.url for s in self._states]
             why = "; ".join(f"{n} ({u}): {r}" for u, (n, r) in zip(urls, reasons, strict=True))
             log.warning(
