@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import textwrap
 import time
 import traceback
@@ -72,6 +73,15 @@ def _probe(url: str) -> str | None:
         finally:
             engine.dispose()
     return _reachable[url]
+
+
+def _probe_uncached(url: str) -> str | None:
+    """:func:`_probe` asked again (a server that was up may be down now)."""
+    _reachable.pop(url, None)
+    try:
+        return _probe(url)
+    finally:
+        _reachable.pop(url, None)
 
 
 def _require(url: str, env_var: str, how: str = "") -> str:
@@ -183,6 +193,51 @@ def maria_replica_admin(server_admin: None, maria_replica_url: str) -> Iterator[
                     pytest.fail(f"the MariaDB replica did not restart replicating: {dict(row)}")
                 time.sleep(0.05)
         admin.dispose()
+
+
+class MariaReplicaServer:
+    """The MariaDB pair's replica server, shut down and started again by a test."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.down = False
+
+    def stop(self) -> None:
+        """``SHUTDOWN`` the replica and wait until it refuses connections."""
+        self.down = True
+        engine = sa.create_engine(self.url, poolclass=sa.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SHUTDOWN"))
+        except sa.exc.OperationalError:
+            pass  # the shutdown kills the connection that asked for it
+        finally:
+            engine.dispose()
+        deadline = time.monotonic() + 30
+        while _probe_uncached(self.url) is None:
+            if time.monotonic() > deadline:
+                pytest.fail("the MariaDB replica did not shut down within 30 s")
+            time.sleep(0.1)
+
+    def start(self) -> None:
+        """Start it again with .ci/mariadb-replica (which waits until it has caught up)."""
+        script = Path(__file__).resolve().parent.parent / ".ci" / "mariadb-replica"
+        done = subprocess.run([str(script)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"{script} could not start the replica: {done.stderr or done.stdout}")
+        self.down = False
+
+
+@pytest.fixture
+def maria_replica_server(
+    server_admin: None, maria_replica_url: str
+) -> Iterator[MariaReplicaServer]:
+    """The MariaDB pair's replica, to shut down (``stop()``) and start again (``start()``);
+    started again after the test if it is still down."""
+    server = MariaReplicaServer(maria_replica_url)
+    yield server
+    if server.down:
+        server.start()
 
 
 @pytest.fixture

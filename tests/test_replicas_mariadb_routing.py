@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import MariaReplicaServer
 from mariadb_pair import (
     caught_up,
     insert,
@@ -87,6 +88,13 @@ def status(router: Router) -> ReplicaStatus:
     return only
 
 
+def serving(router: Router) -> int | None:
+    """``router.choose()`` once the replica is up (a first probe round can take longer than
+    the ``check_interval`` the first choice waits)."""
+    poll(lambda: status(router), lambda s: s.state == "up", "replica up")
+    return router.choose()
+
+
 def test_reads_go_to_the_replica_through_read_only_connections(
     dbs: Registry, primary: sa.Engine, table: str
 ) -> None:
@@ -146,7 +154,7 @@ def stop_and_restart_the_sql_thread(
     admin: sa.Engine, dbs: Registry, caplog: pytest.LogCaptureFixture
 ) -> None:
     router = router_of(dbs)
-    assert router.choose() == 0
+    assert serving(router) == 0
     with admin.connect() as conn:
         conn.execute(sa.text("STOP SLAVE SQL_THREAD"))
     ejected = poll(lambda: status(router), lambda s: s.state == "ejected", "replica ejected")
@@ -176,7 +184,7 @@ def test_lag_past_max_lag_ejects_the_replica_and_catching_up_readmits_it(
 ) -> None:
     router = router_of(dbs)
     caught_up(replica, insert(primary, table, 1))
-    assert router.choose() == 0
+    assert serving(router) == 0
     with row_locked(replica, table, 1):
         with primary.begin() as conn:
             conn.execute(sa.text(f"UPDATE {table} SET v = 1 WHERE id = 1"))
@@ -257,3 +265,31 @@ def test_check_lists_the_replica_and_fails_on_a_server_that_is_not_one(
     code, out = check(maria_url)  # the standalone server on 3306
     assert code == 1, out
     assert "not a replica (SHOW SLAVE STATUS is empty)" in out
+
+
+def test_a_replica_that_goes_down_is_ejected_and_readmitted_when_it_is_back(
+    maria_replica_server: MariaReplicaServer, maria_primary_url: str, maria_replica_url: str
+) -> None:
+    dbs = pair_registry(maria_primary_url, maria_replica_url)
+    try:
+        router = router_of(dbs)
+        assert serving(router) == 0
+        engine = router.replica_engine(0)
+        assert port(engine) == REPLICA_PORT  # a pooled connection to the replica
+        maria_replica_server.stop()
+        # the probe's pooled connection may first fail mid-query ("probe failed: … Lost
+        # connection"); the next probe cannot connect at all
+        poll(
+            lambda: status(router),
+            lambda s: s.state == "ejected" and (s.reason or "").startswith("unreachable: "),
+            "replica ejected as unreachable",
+        )
+        assert router.choose() is None
+        with pytest.raises(sa.exc.OperationalError):
+            port(engine)  # its pooled connection is gone; pre-ping finds no server either
+        maria_replica_server.start()
+        poll(lambda: status(router), lambda s: s.state == "up", "replica re-admitted")
+        assert router.choose() == 0
+        assert port(engine) == REPLICA_PORT  # a new connection
+    finally:
+        dbs.close()
