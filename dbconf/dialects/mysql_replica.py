@@ -52,8 +52,9 @@ __all__ = [
     "write_position",
 ]
 
-# ER_SPECIFIC_ACCESS_DENIED_ERROR / ER_DBACCESS_DENIED_ERROR: SHOW SLAVE STATUS needs a privilege
-NO_STATUS_PRIVILEGE = frozenset({1227, 1044})
+# ER_SPECIFIC_ACCESS_DENIED_ERROR: "you need (at least one of) the SUPER, SLAVE MONITOR
+# privilege(s)" (MySQL: REPLICATION CLIENT)
+NO_STATUS_PRIVILEGE = frozenset({1227})
 
 
 def gtid_seq_no(gtid_list: str | None) -> int | None:
