@@ -2,6 +2,9 @@
 
 Server tests need the servers named by TEST_POSTGRES_URL and TEST_MARIADB_URL (defaults: the
 loopback servers of the dev machine; not DBCONF_*, a prefix that dbconf reads as configuration).
+The replica tests also need a PostgreSQL standby (TEST_POSTGRES_STANDBY_URL, .ci/pg-standby)
+and a MariaDB replication pair (TEST_MARIADB_PRIMARY_URL / TEST_MARIADB_REPLICA_URL,
+.ci/mariadb-replica).
 Without a server they skip with a message saying how to point them at one; under CI=true they
 fail instead, so a green CI means they ran.
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import textwrap
 import time
 import traceback
@@ -44,6 +48,15 @@ MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0
 STANDBY_URL = os.environ.get(
     "TEST_POSTGRES_STANDBY_URL", "postgresql+psycopg2://postgres@127.0.0.1:5433/test"
 )
+# A private MariaDB replication pair (made by .ci/mariadb-replica; the server on 3306 is not
+# part of it): a primary with a binary log and a GTID replica of it.
+MARIADB_PRIMARY_URL = os.environ.get(
+    "TEST_MARIADB_PRIMARY_URL", "mariadb+pymysql://root@127.0.0.1:3307/test"
+)
+MARIADB_REPLICA_URL = os.environ.get(
+    "TEST_MARIADB_REPLICA_URL", "mariadb+pymysql://root@127.0.0.1:3308/test"
+)
+_MARIADB_PAIR_HOW = " (or run .ci/mariadb-replica to make the pair on 3307/3308)"
 _reachable: dict[str, str | None] = {}
 
 
@@ -60,6 +73,15 @@ def _probe(url: str) -> str | None:
         finally:
             engine.dispose()
     return _reachable[url]
+
+
+def _probe_uncached(url: str) -> str | None:
+    """:func:`_probe` asked again (a server that was up may be down now)."""
+    _reachable.pop(url, None)
+    try:
+        return _probe(url)
+    finally:
+        _reachable.pop(url, None)
 
 
 def _require(url: str, env_var: str, how: str = "") -> str:
@@ -121,6 +143,101 @@ def standby_url(pg_url: str) -> str:
     if not in_recovery:
         pytest.fail(f"TEST_POSTGRES_STANDBY_URL {url} is not a standby (not in recovery)")
     return url
+
+
+@pytest.fixture(scope="session")
+def maria_primary_url() -> str:
+    """URL of the primary of the MariaDB replication pair (root; binary log, GTID)."""
+    return _require(MARIADB_PRIMARY_URL, "TEST_MARIADB_PRIMARY_URL", _MARIADB_PAIR_HOW)
+
+
+@pytest.fixture(scope="session")
+def maria_replica_url(maria_primary_url: str) -> str:
+    """URL of the replica of ``maria_primary_url`` (root; read_only=1, MASTER_USE_GTID), with
+    both replication threads running."""
+    url = _require(MARIADB_REPLICA_URL, "TEST_MARIADB_REPLICA_URL", _MARIADB_PAIR_HOW)
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text("SHOW SLAVE STATUS")).mappings().first()
+    finally:
+        engine.dispose()
+    if row is None:
+        pytest.fail(f"TEST_MARIADB_REPLICA_URL {url} is not a replica (SHOW SLAVE STATUS empty)")
+    running = (row["Slave_IO_Running"], row["Slave_SQL_Running"])
+    if running != ("Yes", "Yes"):
+        pytest.fail(
+            f"TEST_MARIADB_REPLICA_URL {url} does not replicate (Slave_IO_Running, "
+            f"Slave_SQL_Running = {running}; {row['Last_IO_Error'] or row['Last_SQL_Error']}): "
+            "run .ci/mariadb-replica, which restarts stopped replication threads"
+        )
+    return url
+
+
+@pytest.fixture
+def maria_replica_admin(server_admin: None, maria_replica_url: str) -> Iterator[sa.Engine]:
+    """An AUTOCOMMIT engine on the MariaDB replica, for ``STOP SLAVE``; teardown starts both
+    replication threads again and waits (30 s at most) until they run."""
+    admin = sa.create_engine(maria_replica_url, isolation_level="AUTOCOMMIT")
+    try:
+        yield admin
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text("START SLAVE"))
+            deadline = time.monotonic() + 30
+            while True:
+                row = conn.execute(sa.text("SHOW SLAVE STATUS")).mappings().one()
+                if row["Slave_IO_Running"] == row["Slave_SQL_Running"] == "Yes":
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the MariaDB replica did not restart replicating: {dict(row)}")
+                time.sleep(0.05)
+        admin.dispose()
+
+
+class MariaReplicaServer:
+    """The MariaDB pair's replica server, shut down and started again by a test."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.down = False
+
+    def stop(self) -> None:
+        """``SHUTDOWN`` the replica and wait until it refuses connections."""
+        self.down = True
+        engine = sa.create_engine(self.url, poolclass=sa.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SHUTDOWN"))
+        except sa.exc.OperationalError:
+            pass  # the shutdown kills the connection that asked for it
+        finally:
+            engine.dispose()
+        deadline = time.monotonic() + 30
+        while _probe_uncached(self.url) is None:
+            if time.monotonic() > deadline:
+                pytest.fail("the MariaDB replica did not shut down within 30 s")
+            time.sleep(0.1)
+
+    def start(self) -> None:
+        """Start it again with .ci/mariadb-replica (which waits until it has caught up)."""
+        script = Path(__file__).resolve().parent.parent / ".ci" / "mariadb-replica"
+        done = subprocess.run([str(script)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"{script} could not start the replica: {done.stderr or done.stdout}")
+        self.down = False
+
+
+@pytest.fixture
+def maria_replica_server(
+    server_admin: None, maria_replica_url: str
+) -> Iterator[MariaReplicaServer]:
+    """The MariaDB pair's replica, to shut down (``stop()``) and start again (``start()``);
+    started again after the test if it is still down."""
+    server = MariaReplicaServer(maria_replica_url)
+    yield server
+    if server.down:
+        server.start()
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ SELECT only), ``innodb_lock_wait_timeout``, ``idle_transaction_timeout`` (MariaD
 ``application_name`` → PyMySQL's/aiomysql's ``program_name`` (a connection attribute). With aiomysql
 the ``SET SESSION`` runs in the same ``connect`` event, through SQLAlchemy's adapted connection (its
 cursor runs synchronously inside SQLAlchemy's greenlet). aiomysql's ``ssl`` is an ``ssl.SSLContext``
-(pass it in connect_args): the ``?ssl_*`` query keys are PyMySQL's only.
+(pass it in connect_args): the ``?ssl_*`` query keys are PyMySQL's only. Read replicas (lag from
+``SHOW SLAVE STATUS``, MariaDB GTID positions): :mod:`dbconf.dialects.mysql_replica`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from dbconf.dialects.base import Dialect, Settings, Timeouts, ms, register, whole_seconds
+from dbconf.dialects.mysql_replica import measure_replica, write_position
 
 __all__ = [
     "CONNECT_ERRORS",
@@ -212,5 +214,12 @@ dialect = register(
             "aiomysql": AIOMYSQL_CONNECT_ARGS,
         },
         query_parts={"pymysql": PYMYSQL_PARTS, "aiomysql": AIOMYSQL_PARTS},
+        # read replicas: see dbconf/dialects/mysql_replica.py. SET TRANSACTION (no SESSION)
+        # applies to the next transaction only; the drivers run outside autocommit, so the
+        # statement after it starts that transaction
+        measure_replica=measure_replica,
+        write_position=write_position,
+        read_only_session_sql="SET SESSION TRANSACTION READ ONLY",
+        read_only_transaction_sql="SET TRANSACTION READ ONLY",
     )
 )
