@@ -86,14 +86,37 @@ def _load_yaml_block(block: Block, tmp_path: Path) -> list[str]:
     for profile in data["profiles"].values():  # a fragment of a profile: `databases: ...`
         if isinstance(profile, dict) and profile.get("databases") is Ellipsis:
             pytest.fail(f"{block.id}: not a whole profile")
+    text = block.code if "profiles" in data and "profiles:" in block.code else yaml.safe_dump(data)
+    text = _stand_ins(text, tmp_path)
     path = tmp_path / "databases.yaml"
-    path.write_text(yaml.safe_dump(data) if "profiles" not in block.code else block.code)
+    path.write_text(text)
     env = env_values(block.code)
     names = [n for n in data["profiles"] if not str(n).startswith(("x-", "."))]
-    for name in names:
-        with dbconf.load(name, path=path, environ=env) as dbs:
-            assert dbs.names, f"{block.id}: profile {name} has no database"
+    sys.path.insert(0, str(tmp_path))
+    try:
+        for name in names:
+            with dbconf.load(name, path=path, environ=env) as dbs:
+                assert dbs.names, f"{block.id}: profile {name} has no database"
+    finally:
+        sys.path.remove(str(tmp_path))
     return names
+
+
+def _stand_ins(text: str, tmp_path: Path) -> str:
+    """What a config block names outside itself, made in tmp_path: each ``password_file``
+    (a file holding a password; the block's path is replaced by it) and each ``credentials``
+    callable (a module of that name returning a token)."""
+    for n, secret in enumerate(re.findall(r"password_file: (/\S+)", text)):
+        stand_in = tmp_path / f"password-{n}"
+        stand_in.write_text("not-a-real-password\n")
+        text = text.replace(secret, str(stand_in))
+    for module, func in re.findall(r"credentials: ([\w.]+):(\w+)", text):
+        target = tmp_path.joinpath(*module.split(".")).with_suffix(".py")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for parent in target.relative_to(tmp_path).parents:
+            (tmp_path / parent / "__init__.py").touch()
+        target.write_text(f"def {func}(target):\n    return 'token'\n")
+    return text
 
 
 @pytest.mark.parametrize(
