@@ -93,6 +93,7 @@ profiles:
           reporting: {{autocommit: true}}
       cache:
         url: "sqlite:///:memory:"
+        migrations: {{managed: false}}
   test:
     databases:
       primary:
