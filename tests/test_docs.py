@@ -19,8 +19,8 @@ import dbconf
 from dbconf import errors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
-from docs_support import ROOT, RUN, Block, all_blocks, env_values, sandbox_config  # noqa: E402
-from gen_reference import cli_page, configuration_page, errors_page  # noqa: E402
+from docs_support import ROOT, RUN, Block, all_blocks, env_values, sandbox_config
+from gen_reference import cli_page, configuration_page, errors_page
 
 OUTSIDE_ENVIRON = {k: v for k, v in os.environ.items() if not k.startswith("DBCONF_")}
 BLOCKS = all_blocks()
@@ -120,7 +120,10 @@ def _stand_ins(text: str, tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize(
-    ("block", "sandbox"), [(b, b) for b in RUNNABLE], ids=[b.id for b in RUNNABLE], indirect=["sandbox"]
+    ("block", "sandbox"),
+    [(b, b) for b in RUNNABLE],
+    ids=[b.id for b in RUNNABLE],
+    indirect=["sandbox"],
 )
 def test_block_runs(block: Block, sandbox: Path) -> None:
     if block.lang == "python" and block.marker == ("run", "pytest"):
@@ -158,7 +161,9 @@ def test_not_run_blocks_are_few_and_say_why() -> None:
 
 def test_a_wrong_yaml_block_fails(tmp_path: Path) -> None:
     """The yaml check is not vacuous: a misspelt key is a ConfigError."""
-    wrong = Block(ROOT / "x.md", 1, "yaml", "databases:\n  primary: {url: 'sqlite://', pol: {}}\n", None)
+    wrong = Block(
+        ROOT / "x.md", 1, "yaml", "databases:\n  primary: {url: 'sqlite://', pol: {}}\n", None
+    )
     with pytest.raises(dbconf.ConfigError, match="did you mean 'pool'"):
         _load_yaml_block(wrong, tmp_path)
 
@@ -226,3 +231,15 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     assert "DBCONF_DATABASES__&lt;NAME&gt;__POOL__SIZE" in config_page
     api = (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
     assert "run_in_transaction" in api  # rendered from the docstrings
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    """The README contract: its first block is the two commands, the second as .ci/run runs it."""
+    first = next(b for b in BLOCKS if b.path.name == "README.md")
+    commands = first.code.splitlines()
+    assert first.line <= 4 and first.lang == "sh"
+    assert commands[0].endswith(
+        ".venv/bin/pip install -q -e . && .venv/bin/python examples/quickstart.py"
+    )
+    assert commands[1] in (ROOT / ".ci" / "run").read_text()
+    assert "pip install -q -e '.[test]' && .venv/bin/python -m pytest" in commands[1]
