@@ -237,7 +237,8 @@ def test_readme_starts_with_the_two_commands() -> None:
     """The README contract: its first block is the two commands, the second as .ci/run runs it."""
     first = next(b for b in BLOCKS if b.path.name == "README.md")
     commands = first.code.splitlines()
-    assert first.line <= 4 and first.lang == "sh"
+    assert first.line <= 4
+    assert first.lang == "sh"
     assert commands[0].endswith(
         ".venv/bin/pip install -q -e . && .venv/bin/python examples/quickstart.py"
     )
