@@ -34,6 +34,7 @@ from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
 from dbconf.option_models import LeakDetectionConfig, RetryConfig, SqliteConfig
 from dbconf.origin import issues_error, shown_value
+from dbconf.pooler import Pooler, pooler_issues
 from dbconf.replica_config import ReplicaConfig, RoutingConfig, replica_database
 from dbconf.secret_values import hide, masked
 from dbconf.secret_values import reveal as reveal
@@ -201,6 +202,7 @@ class DatabaseConfig(_Model):
     sessions: dict[str, SessionConfig] = Field(default_factory=dict)
     replicas: list[ReplicaConfig] = Field(default_factory=list)
     routing: RoutingConfig | None = None
+    pooler: Pooler | None = None  # PgBouncer in front: dbconf/pooler.py
 
     _url: URL = PrivateAttr()
     _replicas: tuple[DatabaseConfig, ...] = PrivateAttr(())
@@ -275,6 +277,7 @@ class DatabaseConfig(_Model):
         else:
             issues += connect_arg_issues(url, keys)
         issues += check_pool(self) + check_dialect_options(self) + credential_issues(self, url)
+        issues += pooler_issues(self)
         if issues:
             raise issues_error(issues)
         self._replicas = tuple(replica_database(self, replica) for replica in self.replicas)
