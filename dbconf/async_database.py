@@ -25,7 +25,7 @@ from dbconf.builder import build_async_engine, build_async_sessionmaker, describ
 from dbconf.config import DatabaseConfig, SessionConfig
 from dbconf.leaks import PoolStatus, pool_status
 from dbconf.loops import LoopEngines
-from dbconf.reports import DatabaseReport, make_report, one_line, server_version
+from dbconf.reports import DatabaseReport, make_report, one_line, pooler_status, server_version
 from dbconf.session import async_session_scope, async_transaction_scope
 
 __all__ = ["AsyncDatabase"]
@@ -180,6 +180,7 @@ class AsyncDatabase:
             server_version=version,
             latency_ms=round(latency, 3),
             pool=pool,
+            pooler=await asyncio.to_thread(pooler_status, self.config),
         )
 
     async def adispose(self) -> None:

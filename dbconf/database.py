@@ -27,7 +27,7 @@ from dbconf.config import DatabaseConfig, SessionConfig
 from dbconf.errors import ConfigError, Problem, RegistryClosedError, UnknownSessionFlavourError
 from dbconf.leaks import PoolStatus, pool_status
 from dbconf.loops import close_returned
-from dbconf.reports import DatabaseReport, make_report, one_line, server_version
+from dbconf.reports import DatabaseReport, make_report, one_line, pooler_status, server_version
 from dbconf.session import session_scope, transaction_scope
 
 __all__ = ["Database"]
@@ -269,4 +269,5 @@ class Database(AsyncDatabase):
             server_version=version,
             latency_ms=round(latency, 3),
             pool=pool,
+            pooler=pooler_status(self.config),
         )

@@ -120,9 +120,7 @@ def pooler_issues(db: Pooled) -> list[Issue]:
             )
         )
     if pg_option_names(str(query.get("options") or "")):
-        issues.append(
-            ("query.options", f"{refused} (-c settings): remove ?options= from the URL")
-        )
+        issues.append(("query.options", f"{refused} (-c settings): remove ?options= from the URL"))
     settings = args.get("server_settings")
     if isinstance(settings, dict):
         untracked = sorted(set(settings) - TRACKED_PARAMETERS)
@@ -137,10 +135,7 @@ def pooler_issues(db: Pooled) -> list[Issue]:
             )
     if pooler.mode != TRANSACTION:
         return issues
-    why = (
-        "in PgBouncer transaction mode each transaction may run on a different server "
-        "connection"
-    )
+    why = "in PgBouncer transaction mode each transaction may run on a different server connection"
     for key, (off, what) in _PREPARE.items():
         if key in args and args[key] != off:
             issues.append(

@@ -44,6 +44,10 @@ MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0
 STANDBY_URL = os.environ.get(
     "TEST_POSTGRES_STANDBY_URL", "postgresql+psycopg2://postgres@127.0.0.1:5433/test"
 )
+# PgBouncer in transaction mode in front of POSTGRES_URL's server (made by .ci/pgbouncer).
+PGBOUNCER_URL = os.environ.get(
+    "TEST_PGBOUNCER_URL", "postgresql+psycopg2://postgres@127.0.0.1:6432/test"
+)
 _reachable: dict[str, str | None] = {}
 
 
@@ -121,6 +125,15 @@ def standby_url(pg_url: str) -> str:
     if not in_recovery:
         pytest.fail(f"TEST_POSTGRES_STANDBY_URL {url} is not a standby (not in recovery)")
     return url
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url(pg_url: str) -> str:
+    """URL of PgBouncer (transaction mode, trust, admin console for this user) in front of
+    the ``pg_url`` server."""
+    return _require(
+        PGBOUNCER_URL, "TEST_PGBOUNCER_URL", " (or run .ci/pgbouncer to start one on 6432)"
+    )
 
 
 @pytest.fixture

@@ -103,10 +103,10 @@ def admin_version(url: sa.URL, timeout: float = 5.0) -> tuple[str | None, str]:
 
     Returns (version, note): the version string, or None and why it did not answer.
     """
-    import psycopg2  # the admin console answers the simple protocol only: no SQLAlchemy
-
     conn = None
     try:
+        import psycopg2  # the admin console answers the simple protocol only: no SQLAlchemy
+
         conn = psycopg2.connect(
             host=url.host or "127.0.0.1",
             port=url.port or 5432,
