@@ -240,9 +240,7 @@ def test_application_name_reaches_the_server(pgbouncer_url: str, driver: str) ->
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
-def test_run_in_transaction_retries_a_deadlock(
-    pgbouncer_url: str, table: str, driver: str
-) -> None:
+def test_run_in_transaction_retries_a_deadlock(pgbouncer_url: str, table: str, driver: str) -> None:
     db = database(pgbouncer_url, driver, **POOLER, timeouts={"statement": "20s"})
     barrier = threading.Barrier(2)
     calls: Counter[str] = Counter()
