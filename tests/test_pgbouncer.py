@@ -146,7 +146,7 @@ def test_concurrent_queries_have_no_prepared_statement_errors(
 def test_without_pooler_prepared_statements_collide(pgbouncer_url: str, driver: str) -> None:
     db = database(pgbouncer_url, driver, pool={"size": 8, "max_overflow": 4})
     try:
-        ok, errors = load(db, driver)
+        _, errors = load(db, driver)
     finally:
         db.dispose()
     assert errors, "expected prepared-statement errors without pooler:"

@@ -42,7 +42,8 @@ def test_shorthand_and_block_forms() -> None:
     block = db(
         pooler={"mode": "pgbouncer_session", "direct_url": f"postgresql://app:{SECRET}@db/app"}
     )
-    assert block.pooler is not None and block.pooler.direct_url is not None
+    assert block.pooler is not None
+    assert block.pooler.direct_url is not None
     assert block.pooler.mode == "pgbouncer_session"
     assert SECRET not in repr(block)
     assert SECRET not in block.model_dump_json()
@@ -51,13 +52,15 @@ def test_shorthand_and_block_forms() -> None:
 def test_unknown_mode_and_bad_direct_url_are_refused(write_config: WriteConfig) -> None:
     found = problems(write_config, "        pooler: pgbouncer_statement\n")
     assert len(found) == 1
-    assert "databases.yaml:6" in found[0] and "pooler.mode" in found[0]
+    assert "databases.yaml:6" in found[0]
+    assert "pooler.mode" in found[0]
     found = problems(
         write_config,
         "        pooler:\n          mode: pgbouncer_session\n"
         "          direct_url: mysql://root@h/db\n",
     )
-    assert "databases.yaml:8" in found[0] and "direct_url must be a PostgreSQL URL" in found[0]
+    assert "databases.yaml:8" in found[0]
+    assert "direct_url must be a PostgreSQL URL" in found[0]
 
 
 def test_not_postgresql_is_refused(write_config: WriteConfig) -> None:
@@ -76,7 +79,8 @@ def test_not_postgresql_is_refused(write_config: WriteConfig) -> None:
     (problem,) = err.value.problems
     assert problem.path.endswith("main.pooler")
     assert "databases.yaml:6" in str(problem)
-    assert "for PostgreSQL databases" in problem.message and "not mariadb" in problem.message
+    assert "for PostgreSQL databases" in problem.message
+    assert "not mariadb" in problem.message
 
 
 @pytest.mark.parametrize(
@@ -143,7 +147,8 @@ def test_startup_parameters_pgbouncer_refuses_are_rejected(
         f"        pooler: {mode}\n        connect_args:\n          options: -c search_path=app\n",
     )
     assert len(found) == 1, found
-    assert "main.connect_args.options" in found[0] and "startup parameter options" in found[0]
+    assert "main.connect_args.options" in found[0]
+    assert "startup parameter options" in found[0]
     found = problems(
         write_config,
         f"        pooler: {mode}\n"
