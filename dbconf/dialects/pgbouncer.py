@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 
 from dbconf.dialects.base import Settings, ms
 
@@ -87,14 +86,29 @@ def local_settings_sql(cfg: Settings) -> str | None:
 
 
 def install_transaction_settings(engine: sa.Engine, cfg: Settings) -> None:
-    """Behind a pooler: run :func:`local_settings_sql` as each transaction begins."""
+    """Behind a pooler: run :func:`local_settings_sql` as each transaction begins.
+
+    Through the engine's own dialect ``do_begin`` (SQLAlchemy's hook for beginning a
+    transaction on the driver's connection; a no-op for the PostgreSQL drivers, which begin
+    at the first statement) rather than a ``begin`` event running a statement through the
+    Connection: one driver round trip, none of SQLAlchemy's execution path. Skipped on an
+    AUTOCOMMIT connection (no transaction for SET LOCAL to last in)."""
     sql = local_settings_sql(cfg) if mode_of(cfg) is not None else None
     if sql is None:
         return
+    begin = engine.dialect.do_begin
 
-    @event.listens_for(engine, "begin")
-    def _set_local(conn: sa.Connection) -> None:
-        conn.exec_driver_sql(sql)
+    def _do_begin(dbapi_connection: Any) -> None:
+        begin(dbapi_connection)
+        if getattr(dbapi_connection.dbapi_connection, "autocommit", False):
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
+
+    engine.dialect.do_begin = _do_begin  # type: ignore[method-assign]
 
 
 def admin_version(url: sa.URL, timeout: float = 5.0) -> tuple[str | None, str]:
