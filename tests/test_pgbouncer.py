@@ -362,3 +362,24 @@ def test_check_says_what_it_could_not_ask(pgbouncer_url: str) -> None:
     status = pooler_status(cfg)
     assert status is not None
     assert status.startswith("pgbouncer_session declared; its admin console")
+
+
+def test_session_mode_autocommit_flavour_runs_untimed(pgbouncer_url: str) -> None:
+    """An AUTOCOMMIT connection (allowed in session mode only) has no transaction for SET
+    LOCAL to last in: its statements run with the server's default, and nothing it did stays
+    on the connection for the transactional flavour, which is timed."""
+    db = database(
+        pgbouncer_url,
+        "psycopg2",
+        pooler="pgbouncer_session",
+        timeouts={"statement": "4s"},
+        sessions={"auto": {"autocommit": True}},
+    )
+    show = sa.text("SELECT current_setting('statement_timeout')")
+    try:
+        with db.session("auto") as s:
+            assert s.execute(show).scalar_one() == "0"
+        with db.session() as s:
+            assert s.execute(show).scalar_one() == "4s"
+    finally:
+        db.dispose()
