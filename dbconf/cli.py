@@ -1,4 +1,4 @@
-"""The ``dbconf`` command: show, profiles, schema, check, shell.
+"""The ``dbconf`` command: show, profiles, schema, check, shell, migrate, migrations.
 
 Exit codes, the only ones :func:`main` returns (except ``shell``, which returns its client's
 exit code once the client runs, 127 when it is not installed):
@@ -35,6 +35,7 @@ from pydantic import Secret, SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from dbconf.cli_migrate import MIGRATE_COMMANDS, add_migrate_parsers
 from dbconf.cli_shell import shell
 from dbconf.config import FileConfig
 from dbconf.errors import DbconfError
@@ -221,6 +222,7 @@ COMMANDS: dict[str, Command] = {
     "schema": _schema,
     "check": _loading(_check),
     "shell": shell,  # dbconf/cli_shell.py
+    **MIGRATE_COMMANDS,  # migrate, migrations status|init|revision (dbconf/cli_migrate.py)
 }
 
 # :class:`x`, :func:`~a.b` (shown as b), :ref:`title <target>` (shown as title)
@@ -280,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     shell_parser = command("shell", profile=True)
     shell_parser.add_argument("--database", "-d", help="this database, not the default one")
     shell_parser.add_argument("client_args", nargs="*", help="after --: the client's arguments")
+    add_migrate_parsers(sub)
     return parser
 
 

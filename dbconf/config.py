@@ -32,6 +32,7 @@ from dbconf.credential_config import CREDENTIAL_KEYS, credential_issues
 from dbconf.dialects.checks import check_dialect_options, check_pool
 from dbconf.durations import Duration, Timeout, parse_duration
 from dbconf.errors import did_you_mean
+from dbconf.migration_config import MigrationsConfig, checked_migration_database
 from dbconf.option_models import LeakDetectionConfig, RetryConfig, SqliteConfig
 from dbconf.origin import issues_error, shown_value
 from dbconf.pooler import Pooler, pooler_issues
@@ -203,8 +204,10 @@ class DatabaseConfig(_Model):
     replicas: list[ReplicaConfig] = Field(default_factory=list)
     routing: RoutingConfig | None = None
     pooler: Pooler | None = None  # PgBouncer in front: dbconf/pooler.py
+    migrations: MigrationsConfig | None = None
 
     _url: URL = PrivateAttr()
+    _migration: DatabaseConfig | None = PrivateAttr(None)
     _replicas: tuple[DatabaseConfig, ...] = PrivateAttr(())
     _async_url: URL | None = PrivateAttr(None)
     _named: tuple[bool, bool] = PrivateAttr((True, False))
@@ -281,7 +284,16 @@ class DatabaseConfig(_Model):
         if issues:
             raise issues_error(issues)
         self._replicas = tuple(replica_database(self, replica) for replica in self.replicas)
+        if self.migrations is not None:  # checked now: its errors name their origin
+            self._migration = checked_migration_database(self)
         return self
+
+    @property
+    def migration_config(self) -> DatabaseConfig:
+        """The configuration the migrations connect with (:mod:`dbconf.migration_config`)."""
+        if self._migration is None:
+            self._migration = checked_migration_database(self)
+        return self._migration
 
     @property
     def replica_configs(self) -> tuple[DatabaseConfig, ...]:

@@ -329,11 +329,16 @@ def _helps(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
 
 def test_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
     helps = _helps(capsys)
-    assert set(helps) == {"dbconf", "show", "profiles", "schema", "check", "shell"}
+    assert set(helps) == {
+        *("dbconf", "show", "profiles", "schema", "check", "shell", "migrate", "migrations"),
+    }
     for name, text in helps.items():
         assert text.startswith("usage: dbconf"), name
         assert not MARKUP.search(text), f"{name} --help shows reST markup: {text}"
-    assert "The dbconf command: show, profiles, schema, check, shell." in helps["dbconf"]
+    assert (
+        "The dbconf command: show, profiles, schema, check, shell, migrate, migrations."
+        in (helps["dbconf"])
+    )
 
 
 @given(

@@ -89,7 +89,8 @@ def check_dialect_options(db: Checked) -> list[Issue]:
             )
         for key in ("lock", "idle_in_transaction"):
             value = getattr(t, key)
-            if value is not None and (value < 1 or value != int(value)):
+            off = key == "idle_in_transaction" and value == 0  # 0: no timeout (the default)
+            if value is not None and not off and (value < 1 or value != int(value)):
                 unsupported(
                     f"timeouts.{key}",
                     "MariaDB/MySQL take this timeout in whole seconds (at least 1s)",
