@@ -191,3 +191,25 @@ def test_driver_arguments_behind_pgbouncer() -> None:
     # without a pooler: startup options as before
     plain = db(timeouts=timeouts)
     assert "statement_timeout=2000" in engine_kwargs(plain)["connect_args"]["options"]
+
+
+def test_migrations_connect_to_direct_url_unless_migrations_url() -> None:
+    direct = "postgresql://app@db-primary:5432/app"
+    cfg = db(pooler={"mode": "pgbouncer_transaction", "direct_url": direct})
+    migration = cfg.migration_config
+    assert migration.sqlalchemy_url.render_as_string() == direct.replace(
+        "postgresql:", "postgresql+psycopg2:"
+    )
+    assert migration.pooler is None  # on PostgreSQL itself: startup options work again
+    assert migration.pool.class_ == "null"
+    own = "postgresql://app@db-migrator:5432/app"
+    cfg = db(
+        pooler={"mode": "pgbouncer_transaction", "direct_url": direct},
+        migrations={"url": own},
+    )
+    assert cfg.migration_config.sqlalchemy_url.host == "db-migrator"
+    # no direct URL: the migrations go through PgBouncer, with its rules (timeouts per
+    # transaction; the migration's idle_in_transaction is 0, allowed)
+    through = db(pooler="pgbouncer_transaction").migration_config
+    assert through.pooler is not None
+    assert through.sqlalchemy_url.port == 6432
