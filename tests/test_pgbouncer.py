@@ -10,15 +10,18 @@ import asyncio
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from migrate_support import scratch_databases, tables, write_scripts
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from dbconf.cli import main
 from dbconf.config import DatabaseConfig
 from dbconf.dialects.pgbouncer import admin_version
 from dbconf.errors import ConnectError, StatementTimeoutError
@@ -28,6 +31,7 @@ from dbconf.reports import pooler_status
 DRIVERS = ("psycopg2", "psycopg", "asyncpg")
 POOLER = {"pooler": "pgbouncer_transaction"}
 THREADS, TASKS, SCOPES, QUERIES = 8, 200, 10, 3
+CREATE_NOTES = 'op.create_table("notes", sa.Column("id", sa.Integer, primary_key=True))'
 
 
 def unique(prefix: str) -> str:
@@ -383,3 +387,65 @@ def test_session_mode_autocommit_flavour_runs_untimed(pgbouncer_url: str) -> Non
             assert s.execute(show).scalar_one() == "4s"
     finally:
         db.dispose()
+
+
+# --- dbconf migrate --------------------------------------------------------------------------
+
+
+def test_migrate_connects_to_the_direct_url(
+    pg_url: str,
+    pgbouncer_url: str,
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The migration connection sends its timeouts as startup options, which PgBouncer
+    refuses: the migration succeeding proves it went to direct_url; through PgBouncer
+    (no direct_url) it runs as well, with SET LOCAL."""
+    with scratch_databases("postgresql", pg_url, tmp_path) as make:
+        direct, plain = make(), make()
+        pooled = [
+            sa.make_url(u).set(port=sa.make_url(pgbouncer_url).port).render_as_string(False)
+            for u in (direct, plain)
+        ]
+        write_scripts(tmp_path / "m", "primary", [("n1", CREATE_NOTES)])
+        config = write_config(
+            f"""
+            profiles:
+              test:
+                databases:
+                  direct:
+                    url: {pooled[0]}
+                    pooler: {{mode: pgbouncer_transaction, direct_url: "{direct}"}}
+                    timeouts: {{statement: 5s}}
+                    migrations: {{path: {tmp_path}/m}}
+                  through:
+                    url: {pooled[1]}
+                    pooler: pgbouncer_transaction
+                    timeouts: {{statement: 5s}}
+                    migrations: {{path: {tmp_path}/m}}
+            """
+        )
+        code = main(["migrate", "--all", "-p", "test", "-c", str(config)], environ={})
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert "direct: upgraded base (nothing applied) -> n1" in out
+        assert "through: upgraded base (nothing applied) -> n1" in out
+        assert tables(direct) == tables(plain) == {"notes", "alembic_version"}
+        # the control: a "direct" URL that is PgBouncer's gets the startup options refused
+        wrong = write_config(
+            f"""
+            profiles:
+              test:
+                databases:
+                  wrong:
+                    url: {pooled[1]}
+                    pooler: {{mode: pgbouncer_transaction, direct_url: "{pooled[1]}"}}
+                    migrations: {{path: {tmp_path}/m}}
+            """,
+            name="wrong.yaml",
+        )
+        code = main(["migrate", "-p", "test", "-c", str(wrong)], environ={})
+        out, err = capsys.readouterr()
+        assert code != 0
+        assert "unsupported startup parameter" in out + err
