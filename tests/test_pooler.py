@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from dbconf.budget import compute_budget
 from dbconf.builder import engine_kwargs
-from dbconf.config import DatabaseConfig
+from dbconf.config import DatabaseConfig, ProfileConfig
 from dbconf.dialects.pgbouncer import local_settings_sql
 from dbconf.errors import ConfigError
 from dbconf.loader import load_profile
@@ -213,3 +214,18 @@ def test_migrations_connect_to_direct_url_unless_migrations_url() -> None:
     through = db(pooler="pgbouncer_transaction").migration_config
     assert through.pooler is not None
     assert through.sqlalchemy_url.port == 6432
+
+
+def test_pooled_databases_are_left_out_of_the_connection_budget() -> None:
+    direct = "postgresql://app@db:5432/app"
+    profile = ProfileConfig.model_validate(
+        {
+            "workers": 100,
+            "databases": {
+                "pooled": {"url": PG, "pooler": "pgbouncer_transaction"},
+                "direct": {"url": direct},
+            },
+        }
+    )
+    (budget,) = compute_budget(profile)
+    assert [p.database for p in budget.pools] == ["direct"]
