@@ -354,6 +354,25 @@ def test_check_reports_pgbouncer_from_its_admin_console(pgbouncer_url: str) -> N
     assert "pooler: pgbouncer_transaction declared; PgBouncer" in report.render()
 
 
+def test_async_check_reports_pgbouncer_too(pgbouncer_url: str) -> None:
+    db = database(pgbouncer_url, "asyncpg", **POOLER)
+
+    async def check() -> Any:
+        try:
+            return await db.async_check()
+        finally:
+            await db.adispose()
+
+    try:
+        report = asyncio.run(check())
+    finally:
+        db.dispose()
+    assert report.ok, report.error
+    assert report.driver == "asyncpg"
+    assert report.pooler is not None
+    assert report.pooler.startswith("pgbouncer_transaction declared; PgBouncer 1.")
+
+
 def test_check_says_what_it_could_not_ask(pgbouncer_url: str) -> None:
     url = sa.make_url(pgbouncer_url).set(port=5432)  # PostgreSQL itself: no admin console
     version, note = admin_version(url)
