@@ -20,6 +20,7 @@ def _cases(pg: bool) -> dict[int, tuple[bool, Callable[[Scale], CaseResult]]]:
     from bench.cases_merge import case8
     from bench.cases_metrics import case13
     from bench.cases_plugin import case12
+    from bench.cases_pooler import case15
     from bench.cases_replicas import case14
     from bench.cases_single import case1, case2, case3, case4, case7
     from bench.cases_startup import case6
@@ -40,6 +41,7 @@ def _cases(pg: bool) -> dict[int, tuple[bool, Callable[[Scale], CaseResult]]]:
         12: (True, case12),
         13: (True, case13),
         14: (True, case14),
+        15: (True, case15),
     }
 
 
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         action="append",
         metavar="N",
-        choices=range(1, 15),
+        choices=range(1, 16),
         help="run only case N (repeatable)",
     )
     parser.add_argument("--out", default=str(RESULTS / "latest.json"), help="JSON output path")

@@ -27,7 +27,7 @@ from dbconf.health import database_health
 from dbconf.leaks import PoolStatus, pool_status
 from dbconf.loops import LoopEngines
 from dbconf.replicas.makers import async_route, maker_kwargs
-from dbconf.reports import DatabaseReport, make_report, one_line, server_version
+from dbconf.reports import DatabaseReport, make_report, one_line, pooler_status, server_version
 from dbconf.session import async_session_scope, async_transaction_scope
 from dbconf.session_classes import async_classes
 
@@ -209,6 +209,7 @@ class AsyncDatabase:
             latency_ms=round(latency, 3),
             pool=pool,
             replicas=await asyncio.to_thread(self._check_replicas),  # sync probes, off the loop
+            pooler=await asyncio.to_thread(pooler_status, self.config),
         )
 
     async def adispose(self) -> None:

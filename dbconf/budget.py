@@ -13,7 +13,9 @@ prefork children…). Per pool class:
 
 The server's limit is what non-superusers can use: PostgreSQL ``max_connections`` minus
 ``superuser_reserved_connections`` (and ``reserved_connections`` on PostgreSQL 16+);
-MariaDB/MySQL ``@@max_connections``. SQLite databases have no server and are not counted.
+MariaDB/MySQL ``@@max_connections``. SQLite databases have no server and are not counted, nor
+are databases behind a declared ``pooler:``: their pools connect to PgBouncer, whose own
+``max_client_conn`` and pool sizes (in pgbouncer.ini) bound them, not ``max_connections``.
 
 Verdicts (``dbconf check``): ``ERROR`` (exit 1) when one worker's bounded pools alone can
 exceed the limit, since that fails even with ``workers: 1``; ``WARNING`` (exit unchanged) when
@@ -152,6 +154,8 @@ def _server_of(db: DatabaseConfig) -> tuple[str, str] | None:
     dialect = dialect_for(db.backend)
     if dialect is None or dialect.server_limit is None:
         return None  # SQLite (no server) or a dialect dbconf does not know the limits of
+    if db.pooler is not None:
+        return None  # PgBouncer's clients: bounded by pgbouncer.ini, not max_connections
     url = db.sqlalchemy_url
     host = url.host or "localhost"
     port = url.port or dialect.default_port

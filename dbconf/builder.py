@@ -40,6 +40,7 @@ from dbconf.config import DatabaseConfig, SessionConfig, reveal
 from dbconf.conflicts import conflicts, given
 from dbconf.credentials import install_credentials
 from dbconf.dialects import dialect_for
+from dbconf.dialects.pgbouncer import pooler_connect_args
 from dbconf.drivers import require_driver
 from dbconf.errors import ConfigError, Problem
 from dbconf.forking import register_engine
@@ -141,6 +142,7 @@ def _connect_args(cfg: DatabaseConfig, use_async: bool) -> dict[str, Any]:
         ours["server_settings"] = {**user["server_settings"], **ours["server_settings"]}
     dialect = dialect_for(cfg.backend)
     defaults = dialect.connect_defaults(cfg) if dialect is not None else {}
+    defaults |= pooler_connect_args(cfg, _driver(cfg, use_async))  # prepared statements off
     return {**defaults, **user, **ours}
 
 

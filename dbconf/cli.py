@@ -21,7 +21,6 @@ command's own result, as if the output had been read.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import re
@@ -36,6 +35,7 @@ from pydantic import Secret, SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from dbconf.check_json import check_json
 from dbconf.cli_migrate import MIGRATE_COMMANDS, add_migrate_parsers
 from dbconf.cli_shell import shell
 from dbconf.errors import DbconfError
@@ -221,39 +221,9 @@ def _check(loaded: LoadedProfile, args: argparse.Namespace) -> Result:
         budgets = check_budget(registry, reports)  # connection budget: dbconf/budget.py
     ok = all(r.ok and r.replicas_ok for r in reports) and not any(b.failed for b in budgets)
     if getattr(args, "format", "text") == "json":
-        return (EXIT_OK if ok else EXIT_FAILED), _check_json(loaded, ok, reports, budgets)
+        return (EXIT_OK if ok else EXIT_FAILED), check_json(loaded.name, ok, reports, budgets)
     lines = [report.render() for report in reports] + [budget.render() for budget in budgets]
     return (EXIT_OK if ok else EXIT_FAILED), _text(lines)
-
-
-def _check_json(
-    loaded: LoadedProfile, ok: bool, reports: Sequence[Any], budgets: Sequence[Any]
-) -> str:
-    """``dbconf check --format json``: ``{"profile", "ok", "databases": [report…], "budgets":
-    [budget…]}`` (every field of :class:`~dbconf.reports.DatabaseReport`, the URL masked; per
-    server its workers, pools, total, limit, level and messages)."""
-    data = {
-        "profile": loaded.name,
-        "ok": ok,
-        "databases": [dataclasses.asdict(report) for report in reports],
-        "budgets": [
-            {
-                "server": b.budget.server,
-                "family": b.budget.family,
-                "workers": b.budget.workers,
-                "pools": [dataclasses.asdict(p) for p in b.budget.pools],
-                "per_worker": b.budget.per_worker,
-                "total": b.budget.total,
-                "unbounded": list(b.budget.unbounded),
-                "available": b.limit.available if b.limit is not None else None,
-                "max_connections": b.limit.max_connections if b.limit is not None else None,
-                "level": b.level,
-                "messages": [{"level": level, "text": text} for level, text in b.messages],
-            }
-            for b in budgets
-        ],
-    }
-    return json.dumps(data, indent=2, default=str) + "\n"
 
 
 def _loading(command: Callable[[LoadedProfile, argparse.Namespace], Result]) -> Command:

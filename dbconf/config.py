@@ -44,6 +44,7 @@ from dbconf.failover import Hosts, SessionAttrs, failover_issues, failover_url
 from dbconf.metrics_config import MetricsConfig
 from dbconf.migration_config import MigrationsConfig, checked_migration_database
 from dbconf.origin import issues_error, shown_value
+from dbconf.pooler import Pooler, pooler_issues
 from dbconf.replica_config import ReplicaConfig, RoutingConfig, resolve_replicas, topology_issues
 from dbconf.secret_values import hide, masked
 from dbconf.secret_values import reveal as reveal
@@ -182,6 +183,7 @@ class DatabaseConfig(_Model):
     sessions: dict[str, SessionConfig] = Field(default_factory=dict)
     replicas: list[ReplicaConfig] = Field(default_factory=list)
     routing: RoutingConfig | None = None
+    pooler: Pooler | None = None  # PgBouncer in front: dbconf/pooler.py
     migrations: MigrationsConfig | None = None
 
     _url: URL = PrivateAttr()
@@ -263,7 +265,7 @@ class DatabaseConfig(_Model):
         named = [side.drivername for side, by_user in sides if side is not None and by_user]
         issues += failover_issues(self.hosts, self.host, self.target_session_attrs, named)
         issues += check_pool(self) + check_dialect_options(self) + credential_issues(self, url)
-        issues += topology_issues(self)
+        issues += topology_issues(self) + pooler_issues(self)
         if issues:
             raise issues_error(issues)
         self._replicas, issues = resolve_replicas(self)

@@ -31,7 +31,7 @@ from dbconf.loops import close_returned
 from dbconf.replicas.makers import maker_kwargs, sync_route
 from dbconf.replicas.router import Router
 from dbconf.replicas.state import ReplicaStatus
-from dbconf.reports import DatabaseReport, make_report, one_line, server_version
+from dbconf.reports import DatabaseReport, make_report, one_line, pooler_status, server_version
 from dbconf.session import session_scope, transaction_scope
 from dbconf.session_classes import sync_class
 
@@ -315,6 +315,7 @@ class Database(AsyncDatabase):
             latency_ms=round(latency, 3),
             pool=pool,
             replicas=self._check_replicas(),
+            pooler=pooler_status(self.config),
         )
 
     def _check_replicas(self) -> tuple[ReplicaStatus, ...]:

@@ -5,7 +5,9 @@ timeout of 15 s or an ``idle_in_transaction`` timeout would kill a long ``ALTER 
 :func:`migration_database` merges the block over its database into a full
 :class:`~dbconf.config.DatabaseConfig`, validated like any database:
 
-- ``url`` (optional, e.g. a direct URL that bypasses a pooler) replaces the database's location
+- ``url`` (optional, e.g. a direct URL that bypasses a pooler; when unset, the database's
+  ``pooler.direct_url``, and then the connection is not behind the pooler) replaces the
+  database's location
   (``url`` and its parts ``driver``, ``host``, ``port``, ``username``, ``database``, ``query``),
   and its password source (``password``, ``password_file``, …) only when the URL carries a
   password (as an env var's URL does over the file);
@@ -138,16 +140,21 @@ def migration_database(database: DatabaseConfig) -> DatabaseConfig:
         for key in database.model_fields_set
         if key not in _NOT_INHERITED
     }
-    if block.url is not None:
+    url_given = block.url
+    pooler = database.pooler
+    if url_given is None and pooler is not None and pooler.direct_url is not None:
+        url_given = pooler.direct_url  # PgBouncer's direct_url: a session on PostgreSQL itself
+        data.pop("pooler", None)
+    if url_given is not None:
         for key in _LOCATION:
             data.pop(key, None)
-        data["url"] = block.url
-        if make_url(block.url.get_secret_value()).password is not None:
+        data["url"] = url_given
+        if make_url(url_given.get_secret_value()).password is not None:
             for key in _CREDENTIALS:
                 data.pop(key, None)
     # the URL connected to, with dbconf's default driver (mysql:// is PyMySQL)
     url = (
-        type(database).model_validate(data).sqlalchemy_url if block.url else database.sqlalchemy_url
+        type(database).model_validate(data).sqlalchemy_url if url_given else database.sqlalchemy_url
     )
     backend, dialect = url.get_backend_name(), dialect_for(url.get_backend_name())
     translated = dialect is not None and dialect.translation(url.get_driver_name()) is not None

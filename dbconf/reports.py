@@ -9,11 +9,12 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from dbconf.config import DatabaseConfig
+from dbconf.dialects.pgbouncer import admin_version
 from dbconf.replicas.state import ReplicaStatus
 from dbconf.resilience import first_line
 from dbconf.urls import mask_url
 
-__all__ = ["DatabaseReport", "make_report", "one_line"]
+__all__ = ["DatabaseReport", "make_report", "one_line", "pooler_status"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class DatabaseReport:
         replicating); a replica that is only lagging past max_lag is not a failure."""
         return all(r.state == "up" or r.lag is not None for r in self.replicas)
 
+    # the declared pooler and what its admin console said (None: no pooler declared)
+    pooler: str | None = None
+
     def render(self) -> str:
         """Human-readable lines for ``dbconf check`` (the URL is masked)."""
         head = f"{self.name}: {self.dialect}+{self.driver} {self.url}"
@@ -47,9 +51,10 @@ class DatabaseReport:
             return f"{head}\n  UNREACHABLE: {self.error}{replicas}"
         pool = " ".join(f"{k}={v}" for k, v in self.pool.items())
         timeouts = " ".join(f"{k}={v:g}s" for k, v in self.timeouts.items()) or "(driver defaults)"
+        pooler = f"\n  pooler: {self.pooler}" if self.pooler else ""
         return (
             f"{head}\n  ok: server {self.server_version}, round trip {self.latency_ms:.1f} ms"
-            f"\n  pool: {pool}\n  timeouts: {timeouts}{replicas}"
+            f"\n  pool: {pool}\n  timeouts: {timeouts}{pooler}{replicas}"
         )
 
 
@@ -73,6 +78,16 @@ def make_report(
         timeouts=config.timeouts.model_dump(exclude_none=True),
         **kw,
     )
+
+
+def pooler_status(config: DatabaseConfig) -> str | None:
+    """The declared pooler, and the version its admin console reports (PgBouncer cannot be
+    detected through an ordinary connection: ``server`` above is PostgreSQL's version)."""
+    if config.pooler is None:
+        return None
+    version, note = admin_version(config.sqlalchemy_url)
+    found = f"{version} {note}" if version else note
+    return f"{config.pooler.mode} declared; {found}"
 
 
 def server_version(info: tuple[Any, ...] | None) -> str | None:

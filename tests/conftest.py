@@ -57,6 +57,10 @@ MARIADB_REPLICA_URL = os.environ.get(
     "TEST_MARIADB_REPLICA_URL", "mariadb+pymysql://root@127.0.0.1:3308/test"
 )
 _MARIADB_PAIR_HOW = " (or run .ci/mariadb-replica to make the pair on 3307/3308)"
+# PgBouncer in transaction mode in front of POSTGRES_URL's server (made by .ci/pgbouncer).
+PGBOUNCER_URL = os.environ.get(
+    "TEST_PGBOUNCER_URL", "postgresql+psycopg2://postgres@127.0.0.1:6432/test"
+)
 _reachable: dict[str, str | None] = {}
 
 
@@ -265,6 +269,15 @@ def stopped_standby(server_admin: None, standby_url: str) -> Iterator[Callable[[
     yield stop
     if stopped:
         start_standby(standby_url)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url(pg_url: str) -> str:
+    """URL of PgBouncer (transaction mode, trust, admin console for this user) in front of
+    the ``pg_url`` server."""
+    return _require(
+        PGBOUNCER_URL, "TEST_PGBOUNCER_URL", " (or run .ci/pgbouncer to start one on 6432)"
+    )
 
 
 @pytest.fixture

@@ -1073,7 +1073,7 @@ def test_unknown_keys_at_every_level_with_suggestions(write_config: WriteConfig)
             "query, target_session_attrs, echo, hide_parameters, isolation_level, "
             "application_name, connect_args, "
             "execution_options, pool, timeouts, sqlite, leak_detection, retry, "
-            "disconnect_sqlstates, sessions, replicas, routing, migrations",
+            "disconnect_sqlstates, sessions, replicas, routing, pooler, migrations",
             f"{path}:8:16 {pre}.databases.primary.pool.sise: unknown key 'sise' "
             "(did you mean 'size'?); allowed here: class, size, max_overflow, timeout, recycle, "
             "pre_ping, use_lifo, reset_on_return",

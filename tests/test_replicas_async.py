@@ -19,6 +19,7 @@ from routed_support import (
     replay_paused,
     replicated_table,
     routed_db,
+    scalar,
     standby_stopped_later,
     streaming,
     wait_for,
@@ -151,6 +152,7 @@ def test_async_standby_stopped_under_reading_tasks(
     assert errors == []
 
     async def on_standby() -> bool:
+        scalar(pg_url, "select txid_current()")  # see the sync twin
         async with db.async_session("reader") as s:
             return await s.scalar(PORT) == port_of(standby_url)
 

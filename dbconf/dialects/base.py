@@ -60,6 +60,8 @@ class Settings(Protocol):
     def pool(self) -> Any: ...
     @property
     def is_sqlite_memory(self) -> bool: ...
+    @property
+    def pooler(self) -> Any: ...  # a declared pooler (.mode, see dialects/pgbouncer.py) or None
 
 
 def ms(seconds: float) -> int:

@@ -28,6 +28,7 @@ from dbconf.dialects.base import (
     register,
     whole_seconds,
 )
+from dbconf.dialects.pgbouncer import install_transaction_settings, mode_of
 
 __all__ = [
     "CONNECT_ERRORS",
@@ -152,7 +153,8 @@ def driver_args(cfg: Settings) -> dict[str, Any]:
         out["connect_timeout"] = whole_seconds(t.connect)
     if cfg.application_name is not None:
         out["application_name"] = cfg.application_name
-    values = {key: getattr(t, key) for key in GUCS}
+    # behind a pooler: SET LOCAL per transaction instead (dbconf/dialects/pgbouncer.py)
+    values = {} if mode_of(cfg) else {key: getattr(t, key) for key in GUCS}
     options = " ".join(f"-c {GUCS[k]}={ms(v)}" for k, v in values.items() if v is not None)
     if options:
         out["options"] = options
@@ -166,6 +168,8 @@ def asyncpg_args(cfg: Settings) -> dict[str, Any]:
     if t.connect is not None:
         out["timeout"] = t.connect or None  # 0: no connect timeout, as libpq
     settings = {GUCS[k]: str(ms(v)) for k in GUCS if (v := getattr(t, k)) is not None}
+    if mode_of(cfg):  # behind a pooler: SET LOCAL per transaction (dbconf/dialects/pgbouncer.py)
+        settings = {}
     if cfg.application_name is not None:
         settings["application_name"] = cfg.application_name
     if settings:
@@ -217,7 +221,9 @@ PSYCOPG_CONNECT_ARGS = LIBPQ_KEYWORDS | {
 
 
 def setup(engine: sa.Engine, cfg: Settings) -> None:
-    """``disconnect_sqlstates``: errors with these SQLSTATEs count as disconnects."""
+    """``disconnect_sqlstates``: errors with these SQLSTATEs count as disconnects; behind a
+    pooler, the timeouts set at each transaction's start."""
+    install_transaction_settings(engine, cfg)
     if not cfg.disconnect_sqlstates:
         return
     states = frozenset(cfg.disconnect_sqlstates)
