@@ -62,9 +62,9 @@ def _type(node: Any) -> str:
     return {"null": "null"}.get(str(kind), str(kind)) if kind else "any"
 
 
-def _default(node: dict[str, Any]) -> str:
+def _default(node: dict[str, Any], required: bool = False) -> str:
     if "default" not in node:
-        return "required" if node.get("_required") else "—"
+        return "required" if required else "—"
     return f"`{json.dumps(node['default'])}`"
 
 
@@ -77,7 +77,7 @@ def _rows(
             env = "— (file only)"
         else:
             env = "`DBCONF_" + "__".join([*env_path, key.upper()]) + "`"
-        yield key, _type(node), _default(node), env
+        yield key, _type(node), _default(node, key in model.get("required", [])), env
 
 
 def _env_prefixes(schema: dict[str, Any]) -> dict[str, list[str]]:
@@ -120,7 +120,8 @@ def configuration_page(schema_path: Path = SCHEMA) -> str:
     ]
     for key, node in schema["properties"].items():
         desc = node.get("description", "").replace("|", "\\|")
-        out.append(f"| `{key}` | {_type(node)} | {_default(node)} | {desc} |")
+        required = key in schema.get("required", [])
+        out.append(f"| `{key}` | {_type(node)} | {_default(node, required)} | {desc} |")
     out.append("")
     for name in ["ProfileConfig", *sorted(n for n in schema["$defs"] if n != "ProfileConfig")]:
         model = schema["$defs"][name]
