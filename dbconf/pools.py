@@ -70,8 +70,11 @@ class QueuePool(sa_pool.QueuePool):
         if self._dbconf_tracker is not None:
             self._dbconf_tracker.checked_out(record)
         window = self._dbconf_window
-        if window is not None and time.monotonic() - getattr(record, "_dbconf_idle", _NEVER) < window:
-            record.fresh = True  # used within the window: SQLAlchemy skips its ping
+        if (
+            window is not None
+            and time.monotonic() - getattr(record, "_dbconf_idle", _NEVER) < window
+        ):
+            record.fresh = True  # type: ignore[attr-defined]  # used within the window: no ping
         return record
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
@@ -116,5 +119,3 @@ def pool_class_kwargs(cfg: DatabaseConfig, *, use_async: bool = False) -> dict[s
         if issubclass(dialect, DefaultDialect) and dialect.get_pool_class(url) is theirs:
             return {"poolclass": ours}
     return {}
-
-
