@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -172,9 +173,28 @@ async def _server_id(s: AsyncSession, backend: str) -> int:
     return int((await s.execute(sa.text(sql))).scalar_one())
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+# SQLAlchemy 2.0.24's asyncpg ping on a terminated backend raises asyncpg's
+# InternalClientError ("cannot switch to state 15") instead of a disconnect, with pre_ping: true
+# as well (not the window's doing); SQLAlchemy 2.1 replaces the connection.
+OLD_ASYNCPG_PING = pytest.mark.xfail(
+    sa.__version__.startswith("2.0."),
+    reason="SQLAlchemy 2.0 asyncpg pre-ping on a terminated backend (pre_ping: true too)",
+    raises=asyncpg.exceptions.InternalClientError,
+    strict=True,
+)
+
+
+@pytest.mark.parametrize(
+    ("backend", "driver"),
+    [
+        pytest.param("postgresql", "asyncpg", marks=OLD_ASYNCPG_PING),
+        ("postgresql", "psycopg_async"),
+        ("mariadb", "aiomysql"),
+    ],
+)
 def test_async_window_killed_longer_is_replaced_within_is_a_disconnect_error(
     backend: str,
+    driver: str,
     load_db: LoadDb,
     pg_app_url: str,
     maria_url: str,
@@ -184,13 +204,13 @@ def test_async_window_killed_longer_is_replaced_within_is_a_disconnect_error(
     fault_stats: FaultStats,
     secret_watch: SecretWatch,
 ) -> None:
-    """The same two faults through ``db.async_session()`` (asyncpg / aiomysql: SQLAlchemy's
+    """The same two faults through ``db.async_session()`` (asyncpg, psycopg / aiomysql: SQLAlchemy's
     ping runs on the sync engine under its greenlet). Idle longer than 200ms: replaced
     silently. Within 1h: one DisconnectError, then a new connection."""
     if backend == "postgresql":
-        url, driver, extra = pg_app_url, "asyncpg", {"application_name": app_name}
+        url, extra = pg_app_url, {"application_name": app_name}
     else:
-        url, driver, extra = maria_url, "aiomysql", {}
+        url, extra = maria_url, {}
 
     def kill(connection_id: int) -> None:
         if backend == "postgresql":
