@@ -21,7 +21,7 @@ def _cases(pg: bool) -> dict[int, tuple[bool, Callable[[Scale], CaseResult]]]:
     from bench.cases_plugin import case12
     from bench.cases_single import case1, case2, case3, case4, case7
     from bench.cases_startup import case6
-    from bench.cases_threads import case5
+    from bench.cases_threads import case5, case13
 
     return {  # id: (needs PostgreSQL, runner)
         1: (False, lambda s: case1(s, pg)),
@@ -36,6 +36,7 @@ def _cases(pg: bool) -> dict[int, tuple[bool, Callable[[Scale], CaseResult]]]:
         10: (True, case10),
         11: (True, case11),
         12: (True, case12),
+        13: (True, case13),
     }
 
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         action="append",
         metavar="N",
-        choices=range(1, 13),
+        choices=range(1, 14),
         help="run only case N (repeatable)",
     )
     parser.add_argument("--out", default=str(RESULTS / "latest.json"), help="JSON output path")
