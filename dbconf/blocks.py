@@ -46,12 +46,15 @@ def _pre_ping(value: Any) -> bool | float:
         return value
     try:
         seconds = parse_duration(value)
-    except PydanticCustomError:
-        raise PydanticCustomError(
-            "pre_ping",
-            "expected true (ping every checkout), false (never) or a duration such as 1s "
-            "(ping only connections idle longer than that)",
-        ) from None
+    except PydanticCustomError as e:
+        if "negative" in e.message():
+            seconds = -1.0
+        else:
+            raise PydanticCustomError(
+                "pre_ping",
+                "expected true (ping every checkout), false (never) or a duration such as 1s "
+                "(ping only connections idle longer than that)",
+            ) from None
     if seconds <= 0:
         raise PydanticCustomError(
             "pre_ping",

@@ -1303,6 +1303,13 @@ CHECKS = """
             "pool.pre_ping",
             "pool.pre_ping cannot be used with pool.class null",
         ),
+        (
+            "postgresql://h/db",
+            "pool",
+            "{pre_ping: 0s}",
+            "pool.pre_ping",
+            "a pre_ping window must be greater than 0; use true to ping every checkout",
+        ),
     ],
 )
 def test_checks_point_at_the_offending_key(
