@@ -24,7 +24,7 @@ def _cases(pg: bool) -> dict[int, tuple[bool, Callable[[Scale], CaseResult]]]:
     from bench.cases_replicas import case14
     from bench.cases_single import case1, case2, case3, case4, case7
     from bench.cases_startup import case6
-    from bench.cases_threads import case5
+    from bench.cases_threads import case5, case16
 
     return {  # id: (needs PostgreSQL, runner)
         1: (False, lambda s: case1(s, pg)),
@@ -42,6 +42,7 @@ def _cases(pg: bool) -> dict[int, tuple[bool, Callable[[Scale], CaseResult]]]:
         13: (True, case13),
         14: (True, case14),
         15: (True, case15),
+        16: (True, case16),
     }
 
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         action="append",
         metavar="N",
-        choices=range(1, 16),
+        choices=range(1, 17),
         help="run only case N (repeatable)",
     )
     parser.add_argument("--out", default=str(RESULTS / "latest.json"), help="JSON output path")

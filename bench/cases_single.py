@@ -20,6 +20,7 @@ from bench.envs import (
     registry,
     sqlite_file,
 )
+from bench.peers import PEERS, Peer
 from bench.stats import CaseResult, Interleaved, Op, Scale, Target, interleave
 
 PG_POOL = {"size": 5, "max_overflow": 10}
@@ -57,24 +58,38 @@ def case1(scale: Scale, pg: bool) -> CaseResult:
     result = CaseResult(1, "session scope: dbconf vs hand-written SQLAlchemy")
     if pg:
         dbs = registry({"primary": {"url": PG_URL, "pool": PG_POOL}})
-        engine = hand_engine(
-            PG_URL, pool_size=5, max_overflow=10, pool_pre_ping=True, hide_parameters=True
-        )
+        options: dict[str, Any] = {
+            "pool_size": 5, "max_overflow": 10, "pool_pre_ping": True, "hide_parameters": True
+        }  # fmt: skip
+        engine = hand_engine(PG_URL, **options)
+        peers = _peers(result, options)
         try:
             db = dbs["primary"]
             _equivalence(result, db.engine, engine, "postgresql")
-            run = interleave(
-                {"pg dbconf": dbconf_op(db), "pg hand": hand_op(hand_maker(engine))},
-                scale.n(250),
-                scale,
-            )
+            for name, peer in peers.items():
+                _equivalence(result, peer.engine, engine, name)
+            ops: dict[str, Op] = {
+                "pg dbconf": dbconf_op(db),
+                "pg hand": hand_op(hand_maker(engine)),
+            }
+            ops.update({f"pg {name}": peer.op for name, peer in peers.items()})
+            run = interleave(ops, scale.n(250), scale)
         finally:
             dbs.dispose()
             engine.dispose()
+            for peer in peers.values():
+                peer.dispose()
         _fill(result, run)
         ratio = run.time_ratio("pg dbconf", "pg hand")
         result.metrics["pg_time_ratio"] = round(ratio, 4)
         result.targets.append(Target("1 PostgreSQL time ratio dbconf/hand", ratio, "<=", 1.03))
+        for name in peers:
+            peer_ratio = run.time_ratio(f"pg {name}", "pg hand")
+            result.metrics[f"pg_time_ratio_{name}_hand"] = round(peer_ratio, 4)
+            result.notes.append(
+                f"PostgreSQL, information only: {name}/hand = {peer_ratio:.3f}, "
+                f"dbconf/{name} = {run.time_ratio('pg dbconf', f'pg {name}'):.3f}"
+            )
     else:
         result.targets.append(
             Target("1 PostgreSQL time ratio dbconf/hand", None, "<=", 1.03, note="no PostgreSQL")
@@ -133,6 +148,28 @@ def case1(scale: Scale, pg: bool) -> CaseResult:
         f"event path): dbconf/recipe = {recipe_ratio:.3f}."
     )
     return result
+
+
+def _peers(result: CaseResult, options: dict[str, Any]) -> dict[str, Peer]:
+    """The peers of case 1 that are installed (a missing one is noted, not fatal)."""
+    peers: dict[str, Peer] = {}
+    for name, make in PEERS.items():
+        try:
+            peers[name] = make(PG_URL, options)
+        except ImportError as exc:
+            result.notes.append(f"{name} not measured ({exc}); pip install -e '.[bench]'")
+    for name in peers:
+        result.metrics[f"{name}_version"] = _version(name)
+    return peers
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
 
 
 def _hand_do_begin(engine: sa.Engine) -> None:

@@ -158,3 +158,63 @@ def case5(scale: Scale) -> CaseResult:
         Target("5 threads errors (both variants)", errors, "==", 0),
     ]
     return result
+
+
+def case16(scale: Scale) -> CaseResult:
+    """50 threads over the case-5 pool through dbconf: ``pre_ping: 1s`` (the bypass window)
+    vs ``pre_ping: false`` (target) and ``pre_ping: true`` (information), blocks alternated."""
+    result = CaseResult(16, f"{THREADS} threads: pre_ping 1s vs false vs true (PostgreSQL)")
+    dbs = registry(
+        {
+            name: {"url": PG_URL, "pool": {**POOL, "pre_ping": value}}
+            for name, value in (("window", "1s"), ("off", False), ("on", True))
+        }
+    )
+    variants = {
+        "pre_ping 1s": _dbconf_op(dbs["window"]),
+        "pre_ping false": _dbconf_op(dbs["off"]),
+        "pre_ping true": _dbconf_op(dbs["on"]),
+    }
+    result.metrics["pool_window"] = pool_signature(dbs["window"].engine)
+    tallies = {name: _Tally() for name in variants}
+    n = scale.n(16)
+    crew = _Crew()
+    try:
+        for op in variants.values():
+            crew.block(op, _Tally(), max(2, scale.warmup // 40))
+        names = list(variants)
+        for r in range(scale.rounds):
+            k = r % len(names)
+            for name in names[k:] + names[:k] if r % 2 == 0 else (names[k:] + names[:k])[::-1]:
+                crew.block(variants[name], tallies[name], n)
+    finally:
+        crew.stop()
+        dbs.dispose()
+    for name, tally in tallies.items():
+        result.variants[name] = summarize(tally.latencies, sum(tally.blocks))
+        key = name.split()[-1]
+        result.metrics[f"{key}_errors"] = tally.errors
+        if tally.first_error:
+            result.notes.append(f"{name}: first error: {tally.first_error}")
+
+    def ratio(a: str, b: str) -> float:  # per-scope time: block time of a / of b, paired
+        pairs = zip(tallies[a].blocks, tallies[b].blocks, strict=True)
+        return statistics.median(x / y for x, y in pairs)
+
+    window, always = (
+        ratio("pre_ping 1s", "pre_ping false"),
+        ratio("pre_ping true", "pre_ping false"),
+    )
+    result.metrics.update(
+        time_ratio_1s_false=round(window, 4), time_ratio_true_false=round(always, 4)
+    )
+    errors = sum(t.errors for t in tallies.values())
+    result.targets += [
+        Target("16 threads per-scope time pre_ping 1s / false", window, "<=", 1.05),
+        Target("16 threads errors (all variants)", errors, "==", 0),
+    ]
+    result.notes.append(
+        f"information: pre_ping true / false = {always:.3f} under {THREADS} threads (one ping "
+        "round trip per checkout); the 1s window pings only connections idle longer than 1s"
+    )
+    return result

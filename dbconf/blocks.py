@@ -5,17 +5,26 @@ key over its primary's (:mod:`dbconf.replica_config`). Models only: no I/O. Re-e
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from dbconf.durations import Duration, Timeout
+from dbconf.durations import MAX_DURATION, Duration, Timeout, parse_duration
 
 __all__ = [
     "MAX_CONNECTIONS",
     "LeakDetectionConfig",
     "PoolConfig",
+    "PrePing",
     "RetryConfig",
     "SqliteConfig",
     "TimeoutsConfig",
@@ -31,6 +40,51 @@ class _Model(BaseModel):
     )
 
 
+def _pre_ping(value: Any) -> bool | float:
+    """``true``, ``false``, or a duration greater than 0 (ping only connections idle longer)."""
+    if isinstance(value, bool):
+        return value
+    try:
+        seconds = parse_duration(value)
+    except PydanticCustomError as e:
+        if "negative" in e.message():
+            seconds = -1.0
+        else:
+            raise PydanticCustomError(
+                "pre_ping",
+                "expected true (ping every checkout), false (never) or a duration such as 1s "
+                "(ping only connections idle longer than that)",
+            ) from None
+    if seconds <= 0:
+        raise PydanticCustomError(
+            "pre_ping",
+            "a pre_ping window must be greater than 0; use true to ping every checkout",
+        )
+    if seconds > MAX_DURATION:
+        raise PydanticCustomError("pre_ping", "a duration must be at most 365 days")
+    return seconds
+
+
+# pool.pre_ping: a bool, or float seconds (the bypass window: a connection checked in less
+# than that long ago is handed out without a ping).
+PrePing = Annotated[
+    bool | float,
+    BeforeValidator(_pre_ping),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "boolean"},
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
+                {"type": "string", "pattern": r"^\$\{[^}]+\}$"},
+            ],
+            "description": "true (ping every checkout), false, or a duration: ping only "
+            "connections idle longer than that",
+        }
+    ),
+]
+
+
 class PoolConfig(_Model):
     """Connection pool. Unset options keep SQLAlchemy's defaults."""
 
@@ -39,7 +93,7 @@ class PoolConfig(_Model):
     max_overflow: int | None = Field(None, ge=-1, le=MAX_CONNECTIONS)
     timeout: Duration | None = None
     recycle: Duration | None = None
-    pre_ping: bool | None = None
+    pre_ping: PrePing | None = None
     use_lifo: bool | None = None
     reset_on_return: Literal["rollback", "commit", "none"] | None = None
 

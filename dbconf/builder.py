@@ -4,7 +4,9 @@
 which is only what the user wrote plus dbconf's documented defaults:
 
 - ``hide_parameters=True`` (the model default), so bound values stay out of errors and logs;
-- ``pool_pre_ping=True`` for server backends unless ``pool.pre_ping`` is set;
+- ``pool_pre_ping=True`` for server backends unless ``pool.pre_ping`` is set (a duration also
+  sends ``pool_pre_ping=True``; :mod:`dbconf.pools` skips the ping of a connection checked in
+  within that window);
 - SQLite file database: ``check_same_thread=False`` (SQLAlchemy's own default, made explicit);
 - SQLite in-memory database: one connection shared through a ``StaticPool`` with
   ``check_same_thread=False``, so every thread sees the same database.
@@ -161,8 +163,8 @@ def _pool_kwargs(cfg: DatabaseConfig) -> dict[str, Any]:
         "pool_reset_on_return": pool.reset_on_return,
     }
     out.update({k: v for k, v in pairs.items() if v is not None})
-    if pool.pre_ping is not None:
-        out["pool_pre_ping"] = pool.pre_ping
+    if pool.pre_ping is not None:  # a window (seconds) pings too: dbconf.pools skips in-window
+        out["pool_pre_ping"] = bool(pool.pre_ping)
     return out
 
 
@@ -318,7 +320,8 @@ def describe_pool(pool: Pool) -> dict[str, Any]:
     if isinstance(pool, QueuePool):
         out.update(size=pool.size(), max_overflow=pool._max_overflow, timeout=pool.timeout())
         out["use_lifo"] = bool(pool._pool.use_lifo)
-    out.update(recycle=pool._recycle, pre_ping=pool._pre_ping)
+    window = getattr(pool, "_dbconf_window", None)  # pool.pre_ping as a duration
+    out.update(recycle=pool._recycle, pre_ping=pool._pre_ping if window is None else window)
     reset = pool._reset_on_return
     out["reset_on_return"] = reset.name.removeprefix("reset_") if reset is not None else "none"
     return out

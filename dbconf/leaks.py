@@ -27,11 +27,8 @@ walk that tells library frames by a per-tracker ``{id(code): (code, skipped)}`` 
 code objects unresolved; one reused :class:`~dbconf.leak_records.Checkout` per pooled
 connection; each transaction hook stores one ``time.monotonic()`` (or None).
 
-:class:`QueuePool` is SQLAlchemy's ``QueuePool`` (same name, options and behaviour) whose
-checkout timeout raises :class:`~dbconf.errors.PoolExhaustedError`; the builder uses it
-wherever SQLAlchemy would use a ``QueuePool`` (and :class:`AsyncQueuePool` wherever it would
-use an ``AsyncAdaptedQueuePool``, and for SQLite files with aiosqlite, which SQLAlchemy before
-2.0.38 does not pool).
+:class:`~dbconf.pools.QueuePool` (re-exported here) reports its checkouts and checkins to
+the tracker itself; :func:`install` names it and gives it its tracker and its pre-ping window.
 """
 
 from __future__ import annotations
@@ -41,19 +38,15 @@ import logging
 import sys
 import threading
 import time
-from time import perf_counter
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool as sa_pool
-from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from dbconf.config import DatabaseConfig, LeakDetectionConfig
-from dbconf.errors import PoolExhaustedError
 from dbconf.forking import call_in_forked_child
 from dbconf.leak_monitor import Monitor
 from dbconf.leak_records import (
@@ -66,11 +59,11 @@ from dbconf.leak_records import (
     watch_transactions,
     where,
 )
+from dbconf.pools import AsyncQueuePool, QueuePool, pool_class_kwargs, pre_ping_window
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from dbconf.pool_metrics import PoolStats
 
 __all__ = [
     "AsyncLeakTracker",
@@ -276,87 +269,6 @@ def _get_monitor() -> Monitor:
     return _monitor
 
 
-class QueuePool(sa_pool.QueuePool):
-    """SQLAlchemy's QueuePool whose checkout timeout raises :class:`PoolExhaustedError`.
-
-    With leak detection it tells the tracker of each checkout and checkin itself: pool
-    ``checkout``/``checkin`` listeners would cost an event dispatch each and, without
-    pre-ping, move every checkout onto SQLAlchemy's slower listener path.
-    """
-
-    _dbconf_database = "?"
-    _dbconf_tracker: LeakTracker | None = None
-    _dbconf_metrics: PoolStats | None = None  # dbconf.pool_metrics, when measured
-
-    def _do_get(self) -> ConnectionPoolEntry:
-        stats = self._dbconf_metrics
-        if stats is not None:
-            start = perf_counter()
-        try:
-            record = super()._do_get()
-        except PoolExhaustedError:
-            raise  # from a nested _do_get (SQLAlchemy retries by recursion)
-        except sa_exc.TimeoutError as e:
-            if stats is not None:
-                stats.timeouts += 1  # rare; pool_metrics reads it at collection time
-            tracker = self._dbconf_tracker
-            holders = None if tracker is None else [h.describe() for h in tracker.holders()]
-            raise PoolExhaustedError(
-                self._dbconf_database, self.size(), self._max_overflow, self._timeout, holders
-            ) from e
-        if stats is not None:
-            now = perf_counter()
-            stats.wait.append(now - start)
-            record._dbconf_out = now  # type: ignore[attr-defined]
-        if self._dbconf_tracker is not None:
-            self._dbconf_tracker.checked_out(record)
-        return record
-
-    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
-        if self._dbconf_tracker is not None:
-            self._dbconf_tracker.checked_in(record)
-        stats = self._dbconf_metrics
-        if stats is not None and hasattr(record, "_dbconf_out"):  # out since metrics were on
-            stats.use.append(perf_counter() - record._dbconf_out)
-        super()._do_return_conn(record)
-
-    def recreate(self) -> QueuePool:
-        pool = super().recreate()
-        assert isinstance(pool, QueuePool)
-        pool._dbconf_database = self._dbconf_database
-        pool._dbconf_tracker = self._dbconf_tracker
-        pool._dbconf_metrics = self._dbconf_metrics
-        return pool
-
-
-class AsyncQueuePool(QueuePool, sa_pool.AsyncAdaptedQueuePool):
-    """SQLAlchemy's ``AsyncAdaptedQueuePool`` (its asyncio queue, same options) with
-    :class:`QueuePool`'s behaviour: :class:`PoolExhaustedError` on checkout timeout, checkouts
-    told to the tracker without event dispatch. The async engine's default queue pool."""
-
-
-def pool_class_kwargs(cfg: DatabaseConfig, *, use_async: bool = False) -> dict[str, Any]:
-    """``{"poolclass": QueuePool}`` where SQLAlchemy would use its QueuePool (with
-    ``use_async``: ``AsyncQueuePool`` where it would use ``AsyncAdaptedQueuePool``, and for
-    ``pool.class: queue``, which an async engine cannot take as SQLAlchemy's QueuePool), else
-    ``{}``."""
-    ours, theirs = (
-        (AsyncQueuePool, sa_pool.AsyncAdaptedQueuePool)
-        if use_async
-        else (QueuePool, sa_pool.QueuePool)
-    )
-    if cfg.pool.class_ == "queue":
-        return {"poolclass": ours}
-    url = cfg.async_url if use_async else cfg.sqlalchemy_url
-    if cfg.pool.class_ is None and not cfg.is_sqlite_memory and url is not None:
-        if use_async and cfg.backend == "sqlite":  # a file: SQLAlchemy 2.0 < 2.0.38 NullPool
-            return {"poolclass": ours}  # pooled like the sync side, on 2.0 and 2.1 alike
-        dialect = url.get_dialect()
-        if issubclass(dialect, DefaultDialect) and dialect.get_pool_class(url) is theirs:
-            return {"poolclass": ours}
-    return {}
-
-
 def install(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> None:
     """Name the pool for its errors; with ``leak_detection`` set, track checkouts."""
     pool = engine.pool
@@ -376,6 +288,7 @@ def install(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> None:
     if isinstance(pool, QueuePool):
         pool._dbconf_database = name
         pool._dbconf_tracker = tracker
+        pool._dbconf_window = pre_ping_window(cfg)  # else pre_ping on: pings every checkout
 
 
 def pool_status(name: str, engine: sa.Engine | AsyncEngine) -> PoolStatus:

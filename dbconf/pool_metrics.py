@@ -2,7 +2,7 @@
 :mod:`dbconf.integrations.opentelemetry` and :mod:`dbconf.integrations.prometheus` (this module
 imports neither OpenTelemetry nor prometheus_client).
 
-What a checkout costs with metrics on (dbconf's :class:`~dbconf.leaks.QueuePool` and
+What a checkout costs with metrics on (dbconf's :class:`~dbconf.pools.QueuePool` and
 ``AsyncQueuePool`` call :class:`PoolStats` themselves, no pool event): two
 ``time.perf_counter()`` calls around the pool's ``_do_get`` and one at checkin, and two
 ``deque.append`` of a float. Everything else is read or recorded **at collection time**:

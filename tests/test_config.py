@@ -117,7 +117,14 @@ def test_durations_in_the_model_are_float_seconds() -> None:
         ({"size": 0}, "greater than or equal to 1"),
         ({"max_overflow": -2}, "greater than or equal to -1"),
         ({"class": "lifo"}, "Input should be 'queue', 'null', 'static' or 'singleton'"),
-        ({"pre_ping": "yes"}, "Input should be a valid boolean"),
+        ({"pre_ping": "yes"}, "expected true (ping every checkout), false (never) or a duration"),
+        ({"pre_ping": 0}, "a pre_ping window must be greater than 0; use true"),
+        ({"pre_ping": "0s"}, "a pre_ping window must be greater than 0; use true"),
+        ({"pre_ping": "-1s"}, "a pre_ping window must be greater than 0; use true"),
+        ({"pre_ping": -1}, "a pre_ping window must be greater than 0; use true"),
+        ({"pre_ping": "1x"}, "expected true (ping every checkout), false (never) or a duration"),
+        ({"pre_ping": "400d"}, "expected true (ping every checkout), false (never) or a duration"),
+        ({"pre_ping": 10**9}, "a duration must be at most 365 days"),
         ({"size": "5"}, "Input should be a valid integer"),
         ({"size": 5.0}, "Input should be a valid integer"),
     ],
@@ -142,6 +149,44 @@ def test_pool_class_without_a_size_rejects_sizing(cls: str, key: str) -> None:
     assert detail["loc"] == ()
     assert detail["ctx"]["at"] == f"pool.{key}"
     assert f"pool.{key} cannot be used with pool.class {cls}" in detail["msg"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(True, True), (False, False), ("1s", 1.0), ("250ms", 0.25), (2, 2.0), (0.5, 0.5)],
+)
+def test_pre_ping_takes_a_bool_or_a_window(value: Any, expected: bool | float) -> None:
+    pre_ping = db(url=PG, pool={"pre_ping": value}).pool.pre_ping
+    assert pre_ping == expected
+    assert type(pre_ping) is type(expected)  # True stays a bool, never the window 1.0
+
+
+@pytest.mark.parametrize("value", [True, "1s"])
+def test_null_pool_rejects_pre_ping(value: Any) -> None:
+    (detail,) = error_of(url=PG, pool={"class": "null", "pre_ping": value}).errors()
+    assert detail["ctx"]["at"] == "pool.pre_ping"
+    assert "pool.pre_ping cannot be used with pool.class null" in detail["msg"]
+
+
+def test_null_pool_takes_pre_ping_false() -> None:
+    assert db(url=PG, pool={"class": "null", "pre_ping": False}).pool.pre_ping is False
+
+
+@pytest.mark.parametrize(
+    ("url", "cls"),
+    [(PG, "static"), (PG, "singleton"), ("sqlite://", None), ("sqlite:///:memory:", "static")],
+)
+def test_pre_ping_window_needs_the_queue_pool(url: str, cls: str | None) -> None:
+    pool: dict[str, Any] = {"pre_ping": "1s"} if cls is None else {"class": cls, "pre_ping": "1s"}
+    (detail,) = error_of(url=url, pool=pool).errors()
+    assert detail["ctx"]["at"] == "pool.pre_ping"
+    assert "a pool.pre_ping window (1s) needs the queue pool" in detail["msg"]
+    assert f"pool.class {cls or 'static'} use pre_ping: true or false" in detail["msg"]
+
+
+@pytest.mark.parametrize("cls", ["static", "singleton"])
+def test_pools_that_ping_take_pre_ping_true(cls: str) -> None:
+    assert db(url=PG, pool={"class": cls, "pre_ping": True}).pool.pre_ping is True
 
 
 def test_queue_pool_takes_sizing() -> None:

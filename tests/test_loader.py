@@ -1294,7 +1294,21 @@ CHECKS = """
             "pool",
             '{pre_ping: "yes"}',
             "pool.pre_ping",
-            "Input should be a valid boolean (got 'yes')",
+            "expected true (ping every checkout), false (never) or a duration such as 1s",
+        ),
+        (
+            "postgresql://h/db",
+            "pool",
+            '{class: "null", pre_ping: 1s}',
+            "pool.pre_ping",
+            "pool.pre_ping cannot be used with pool.class null",
+        ),
+        (
+            "postgresql://h/db",
+            "pool",
+            "{pre_ping: 0s}",
+            "pool.pre_ping",
+            "a pre_ping window must be greater than 0; use true to ping every checkout",
         ),
     ],
 )
@@ -1313,6 +1327,13 @@ def test_boolean_from_env_is_parsed(write_config: WriteConfig) -> None:
     environ = {"DBCONF_DATABASES__PRIMARY__POOL__PRE_PING": "true"}
     loaded = load_profile("p", path=path, environ=environ)
     assert loaded.config.databases["primary"].pool.pre_ping is True
+
+
+def test_pre_ping_window_from_env_is_parsed(write_config: WriteConfig) -> None:
+    path = write_config(CHECKS.format(url="postgresql://h/db", key="echo", value="false"))
+    environ = {"DBCONF_DATABASES__PRIMARY__POOL__PRE_PING": "1s"}
+    loaded = load_profile("p", path=path, environ=environ)
+    assert loaded.config.databases["primary"].pool.pre_ping == 1.0
 
 
 @pytest.mark.parametrize(

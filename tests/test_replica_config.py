@@ -56,6 +56,16 @@ def test_replica_parts_merge_over_the_primary() -> None:
     assert replica.routing is None
 
 
+def test_replica_inherits_the_pre_ping_window_or_sets_its_own() -> None:
+    cfg = db(
+        url="postgresql+psycopg2://app@db:5432/app",
+        pool={"pre_ping": "1s"},
+        replicas=[{"host": "r1"}, {"host": "r2", "pool": {"pre_ping": True}}],
+    )
+    first, second = cfg.replica_configs
+    assert (first.pool.pre_ping, second.pool.pre_ping) == (1.0, True)
+
+
 def test_replica_url_replaces_the_location_and_inherits_driver_and_password() -> None:
     cfg = db(
         url=f"postgresql+psycopg://app:{PASSWORD}@db/app",

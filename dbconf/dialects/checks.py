@@ -50,6 +50,24 @@ def check_pool(db: Checked) -> list[Issue]:
                 "file database for a sized pool)",
             )
         )
+    window = pool.pre_ping is not None and not isinstance(pool.pre_ping, bool)
+    if pool.class_ == "null" and pool.pre_ping:
+        issues.append(
+            (
+                "pool.pre_ping",
+                "pool.pre_ping cannot be used with pool.class null: every checkout opens a new "
+                "connection, which is never pinged; remove pool.pre_ping or use class: queue",
+            )
+        )
+    elif window and (pool.class_ in ("static", "singleton") or db.is_sqlite_memory):
+        issues.append(
+            (
+                "pool.pre_ping",
+                f"a pool.pre_ping window ({pool.pre_ping:g}s) needs the queue pool, which "
+                "times each connection's idle period; with pool.class "
+                f"{pool.class_ or 'static'} use pre_ping: true or false",
+            )
+        )
     return issues
 
 
