@@ -46,7 +46,10 @@ def _type(node: Any) -> str:
             for n in node["anyOf"]
             if not (n.get("type") == "string" and str(n.get("pattern", "")).startswith("^\\$\\{"))
         ]
-        return " or ".join(dict.fromkeys(p for p in parts if p))
+        kinds = list(dict.fromkeys(p for p in parts if p))
+        if "duration" in kinds and "number" in kinds:  # a number of seconds is a duration
+            kinds.remove("number")
+        return " or ".join(kinds)
     if "enum" in node:
         return " \\| ".join(f"`{v}`" for v in node["enum"])
     kind = node.get("type")
@@ -54,6 +57,8 @@ def _type(node: Any) -> str:
         return f"list of {_type(node.get('items', {}))}"
     if kind == "object" and isinstance(node.get("additionalProperties"), dict):
         return f"mapping of name → {_type(node['additionalProperties'])}"
+    if kind == "string" and "(ms|s|m|h)" in str(node.get("pattern", "")):
+        return "duration"
     if kind == "string" and node.get("format") == "password":
         return "string (secret)"
     if kind == "integer" and ("minimum" in node or "maximum" in node):
@@ -62,22 +67,35 @@ def _type(node: Any) -> str:
     return {"null": "null"}.get(str(kind), str(kind)) if kind else "any"
 
 
+def _description(node: dict[str, Any]) -> str:
+    """The node's description, or that of its first alternative that has one."""
+    texts = [node.get("description", "")] + [
+        n.get("description", "") for n in node.get("anyOf", [])
+    ]
+    text = next((t for t in texts if t and not t.startswith("${VAR")), "")
+    return text.replace("|", "\\|")
+
+
 def _default(node: dict[str, Any], required: bool = False) -> str:
     if "default" not in node:
         return "required" if required else "—"
+    if isinstance(node["default"], dict):  # a block: its keys' defaults are in its table
+        return "see its keys"
     return f"`{json.dumps(node['default'])}`"
 
 
 def _rows(
     schema: dict[str, Any], name: str, env_path: list[str] | None
-) -> Iterator[tuple[str, str, str, str]]:
+) -> Iterator[tuple[str, str, str, str, str]]:
     model = schema["$defs"][name]
     for key, node in model["properties"].items():
         if env_path is None or key in FILE_ONLY:
             env = "— (file only)"
         else:
             env = "`DBCONF_" + "__".join([*env_path, key.upper()]) + "`"
-        yield key, _type(node), _default(node, key in model.get("required", [])), env
+        kind = _type(node)
+        default = _default(node, key in model.get("required", []))
+        yield key, kind, default, env, _description(node)
 
 
 def _env_prefixes(schema: dict[str, Any]) -> dict[str, list[str]]:
@@ -132,9 +150,12 @@ def configuration_page(schema_path: Path = SCHEMA) -> str:
         if env_path is not None:
             under = ".".join(p.lower() for p in env_path) or "the profile"
             out += [f"Under `{under}`." if env_path else "The keys of a profile.", ""]
-        out += ["| key | type | default | env variable |", "|---|---|---|---|"]
-        for key, kind, default, env in _rows(schema, name, env_path):
-            out.append(f"| `{key}` | {kind} | {default} | {env} |")
+        out += [
+            "| key | type | default | env variable | description |",
+            "|---|---|---|---|---|",
+        ]
+        for key, kind, default, env, desc in _rows(schema, name, env_path):
+            out.append(f"| `{key}` | {kind} | {default} | {env} | {desc} |")
         out.append("")
     return "\n".join(out)
 
