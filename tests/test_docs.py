@@ -28,6 +28,7 @@ RUNNABLE = [b for b in BLOCKS if b.lang in RUN and (b.marker or ("",))[0] != "no
 SHOWN = {"", "text", "ini", "toml", "console", "http"}  # shown as they are, not run
 SERVER_WORDS = re.compile(r'"production"|"test"|-p (production|test)|--profile (production|test)')
 MAX_NOT_RUN = 12
+RUN_OPTIONS = {"pytest", "servers"}  # <!-- run: pytest --> a test module; servers: needs them
 
 
 def needs_servers(block: Block) -> bool:
@@ -157,6 +158,14 @@ def test_not_run_blocks_are_few_and_say_why() -> None:
     skipped = [b for b in BLOCKS if b.marker and b.marker[0] == "not-run"]
     assert all(b.marker and len(b.marker[1]) > 10 for b in skipped), [b.id for b in skipped]
     assert len(skipped) <= MAX_NOT_RUN, [b.id for b in skipped]
+
+
+def test_run_markers_are_known() -> None:
+    """A misspelt ``<!-- run: … -->`` would silently run a block the wrong way."""
+    unknown = [
+        b.id for b in BLOCKS if b.marker and b.marker[0] == "run" and b.marker[1] not in RUN_OPTIONS
+    ]
+    assert not unknown, unknown
 
 
 def test_a_wrong_yaml_block_fails(tmp_path: Path) -> None:
