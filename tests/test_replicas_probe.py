@@ -54,56 +54,61 @@ def test_lsn_to_int() -> None:
 def test_first_good_probe_admits_then_eject_at_once_and_two_good_probes_readmit() -> None:
     state = ReplicaState("replicas[0]", "postgresql://h/db")
     assert (state.state, state.reason) == ("unknown", "not probed yet")
-    state.record(ReplicaMeasurement(0.0, 10), measured_at=100.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0, 10), measured_at=100.0, max_lag=5.0, check_interval=1.0)
     assert state.status().state == "up"
-    state.record(ReplicaMeasurement(7.5, 10), measured_at=110.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(7.5, 10), measured_at=110.0, max_lag=5.0, check_interval=1.0)
     status = state.status()
     assert (status.state, status.reason) == ("ejected", "lag 7.5 s > max_lag 5 s")
-    state.record(ReplicaMeasurement(0.0, 11), measured_at=111.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0, 11), measured_at=111.0, max_lag=5.0, check_interval=1.0)
     status = state.status()
     assert status.state == "ejected"
     assert status.reason is not None
     assert "1 so far" in status.reason
-    state.record(ReplicaMeasurement(0.0, 12), measured_at=112.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0, 12), measured_at=112.0, max_lag=5.0, check_interval=1.0)
     assert (state.status().state, state.status().reason) == ("up", None)
     # a bad probe between two good ones restarts the count
     state.failed("unreachable: refused")
-    state.record(ReplicaMeasurement(0.0), measured_at=113.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0), measured_at=113.0, max_lag=5.0, check_interval=1.0)
     state.failed("unreachable: refused")
-    state.record(ReplicaMeasurement(0.0), measured_at=114.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0), measured_at=114.0, max_lag=5.0, check_interval=1.0)
     assert state.status().state == "ejected"
-    state.record(ReplicaMeasurement(0.0), measured_at=115.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0), measured_at=115.0, max_lag=5.0, check_interval=1.0)
     assert state.status().state == "up"
 
 
 def test_not_replicating_ejects_with_the_dialects_reason() -> None:
     state = ReplicaState("replicas[0]", "u")
-    state.record(ReplicaMeasurement(None, None, "not a standby"), measured_at=1.0, max_lag=5.0)
+    state.record(
+        ReplicaMeasurement(None, None, "not a standby"),
+        measured_at=1.0,
+        max_lag=5.0,
+        check_interval=1.0,
+    )
     assert (state.status().state, state.status().reason) == ("ejected", "not a standby")
-    state.record(ReplicaMeasurement(None), measured_at=2.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(None), measured_at=2.0, max_lag=5.0, check_interval=1.0)
     assert state.status().reason == "not replicating"
 
 
 def test_lag_after_a_quiet_period_is_bounded_by_the_last_caught_up_probe() -> None:
     state = ReplicaState("replicas[0]", "u")
-    state.record(ReplicaMeasurement(0.0), measured_at=100.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0), measured_at=100.0, max_lag=5.0, check_interval=1.0)
     # the primary was quiet for an hour, then wrote: now() - last replay time reads 3600 s
-    state.record(ReplicaMeasurement(3600.0), measured_at=101.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(3600.0), measured_at=101.0, max_lag=5.0, check_interval=1.0)
     assert (state.status().state, state.status().lag) == ("up", 1.0)
     # replay stopped: the bound grows with time and the replica is ejected past max_lag
-    state.record(ReplicaMeasurement(3606.0), measured_at=107.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(3606.0), measured_at=107.0, max_lag=5.0, check_interval=1.0)
     assert (state.status().state, state.status().lag) == ("ejected", 7.0)
     # without a caught-up probe since, the measured lag stands
     state.failed("unreachable: refused")
-    state.record(ReplicaMeasurement(0.0), measured_at=110.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(0.0), measured_at=110.0, max_lag=5.0, check_interval=1.0)
     state.failed("unreachable: refused")
-    state.record(ReplicaMeasurement(9.0), measured_at=111.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(9.0), measured_at=111.0, max_lag=5.0, check_interval=1.0)
     assert state.status().lag == 9.0
 
 
 def test_eligibility_is_the_staleness_bound_even_without_new_probes() -> None:
     state = ReplicaState("replicas[0]", "u")
-    state.record(ReplicaMeasurement(2.0), measured_at=100.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(2.0), measured_at=100.0, max_lag=5.0, check_interval=1.0)
     # data 2 s old at t=100: at most max_lag + check_interval = 6 s old until t=104
     assert state.eligible(104.0, 5.0, 1.0)
     assert not state.eligible(104.5, 5.0, 1.0)
@@ -114,10 +119,10 @@ def test_eligibility_is_the_staleness_bound_even_without_new_probes() -> None:
 
 def test_has_replayed_by_position_or_by_time() -> None:
     state = ReplicaState("replicas[0]", "u")
-    state.record(ReplicaMeasurement(1.0, 500), measured_at=100.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(1.0, 500), measured_at=100.0, max_lag=5.0, check_interval=1.0)
     assert state.has_replayed(500, 0.0)
     assert not state.has_replayed(501, 0.0)
-    state.record(ReplicaMeasurement(1.0, None), measured_at=100.0, max_lag=5.0)
+    state.record(ReplicaMeasurement(1.0, None), measured_at=100.0, max_lag=5.0, check_interval=1.0)
     # no position on the replica's side: its data is as of 100 - 1 = 99
     assert state.has_replayed(501, 98.0)
     assert not state.has_replayed(501, 99.5)
@@ -280,3 +285,22 @@ def test_forked_child_gets_fresh_state_and_its_own_probe(db: Database) -> None:
     assert os.WEXITSTATUS(status) == 0
     assert answer == b"ok"
     assert status_of(db).state == "up"  # the parent's state is untouched
+
+
+def test_serve_until_is_the_eligibility_rule_solved_for_now() -> None:
+    """Router.choose's lock-free fast path reads serve_until: it must agree with eligible()."""
+    state = ReplicaState("replicas[0]", "postgresql://h/db")
+    assert state.serve_until == float("-inf")  # not probed: never serves
+    state.record(ReplicaMeasurement(0.5, 10), measured_at=100.0, max_lag=5.0, check_interval=1.0)
+    assert state.serve_until == 100.0 - 0.5 + 5.0 + 1.0
+    for now in (100.0, 104.0, 105.5, 105.6, 120.0):
+        assert state.eligible(now, 5.0, 1.0) == (now <= state.serve_until), now
+    state.eject("a session's connection failed")
+    assert state.serve_until == float("-inf")
+    assert not state.eligible(100.0, 5.0, 1.0)
+    state.record(ReplicaMeasurement(0.0, 11), measured_at=101.0, max_lag=5.0, check_interval=1.0)
+    assert state.serve_until == float("-inf")  # ejected: one good probe is not enough
+    state.record(ReplicaMeasurement(0.0, 12), measured_at=102.0, max_lag=5.0, check_interval=1.0)
+    assert state.serve_until == 102.0 + 6.0
+    state.failed("unreachable: refused")
+    assert state.serve_until == float("-inf")

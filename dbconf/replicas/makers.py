@@ -1,7 +1,8 @@
 """The sessionmakers of a database with replicas: which session class a flavour gets, and the
 :class:`~dbconf.replicas.session.Route` its sessions route with (sync and async alike).
 
-- ``role: replica`` / ``auto`` → :class:`~dbconf.replicas.session.RoutingSession`;
+- ``role: replica`` → :class:`~dbconf.replicas.session.RoutingSession`; ``auto`` →
+  :class:`~dbconf.replicas.session.AutoRoutingSession` (which also records its writes);
 - ``role: primary`` (or none) with ``routing.read_your_writes`` →
   :class:`~dbconf.replicas.session.WriteTrackingSession`;
 - otherwise (and always for a database without replicas) → the flavour's own class, untouched.
@@ -23,7 +24,13 @@ from sqlalchemy.orm import Session
 from dbconf.config import SessionConfig
 from dbconf.errors import ConfigError, Problem
 from dbconf.replicas.router import Router
-from dbconf.replicas.session import Role, Route, RoutingSession, WriteTrackingSession
+from dbconf.replicas.session import (
+    AutoRoutingSession,
+    Role,
+    Route,
+    RoutingSession,
+    WriteTrackingSession,
+)
 
 if TYPE_CHECKING:
     from dbconf.loops import LoopEngines
@@ -44,7 +51,11 @@ def _role(router: Router, flavour: SessionConfig) -> Role | None:
 
 def routed_class(base: type[Session], role: Role, flavour_name: str) -> type[Session]:
     """The session class of a routed flavour whose own class is ``base``."""
-    mixin: type[Session] = WriteTrackingSession if role == "primary" else RoutingSession
+    mixin: type[Session] = {
+        "primary": WriteTrackingSession,
+        "replica": RoutingSession,
+        "auto": AutoRoutingSession,
+    }[role]
     if base is Session:
         return mixin
     if role != "primary" and base.get_bind is not Session.get_bind:
@@ -76,7 +87,12 @@ def _route(
         primary_read=primary_read,
         read_only_sql=dialect.read_only_transaction_sql if dialect is not None else None,
         write_position=dialect.write_position if dialect is not None else None,
+        last_write=router.last_write if router.routing.read_your_writes else _no_write,
     )
+
+
+def _no_write() -> None:
+    return None
 
 
 def sync_route(

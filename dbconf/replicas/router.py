@@ -182,7 +182,12 @@ class Router:
             except ProbeFailedError as exc:
                 state.failed(str(exc))
             else:
-                state.record(measurement, measured_at=start, max_lag=self.routing.max_lag)
+                state.record(
+                    measurement,
+                    measured_at=start,
+                    max_lag=self.routing.max_lag,
+                    check_interval=self.routing.check_interval,
+                )
         if log_change:
             self._log_change(i, before)
 
@@ -224,11 +229,20 @@ class Router:
         monotonic time (:meth:`last_write`). Raises :class:`NoReplicaError` when no replica is
         eligible and ``fallback`` is ``error``.
         """
+        states = self._states
+        if (  # the common case, without locks: one replica, eligible, nothing to wait for
+            position is None
+            and wrote_at is None
+            and len(states) == 1
+            and not self._closed
+            and time.monotonic() <= states[0].serve_until
+        ):
+            self._warned = False
+            return 0
         self._require_open()
         self._start(wait=True)
         routing = self.routing
         now = time.monotonic()
-        states = self._states
         eligible = [
             i
             for i, s in enumerate(states)

@@ -50,7 +50,7 @@ from sqlalchemy.orm.session import SessionTransactionOrigin
 from dbconf.replicas.router import Router
 from dbconf.reports import one_line
 
-__all__ = ["Route", "RoutingSession", "WriteTrackingSession"]
+__all__ = ["AutoRoutingSession", "Route", "RoutingSession", "WriteTrackingSession"]
 
 log = logging.getLogger("dbconf.replicas")
 
@@ -69,6 +69,8 @@ class Route:
     primary_read: Callable[[], sa.Engine]
     read_only_sql: str | None
     write_position: Callable[[sa.Connection], int | None] | None
+    # this context's last write through the router (None: none, or read_your_writes off)
+    last_write: Callable[[], tuple[int | None, float] | None]
 
 
 def reads_only(statement: Any) -> bool:
@@ -80,15 +82,16 @@ def reads_only(statement: Any) -> bool:
 
 class _RecordsWrites(Session):
     """What both routed classes share: the route, and recording writes made on the primary
-    (the listeners below)."""
+    (the listeners below). The per-session state starts as these class attributes: a
+    session sets only what changes (no work per session beyond the route)."""
 
     _dbconf_route: Route
+    _dbconf_wrote = False
+    _dbconf_write_conn: sa.Connection | None = None
 
     def __init__(self, *args: Any, dbconf_route: Route, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._dbconf_route = dbconf_route
-        self._dbconf_wrote = False
-        self._dbconf_write_conn: sa.Connection | None = None
 
     def _dbconf_reset(self) -> None:
         self._dbconf_wrote = False
@@ -109,16 +112,15 @@ _T = TypeVar("_T")
 class RoutingSession(_RecordsWrites):
     """A session whose reads go to a replica (``role: replica`` / ``auto``)."""
 
-    def __init__(self, *args: Any, dbconf_route: Route, **kw: Any) -> None:
-        super().__init__(*args, dbconf_route=dbconf_route, **kw)
-        self._dbconf_bind: Any = None  # this transaction's read bind
-        self._dbconf_conn: sa.Connection | None = None  # ... its first connection
-        self._dbconf_index: int | None = None  # ... its replica (None: the primary)
-        self._dbconf_read_only = False  # make the next connection begun read-only
-        self._dbconf_on_primary = False  # auto: wrote, everything goes to the primary now
+    _dbconf_bind: Any = None  # this transaction's read bind
+    _dbconf_conn: sa.Connection | None = None  # ... its first connection
+    _dbconf_index: int | None = None  # ... its replica (None: the primary)
+    _dbconf_read_only = False  # make the next connection begun read-only
+    _dbconf_on_primary = False  # auto: wrote, everything goes to the primary now
 
     def _dbconf_reset(self) -> None:
-        super()._dbconf_reset()
+        self._dbconf_wrote = False
+        self._dbconf_write_conn = None
         self._dbconf_bind = self._dbconf_conn = None
         self._dbconf_index = None
         self._dbconf_read_only = False
@@ -145,7 +147,7 @@ class RoutingSession(_RecordsWrites):
     def _dbconf_choose(self) -> Any:
         route = self._dbconf_route
         router = route.router
-        last = router.last_write()
+        last = route.last_write()
         i = router.choose() if last is None else router.choose(position=last[0], wrote_at=last[1])
         engine: Any
         if i is not None:
@@ -230,6 +232,11 @@ class RoutingSession(_RecordsWrites):
         router.eject(i, reason)
 
 
+class AutoRoutingSession(RoutingSession):
+    """``role: auto``: a :class:`RoutingSession` that may write on the primary, so it records
+    its writes too (``role: replica`` sessions never write: they skip those listeners)."""
+
+
 _AUTOBEGIN = SessionTransactionOrigin.AUTOBEGIN
 
 
@@ -246,13 +253,15 @@ def _connection_died(exc: BaseException) -> bool:
     return cls.__name__ == "InternalClientError" and "asyncpg" in cls.__module__
 
 
+_WRITERS = (WriteTrackingSession, AutoRoutingSession)
+
+
 @event.listens_for(WriteTrackingSession, "do_orm_execute")
 def _on_execute(state: ORMExecuteState) -> None:
     if not reads_only(state.statement):
         state.session._dbconf_wrote = True  # type: ignore[attr-defined]
 
 
-@event.listens_for(_RecordsWrites, "after_flush")
 def _on_flush(session: Session, _context: Any) -> None:
     session._dbconf_wrote = True  # type: ignore[attr-defined]
 
@@ -271,7 +280,6 @@ def _on_begin(
             connection.exec_driver_sql(sql)
 
 
-@event.listens_for(_RecordsWrites, "before_commit")
 def _before_commit(session: Session) -> None:
     assert isinstance(session, _RecordsWrites)
     route = session._dbconf_route
@@ -286,7 +294,6 @@ def _before_commit(session: Session) -> None:
         session._dbconf_write_conn = session.connection()
 
 
-@event.listens_for(_RecordsWrites, "after_commit")
 def _after_commit(session: Session) -> None:
     assert isinstance(session, _RecordsWrites)
     if (
@@ -310,3 +317,9 @@ def _after_commit(session: Session) -> None:
 def _on_end(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session._dbconf_reset()  # type: ignore[attr-defined]
+
+
+for _cls in _WRITERS:  # (role: replica sessions never write on the primary: no listeners)
+    event.listen(_cls, "after_flush", _on_flush)
+    event.listen(_cls, "before_commit", _before_commit)
+    event.listen(_cls, "after_commit", _after_commit)

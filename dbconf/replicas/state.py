@@ -30,6 +30,7 @@ replicas, while a replica that stops replaying still shows a lag growing with ti
 from __future__ import annotations
 
 import datetime
+import math
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -84,6 +85,9 @@ class ReplicaState:
         self.good = 0  # consecutive good probes while ejected
         self._ejected_for = ""
         self._caught_up_at: float | None = None  # monotonic start of the last lag-0 probe
+        # monotonic time until which it may serve (the eligibility rule solved for now, kept
+        # by every change, read without the lock by Router.choose's fast path); -inf: not up
+        self.serve_until = -math.inf
 
     def record(
         self,
@@ -91,6 +95,7 @@ class ReplicaState:
         *,
         measured_at: float,
         max_lag: float,
+        check_interval: float,
     ) -> None:
         """A probe's result (``measured_at``: monotonic time the probe started)."""
         lag = measurement.lag
@@ -126,6 +131,11 @@ class ReplicaState:
                         f"{self._ejected_for} (re-admitted after {GOOD_PROBES_TO_READMIT} "
                         f"good probes in a row: {self.good} so far)"
                     )
+            self.serve_until = (
+                measured_at - lag + max_lag + check_interval
+                if self.state == "up" and lag is not None
+                else -math.inf
+            )
 
     def failed(self, reason: str) -> None:
         """A probe that could not measure (unreachable, timed out): ejected at once."""
@@ -143,6 +153,7 @@ class ReplicaState:
 
     def _eject(self, reason: str) -> None:
         self.state = "ejected"
+        self.serve_until = -math.inf
         self._caught_up_at = None
         self._ejected_for = reason
         self.reason = reason
