@@ -22,6 +22,7 @@ from dbconf.durations import MAX_DURATION, Duration, Timeout, parse_duration
 
 __all__ = [
     "MAX_CONNECTIONS",
+    "FrozenModel",
     "LeakDetectionConfig",
     "PoolConfig",
     "PrePing",
@@ -34,7 +35,10 @@ __all__ = [
 MAX_CONNECTIONS = 100_000
 
 
-class _Model(BaseModel):
+class FrozenModel(BaseModel):
+    """The base of every configuration model: frozen, unknown keys rejected, strict types, input
+    never echoed in pydantic's messages (it may hold a password)."""
+
     model_config = ConfigDict(
         frozen=True, extra="forbid", strict=True, hide_input_in_errors=True, populate_by_name=True
     )
@@ -85,7 +89,7 @@ PrePing = Annotated[
 ]
 
 
-class PoolConfig(_Model):
+class PoolConfig(FrozenModel):
     """Connection pool. Unset options keep SQLAlchemy's defaults."""
 
     class_: Literal["queue", "null", "static", "singleton"] | None = Field(None, alias="class")
@@ -105,7 +109,7 @@ class PoolConfig(_Model):
         return value
 
 
-class TimeoutsConfig(_Model):
+class TimeoutsConfig(FrozenModel):
     """Timeouts written once, translated per dialect by the builder."""
 
     connect: Timeout | None = None
@@ -114,7 +118,7 @@ class TimeoutsConfig(_Model):
     idle_in_transaction: Timeout | None = None
 
 
-class LeakDetectionConfig(_Model):
+class LeakDetectionConfig(FrozenModel):
     """Warn when a connection or a session scope is held too long (off unless set)."""
 
     threshold: Duration | None = None
@@ -140,7 +144,7 @@ class LeakDetectionConfig(_Model):
         return self
 
 
-class SqliteConfig(_Model):
+class SqliteConfig(FrozenModel):
     """Declarative SQLite pragmas, applied on every new connection."""
 
     journal_mode: Literal["delete", "truncate", "persist", "memory", "wal", "off"] | None = None
@@ -148,7 +152,7 @@ class SqliteConfig(_Model):
     synchronous: Literal["off", "normal", "full", "extra"] | None = None
 
 
-class RetryConfig(_Model):
+class RetryConfig(FrozenModel):
     """Defaults for ``Database.run_in_transaction``. ``retries`` is at most
     :attr:`MAX_RETRIES`, each backoff at most :attr:`MAX_BACKOFF` seconds (one hour)."""
 

@@ -12,9 +12,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     Secret,
@@ -30,6 +28,7 @@ from sqlalchemy.engine import URL, make_url
 
 from dbconf.blocks import (
     MAX_CONNECTIONS,
+    FrozenModel,
     LeakDetectionConfig,
     PoolConfig,
     RetryConfig,
@@ -45,8 +44,14 @@ from dbconf.metrics_config import MetricsConfig
 from dbconf.migration_config import MigrationsConfig, checked_migration_database
 from dbconf.origin import issues_error, shown_value
 from dbconf.pooler import Pooler, pooler_issues
-from dbconf.replica_config import ReplicaConfig, RoutingConfig, resolve_replicas, topology_issues
-from dbconf.secret_values import hide, masked
+from dbconf.replica_config import (
+    LocationModel,
+    ReplicaConfig,
+    RoutingConfig,
+    resolve_replicas,
+    topology_issues,
+)
+from dbconf.secret_values import masked
 from dbconf.secret_values import reveal as reveal
 from dbconf.urls import (
     BOTH_SIDES,
@@ -54,7 +59,6 @@ from dbconf.urls import (
     connect_arg_issues,
     driver_issues,
     mask_url,
-    parse_url,
     split_async,
 )
 
@@ -83,12 +87,6 @@ def _sqlstate(value: Any) -> Any:
 SqlState = Annotated[str, BeforeValidator(_sqlstate), StringConstraints(pattern=r"^[0-9A-Z]{5}$")]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", strict=True, hide_input_in_errors=True, populate_by_name=True
-    )
-
-
 # A query value: a string, kept as a Secret when its key looks secret (?sslpassword=).
 QueryValue = Annotated[str | Secret[str], WithJsonSchema({"type": "string"})]
 
@@ -107,7 +105,7 @@ def _check_names(names: dict[str, Any], what: str) -> None:
 _CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
-class SessionConfig(_Model):
+class SessionConfig(FrozenModel):
     """One named sessionmaker flavour. ``autocommit`` maps to an AUTOCOMMIT connection.
     ``class`` is the import path of the session class (``sqlmodel:Session``); only its form
     is checked here, the class itself at load (:mod:`dbconf.session_classes`)."""
@@ -145,7 +143,7 @@ class SessionConfig(_Model):
 _DRIVER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\+[A-Za-z][A-Za-z0-9_]*)?$")
 
 
-class DatabaseConfig(_Model):
+class DatabaseConfig(LocationModel):
     """One named database: where it is, how it is pooled, how its sessions behave."""
 
     url: SecretStr | None = None
@@ -203,21 +201,6 @@ class DatabaseConfig(_Model):
                 "(postgresql+psycopg2, mariadb+pymysql, sqlite); a whole URL belongs in url:",
             )
         return value
-
-    @field_validator("url", mode="before")
-    @classmethod
-    def _parse_url(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            parse_url(value)
-        return value
-
-    @field_validator("connect_args", "query", mode="after")
-    @classmethod
-    def _hide_secrets(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Secret-looking driver arguments and query values (password, sslpassword, token,
-        …, at any depth) become :class:`~pydantic.Secret`, masked in repr and dumps; the
-        builder takes them through :func:`reveal`."""
-        return None if value is None else hide(value)
 
     @field_serializer("connect_args", when_used="json")
     def _dump_masked(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -330,7 +313,7 @@ class DatabaseConfig(_Model):
         return mask_url(self._url)
 
 
-class ProfileConfig(_Model):
+class ProfileConfig(FrozenModel):
     """One profile: its databases, which one is the default, how many worker processes share it."""
 
     extends: str | None = None
@@ -368,7 +351,7 @@ class ProfileConfig(_Model):
         return self.default_database or next(iter(self.databases))
 
 
-class FileConfig(_Model):
+class FileConfig(FrozenModel):
     """The whole file; used for the JSON Schema. Profiles are validated one at a time, merged."""
 
     profiles: dict[str, ProfileConfig]

@@ -13,20 +13,16 @@ A frozen model, no I/O; :mod:`dbconf.config` uses it. What is exported and how:
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from dbconf.blocks import FrozenModel
 
 __all__ = ["MetricsConfig"]
 
 
-class MetricsConfig(BaseModel):
+class MetricsConfig(FrozenModel):
     """Export the pool metrics of every database (and replica) of the profile through
     OpenTelemetry (the global MeterProvider; ``dbconf[otel]``) and/or prometheus_client (its
     default registry, multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set;
     ``dbconf[prometheus]``). Both off unless set."""
-
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", strict=True, hide_input_in_errors=True, populate_by_name=True
-    )
 
     opentelemetry: bool = False
     prometheus: bool = False

@@ -27,10 +27,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import make_url
 
+from dbconf.blocks import FrozenModel
 from dbconf.dialects import dialect_for
 from dbconf.durations import Timeout
 from dbconf.origin import issues_error
@@ -71,13 +72,7 @@ _OFF_BY_DEFAULT = {
 }
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", strict=True, hide_input_in_errors=True, populate_by_name=True
-    )
-
-
-class MigrationTimeouts(_Model):
+class MigrationTimeouts(FrozenModel):
     """The migration connection's timeouts (unset: see :func:`migration_database`)."""
 
     connect: Timeout | None = None
@@ -86,7 +81,7 @@ class MigrationTimeouts(_Model):
     idle_in_transaction: Timeout | None = None
 
 
-class MigrationsConfig(_Model):
+class MigrationsConfig(FrozenModel):
     """How a database is migrated (Alembic): where its scripts are, its version table, and the
     connection's own timeouts and optional direct URL. ``managed: false``: dbconf never
     migrates it (``dbconf migrate --all`` and ``migrations status`` skip it)."""

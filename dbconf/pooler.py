@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, field_validator
+from pydantic import BeforeValidator, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import make_url
 
+from dbconf.blocks import FrozenModel
 from dbconf.dialects.pgbouncer import TRACKED_PARAMETERS, TRANSACTION
 from dbconf.dialects.postgresql import pg_option_names
 from dbconf.secret_values import reveal
@@ -34,18 +35,12 @@ __all__ = ["Pooler", "PoolerConfig", "pooler_issues"]
 Issue = tuple[str, str]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", strict=True, hide_input_in_errors=True, populate_by_name=True
-    )
-
-
 def _shorthand(value: Any) -> Any:
     """``pooler: pgbouncer_transaction`` is ``pooler: {mode: pgbouncer_transaction}``."""
     return {"mode": value} if isinstance(value, str) else value
 
 
-class PoolerConfig(_Model):
+class PoolerConfig(FrozenModel):
     """The pooler in front of a PostgreSQL database, and a direct URL that bypasses it."""
 
     mode: Literal["pgbouncer_transaction", "pgbouncer_session"]

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -33,7 +32,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
 
-from dbconf.blocks import LeakDetectionConfig, PoolConfig, TimeoutsConfig
+from dbconf.blocks import FrozenModel, LeakDetectionConfig, PoolConfig, TimeoutsConfig
 from dbconf.credential_config import CREDENTIAL_KEYS
 from dbconf.dialects import dialect_for
 from dbconf.durations import Duration
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
     from dbconf.config import DatabaseConfig
 
 __all__ = [
+    "LocationModel",
     "ReplicaConfig",
     "RoutingConfig",
     "replica_database",
@@ -74,13 +74,7 @@ _NOT_INHERITED = ("replicas", "routing", "sessions", "target_session_attrs", "mi
 _MERGED = ("pool", "timeouts", "leak_detection", "connect_args", "query")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", strict=True, hide_input_in_errors=True, populate_by_name=True
-    )
-
-
-class RoutingConfig(_Model):
+class RoutingConfig(FrozenModel):
     """How reads are routed among a database's replicas."""
 
     max_lag: Duration = 5.0
@@ -98,7 +92,27 @@ class RoutingConfig(_Model):
         return value
 
 
-class ReplicaConfig(_Model):
+class LocationModel(FrozenModel):
+    """What a database and a replica check alike in the keys that say where it is: ``url``
+    parses as a URL (never echoed: it may hold a password), and secret-looking driver
+    arguments and query values (password, sslpassword, token, …, at any depth) become
+    :class:`~pydantic.Secret`, masked in repr and dumps (the builder takes them through
+    :func:`~dbconf.secret_values.reveal`)."""
+
+    @field_validator("url", mode="before", check_fields=False)
+    @classmethod
+    def _parse_url(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parse_url(value)
+        return value
+
+    @field_validator("connect_args", "query", mode="after", check_fields=False)
+    @classmethod
+    def _hide_secrets(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else hide(value)
+
+
+class ReplicaConfig(LocationModel):
     """One replica: only what differs from the primary (unset keys are inherited)."""
 
     url: SecretStr | None = None
@@ -119,18 +133,6 @@ class ReplicaConfig(_Model):
     pool: PoolConfig | None = None
     timeouts: TimeoutsConfig | None = None
     leak_detection: LeakDetectionConfig | None = None
-
-    @field_validator("url", mode="before")
-    @classmethod
-    def _parse_url(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            parse_url(value)
-        return value
-
-    @field_validator("connect_args", "query", mode="after")
-    @classmethod
-    def _hide_secrets(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if value is None else hide(value)
 
     @field_serializer("connect_args", "query", when_used="json")
     def _dump_masked(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
