@@ -5,8 +5,10 @@ standby dies under load, and the session classes of routed flavours."""
 from __future__ import annotations
 
 import contextvars
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -83,6 +85,69 @@ def test_a_write_in_a_replica_session_is_a_server_error(
     with pytest.raises(sa.exc.DBAPIError) as info, db.session(flavour) as s:
         s.execute(table.insert().values(note="refused"))
     assert getattr(info.value.orig, "pgcode", None) == READ_ONLY
+
+
+def _holding(db: Database) -> list[int]:
+    """The replicas (indexes) whose pools have a connection checked out now."""
+    router = db.router
+    assert router is not None
+    return [i for i in range(len(router)) if router.replica_engine(i).pool.checkedout()]
+
+
+@pytest.mark.parametrize("flavour", ["reader", "auto"])
+def test_one_replica_per_transaction_and_a_new_choice_for_the_next(
+    pg_url: str, standby_url: str, flavour: str
+) -> None:
+    # two replicas (the standby twice): idle, the choice alternates between transactions
+    # (round robin), but every statement of one transaction stays on its first choice
+    database = routed_db(pg_url, standby_url, standby_url, max_lag=60)
+    try:
+        wait_up(database)
+        session = database.sessionmaker(flavour)()
+        try:
+            chosen = []
+            for _ in range(4):  # autobegun transactions
+                for _ in range(3):
+                    assert session.scalar(PORT) == port_of(standby_url)
+                    assert len(_holding(database)) == 1
+                chosen.append(_holding(database)[0])
+                session.commit()
+                assert _holding(database) == []
+            assert sorted(set(chosen)) == [0, 1]
+            with session.begin():  # an explicit transaction, and a savepoint in it
+                session.execute(PORT)
+                first = _holding(database)
+                with session.begin_nested():
+                    session.execute(PORT)
+                    assert _holding(database) == first
+                session.execute(PORT)
+                assert _holding(database) == first
+            with session.begin():
+                with session.begin_nested():  # the first statement inside a savepoint
+                    session.execute(PORT)
+                    inner = _holding(database)
+                session.execute(PORT)
+                assert _holding(database) == inner
+                assert inner != first  # a new transaction: chosen again (round robin)
+        finally:
+            session.close()
+    finally:
+        database.close()
+
+
+@pytest.mark.parametrize("flavour", ["default", "reader", "reader_ac", "auto"])
+def test_a_routed_session_is_freed_without_the_cycle_collector(db: Database, flavour: str) -> None:
+    # the session keeps its transaction's choice weakly: no cycle session <-> transaction
+    gc.collect()
+    gc.disable()
+    try:
+        with db.session(flavour) as s:
+            s.execute(PORT)
+        ref = weakref.ref(s)
+        del s
+        assert ref() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("flavour", ["reader", "reader_ac"])

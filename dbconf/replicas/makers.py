@@ -87,12 +87,8 @@ def _route(
         primary_read=primary_read,
         read_only_sql=dialect.read_only_transaction_sql if dialect is not None else None,
         write_position=dialect.write_position if dialect is not None else None,
-        last_write=router.last_write if router.routing.read_your_writes else _no_write,
+        writes_key=router.writes_key,
     )
-
-
-def _no_write() -> None:
-    return None
 
 
 def sync_route(
@@ -137,5 +133,9 @@ def async_route(router: Router, flavour: SessionConfig, primary: LoopEngines) ->
 
 
 def maker_kwargs(route: Route, base: type[Session], flavour_name: str) -> dict[str, Any]:
-    """What a sessionmaker of a routed flavour passes on: its class and route."""
-    return {"class_": routed_class(base, route.role, flavour_name), "dbconf_route": route}
+    """What a sessionmaker of a routed flavour passes on: its session class, a subclass of
+    :func:`routed_class` holding ``route`` as a class attribute (made once per sessionmaker,
+    so making a session costs no more than making a plain one)."""
+    cls = routed_class(base, route.role, flavour_name)
+    attrs = {"_dbconf_route": route, "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    return {"class_": type(cls.__name__, (cls,), attrs)}

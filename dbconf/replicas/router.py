@@ -77,6 +77,8 @@ class Router:
         )
         self._async = [LoopEngines(self._name(i), self._async_builder(i)) for i in range(n)]
         self._key = next(_keys)
+        # the routed sessions' fast path: the only replica's state (None: several, or closed)
+        self.single: ReplicaState | None = self._states[0] if n == 1 else None
         self._closed = False
         self.reset_after_fork()
         probe.track(self)
@@ -188,6 +190,8 @@ class Router:
                     max_lag=self.routing.max_lag,
                     check_interval=self.routing.check_interval,
                 )
+        if state.serve_until >= time.monotonic():
+            self._warned = False  # a replica serves again: the next fallback warns again
         if log_change:
             self._log_change(i, before)
 
@@ -230,14 +234,10 @@ class Router:
         eligible and ``fallback`` is ``error``.
         """
         states = self._states
+        single = self.single
         if (  # the common case, without locks: one replica, eligible, nothing to wait for
-            position is None
-            and wrote_at is None
-            and len(states) == 1
-            and not self._closed
-            and time.monotonic() <= states[0].serve_until
-        ):
-            self._warned = False
+            position is None and wrote_at is None and single is not None
+        ) and time.monotonic() <= single.serve_until:
             return 0
         self._require_open()
         self._start(wait=True)
@@ -319,9 +319,14 @@ class Router:
 
     def last_write(self) -> tuple[int | None, float] | None:
         """(position, monotonic time) of this context's last write, None if none."""
-        if not self.routing.read_your_writes:
-            return None
-        return writes.last_write(self._key)
+        key = self.writes_key
+        return None if key is None else writes.last_write(key)
+
+    @property
+    def writes_key(self) -> int | None:
+        """This router's key in :data:`~dbconf.replicas.writes.LAST_WRITES` (None:
+        ``read_your_writes`` is off)."""
+        return self._key if self.routing.read_your_writes else None
 
     # --- lifetime ---
     def dispose(self) -> asyncio.Future[Any] | None:
@@ -334,6 +339,7 @@ class Router:
         returned); a later use raises :class:`RegistryClosedError`."""
         with self._lock:
             self._closed = True
+            self.single = None  # every choice takes the checked path (RegistryClosedError)
         self._probes.closed = True
         probe.unregister(self)
         return self._dispose(close=True)

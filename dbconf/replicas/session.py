@@ -38,9 +38,11 @@ in SQLAlchemy's greenlet, the binds are the async engines' ``sync_engine``.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from time import monotonic
+from typing import Any, ClassVar, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -48,6 +50,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.orm.session import SessionTransactionOrigin
 
 from dbconf.replicas.router import Router
+from dbconf.replicas.writes import LAST_WRITES
 from dbconf.reports import one_line
 
 __all__ = ["AutoRoutingSession", "Route", "RoutingSession", "WriteTrackingSession"]
@@ -69,8 +72,8 @@ class Route:
     primary_read: Callable[[], sa.Engine]
     read_only_sql: str | None
     write_position: Callable[[sa.Connection], int | None] | None
-    # this context's last write through the router (None: none, or read_your_writes off)
-    last_write: Callable[[], tuple[int | None, float] | None]
+    # the router's key in LAST_WRITES (None: read_your_writes is off)
+    writes_key: int | None
 
 
 def reads_only(statement: Any) -> bool:
@@ -81,17 +84,14 @@ def reads_only(statement: Any) -> bool:
 
 
 class _RecordsWrites(Session):
-    """What both routed classes share: the route, and recording writes made on the primary
-    (the listeners below). The per-session state starts as these class attributes: a
-    session sets only what changes (no work per session beyond the route)."""
+    """What every routed class shares: the route (a class attribute: :func:`routed_class
+    <dbconf.replicas.makers.routed_class>` makes one subclass per sessionmaker, so a session
+    costs nothing to set up) and recording writes made on the primary (the listeners below).
+    The per-session state starts as class attributes: a session sets only what changes."""
 
-    _dbconf_route: Route
+    _dbconf_route: ClassVar[Route]
     _dbconf_wrote = False
     _dbconf_write_conn: sa.Connection | None = None
-
-    def __init__(self, *args: Any, dbconf_route: Route, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self._dbconf_route = dbconf_route
 
     def _dbconf_reset(self) -> None:
         self._dbconf_wrote = False
@@ -106,105 +106,137 @@ class WriteTrackingSession(_RecordsWrites):
     """A session on the primary that records its writes for read-your-writes."""
 
 
-_T = TypeVar("_T")
-
-
 class RoutingSession(_RecordsWrites):
-    """A session whose reads go to a replica (``role: replica`` / ``auto``)."""
+    """``role: replica``: every statement of a transaction reads from the replica chosen at
+    its first statement (or the primary, read-only, when none can serve).
 
-    _dbconf_bind: Any = None  # this transaction's read bind
-    _dbconf_conn: sa.Connection | None = None  # ... its first connection
+    The choice belongs to the root transaction it was made in (``_dbconf_tx``): a statement
+    of a later transaction chooses again. Comparing that with the session's current
+    transaction replaces an ``after_transaction_end`` listener: a listener on the class
+    costs every transaction an event dispatch, measured at about 2% of a whole
+    ``select 1`` scope's instructions."""
+
+    _dbconf_bind: Any = None  # the read bind chosen in _dbconf_tx (None: none yet)
     _dbconf_index: int | None = None  # ... its replica (None: the primary)
-    _dbconf_read_only = False  # make the next connection begun read-only
-    _dbconf_on_primary = False  # auto: wrote, everything goes to the primary now
+    # the root transaction it was chosen in (weakly: a session and its transaction refer to
+    # each other, so a strong reference would leave every session to the cycle collector)
+    _dbconf_tx: weakref.ReferenceType[SessionTransaction] | None = None
 
     def _dbconf_reset(self) -> None:
         self._dbconf_wrote = False
         self._dbconf_write_conn = None
-        self._dbconf_bind = self._dbconf_conn = None
-        self._dbconf_index = None
-        self._dbconf_read_only = False
+        self._dbconf_bind = self._dbconf_index = self._dbconf_tx = None
 
     def _dbconf_on_the_primary(self) -> bool:
-        return self._dbconf_on_primary
+        return False
 
     def get_bind(
         self, mapper: Any = None, *, clause: Any = None, bind: Any = None, **kw: Any
     ) -> Any:
-        """The replica (or fallback) engine of this transaction for reads; the primary (the
-        session's own bind) for ``auto`` once it wrote."""
+        """This transaction's replica (or fallback) engine."""
         if bind is None:
-            if self._dbconf_route.role == "replica":
-                return self._dbconf_bind or self._dbconf_choose()
-            if not self._dbconf_on_primary:
-                if reads_only(clause):
-                    return self._dbconf_bind or self._dbconf_choose()
-                self._dbconf_on_primary = True
-            if not reads_only(clause):
-                self._dbconf_wrote = True
+            ref = self._dbconf_tx
+            if ref is not None and ref() is self._transaction is not None:
+                return self._dbconf_bind
+            return self._dbconf_read_bind()
         return super().get_bind(mapper, clause=clause, bind=bind, **kw)
 
-    def _dbconf_choose(self) -> Any:
+    def _dbconf_chosen(self) -> bool:
+        """Was the read bind chosen in the current root transaction (a savepoint's statements
+        read where its transaction does)?"""
+        ref = self._dbconf_tx
+        tx = None if ref is None else ref()
+        return tx is not None and (tx is self._transaction or tx is self.get_transaction())
+
+    def _dbconf_read_bind(self) -> Any:
+        """The current transaction's read bind: the one chosen in it, else a new choice. The
+        common case — one replica, eligible, no write of this context to wait for — is
+        decided here without a call into the router."""
+        if self._dbconf_tx is not None and self._dbconf_chosen():
+            return self._dbconf_bind
+        # the choice is this root transaction's (autobegun now if need be: it would be next)
+        tx = self.get_transaction() or self._autobegin_t()
         route = self._dbconf_route
         router = route.router
-        last = route.last_write()
-        i = router.choose() if last is None else router.choose(position=last[0], wrote_at=last[1])
+        last = None if route.writes_key is None else LAST_WRITES.get().get(route.writes_key)
+        single = router.single
+        if last is None and single is not None and monotonic() <= single.serve_until:
+            i: int | None = 0
+        elif last is None:
+            i = router.choose()
+        else:
+            i = router.choose(position=last[0], wrote_at=last[1])
         engine: Any
         if i is not None:
             engine = route.replica(i)
         elif route.role == "replica":
             engine = route.primary_read()
-            self._dbconf_read_only = route.read_only_sql is not None
+            if route.read_only_sql is not None:
+                # the fallback reads on the primary in a read-only transaction: open it now
+                self.connection(bind_arguments={"bind": engine}).exec_driver_sql(
+                    route.read_only_sql
+                )
         else:
-            engine = super().get_bind()
+            engine = super().get_bind()  # auto: read from the primary
         self._dbconf_index = i
         self._dbconf_bind = engine
+        self._dbconf_tx = weakref.ref(tx)
         return engine
 
     # the ways a statement is run (Query, get(), lazy loads and AsyncSession run theirs
     # through these): the first statement of a transaction may be retried once
     def execute(self, *args: Any, **kw: Any) -> Any:
-        if self._dbconf_bind is not None:
+        ref = self._dbconf_tx
+        if ref is not None and (ref() is self._transaction is not None or self._dbconf_chosen()):
             return super().execute(*args, **kw)
-        return self._dbconf_first(super().execute, args, kw)
+        try:
+            return super().execute(*args, **kw)
+        except Exception as exc:
+            self._dbconf_retry(exc)
+        return super().execute(*args, **kw)
 
     def scalar(self, *args: Any, **kw: Any) -> Any:
-        if self._dbconf_bind is not None:
+        ref = self._dbconf_tx
+        if ref is not None and (ref() is self._transaction is not None or self._dbconf_chosen()):
             return super().scalar(*args, **kw)
-        return self._dbconf_first(super().scalar, args, kw)
+        try:
+            return super().scalar(*args, **kw)
+        except Exception as exc:
+            self._dbconf_retry(exc)
+        return super().scalar(*args, **kw)
 
     def scalars(self, *args: Any, **kw: Any) -> Any:
-        if self._dbconf_bind is not None:
+        ref = self._dbconf_tx
+        if ref is not None and (ref() is self._transaction is not None or self._dbconf_chosen()):
             return super().scalars(*args, **kw)
-        return self._dbconf_first(super().scalars, args, kw)
-
-    def _dbconf_first(
-        self, run: Callable[..., _T], args: tuple[Any, ...], kw: dict[str, Any]
-    ) -> _T:
-        """Run the first statement of a transaction; if it went to a replica whose
-        connection failed before a row reached the caller, once more elsewhere."""
         try:
-            return run(*args, **kw)
+            return super().scalars(*args, **kw)
         except Exception as exc:
-            failed = self._dbconf_index
-            if failed is None or not (isinstance(exc, sa.exc.DBAPIError) or _connection_died(exc)):
-                raise  # on the primary (or never routed), or not the connection's fault
-            if self._dbconf_conn is None:
-                # connecting failed: the transaction holds no connection, choose again
-                self._dbconf_bind = self._dbconf_index = None
-            else:
-                transaction = self.get_transaction()
-                if not _connection_died(exc) or (
-                    transaction is not None and transaction.origin is not _AUTOBEGIN
-                ):
-                    raise
-                self._dbconf_discard()
-            self._dbconf_failed(failed, exc)
-        return run(*args, **kw)
+            self._dbconf_retry(exc)
+        return super().scalars(*args, **kw)
 
-    def _dbconf_discard(self) -> None:
+    def _dbconf_retry(self, exc: Exception) -> None:
+        """The first statement of a transaction failed with ``exc``: return to run it once
+        more elsewhere if it went to a replica whose connection failed before a row reached
+        the caller (the replica is ejected); else re-raise ``exc``."""
+        failed, bind = self._dbconf_index, self._dbconf_bind
+        if failed is None or not (isinstance(exc, sa.exc.DBAPIError) or _connection_died(exc)):
+            raise exc  # on the primary (or never routed), or not the connection's fault
+        conn = _connection_of(self, bind)
+        if conn is None:
+            # connecting failed: the transaction holds no connection, choose again
+            self._dbconf_bind = self._dbconf_index = self._dbconf_tx = None
+        else:
+            transaction = self.get_transaction()
+            if not _connection_died(exc) or (
+                transaction is not None and transaction.origin is not _AUTOBEGIN
+            ):
+                raise exc
+            self._dbconf_discard(conn)
+        self._dbconf_failed(failed, exc)
+
+    def _dbconf_discard(self, conn: sa.Connection | None) -> None:
         """End the transaction whose replica connection died (never pooled again)."""
-        conn = self._dbconf_conn
         if conn is not None:
             try:
                 conn.invalidate()
@@ -216,13 +248,13 @@ class RoutingSession(_RecordsWrites):
         """Commit; a read-only transaction whose replica died before its COMMIT loses
         nothing, so that failure is not the caller's: the replica is ejected, the session
         rolled back."""
-        i = self._dbconf_index
+        i = self._dbconf_index if self._dbconf_chosen() else None
         try:
             super().commit()
         except Exception as exc:
-            if i is None or self._dbconf_on_primary or not _connection_died(exc):
+            if i is None or self._dbconf_on_the_primary() or not _connection_died(exc):
                 raise
-            self._dbconf_discard()
+            self._dbconf_discard(_connection_of(self, self._dbconf_bind))
             self._dbconf_failed(i, exc)
 
     def _dbconf_failed(self, i: int, exc: BaseException) -> None:
@@ -233,8 +265,41 @@ class RoutingSession(_RecordsWrites):
 
 
 class AutoRoutingSession(RoutingSession):
-    """``role: auto``: a :class:`RoutingSession` that may write on the primary, so it records
-    its writes too (``role: replica`` sessions never write: they skip those listeners)."""
+    """``role: auto``: SELECTs (without FOR UPDATE) read from this transaction's replica until
+    the session's first other statement or flush; from then on everything goes to the primary
+    (its later reads see its writes), and its writes are recorded for read-your-writes."""
+
+    _dbconf_on_primary = False  # wrote: everything goes to the primary now
+
+    def _dbconf_on_the_primary(self) -> bool:
+        return self._dbconf_on_primary
+
+    def get_bind(
+        self, mapper: Any = None, *, clause: Any = None, bind: Any = None, **kw: Any
+    ) -> Any:
+        """The replica (or fallback) engine of this transaction for reads; the primary (the
+        session's own bind) once it wrote."""
+        if bind is None:
+            if not self._dbconf_on_primary:
+                if reads_only(clause):
+                    ref = self._dbconf_tx
+                    if ref is not None and ref() is self._transaction is not None:
+                        return self._dbconf_bind
+                    return self._dbconf_read_bind()
+                self._dbconf_on_primary = True
+            if not reads_only(clause):
+                self._dbconf_wrote = True
+        return super(RoutingSession, self).get_bind(mapper, clause=clause, bind=bind, **kw)
+
+
+def _connection_of(session: Session, bind: Any) -> sa.Connection | None:
+    """The connection ``session``'s transaction holds for ``bind``, if any (None: connecting
+    to it failed). Only asked after a failure."""
+    transaction = session.get_transaction()
+    if transaction is None or bind is None:
+        return None
+    held = transaction._connections.get(bind)  # SessionTransaction's map (SQLAlchemy 2.0, 2.1)
+    return None if held is None else held[0]
 
 
 _AUTOBEGIN = SessionTransactionOrigin.AUTOBEGIN
@@ -264,20 +329,6 @@ def _on_execute(state: ORMExecuteState) -> None:
 
 def _on_flush(session: Session, _context: Any) -> None:
     session._dbconf_wrote = True  # type: ignore[attr-defined]
-
-
-@event.listens_for(RoutingSession, "after_begin")
-def _on_begin(
-    session: Session, _transaction: SessionTransaction, connection: sa.Connection
-) -> None:
-    assert isinstance(session, RoutingSession)
-    if session._dbconf_conn is None:
-        session._dbconf_conn = connection
-    if session._dbconf_read_only:
-        session._dbconf_read_only = False
-        sql = session._dbconf_route.read_only_sql
-        if sql is not None:
-            connection.exec_driver_sql(sql)
 
 
 def _before_commit(session: Session) -> None:
@@ -313,13 +364,13 @@ def _after_commit(session: Session) -> None:
     route.router.remember_write(position)
 
 
-@event.listens_for(_RecordsWrites, "after_transaction_end")
 def _on_end(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session._dbconf_reset()  # type: ignore[attr-defined]
 
 
 for _cls in _WRITERS:  # (role: replica sessions never write on the primary: no listeners)
+    event.listen(_cls, "after_transaction_end", _on_end)
     event.listen(_cls, "after_flush", _on_flush)
     event.listen(_cls, "before_commit", _before_commit)
     event.listen(_cls, "after_commit", _after_commit)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextvars
 import time
 
-__all__ = ["last_write", "remember_write"]
+__all__ = ["LAST_WRITES", "last_write", "remember_write"]
 
 _NONE: dict[int, tuple[int | None, float]] = {}  # never mutated: the default, no allocation
-_last_writes: contextvars.ContextVar[dict[int, tuple[int | None, float]]] = contextvars.ContextVar(
+# router key -> (position, monotonic time); read directly by the routed sessions' hot path
+LAST_WRITES: contextvars.ContextVar[dict[int, tuple[int | None, float]]] = contextvars.ContextVar(
     "dbconf_last_writes", default=_NONE
 )
 
@@ -24,11 +25,11 @@ _last_writes: contextvars.ContextVar[dict[int, tuple[int | None, float]]] = cont
 def remember_write(key: int, position: int | None) -> None:
     """This context committed a write at ``position`` (None: no positions) through the router
     ``key``; the monotonic time is kept with it."""
-    writes = dict(_last_writes.get())
+    writes = dict(LAST_WRITES.get())
     writes[key] = (position, time.monotonic())
-    _last_writes.set(writes)
+    LAST_WRITES.set(writes)
 
 
 def last_write(key: int) -> tuple[int | None, float] | None:
     """(position, monotonic time) of this context's last write through router ``key``."""
-    return _last_writes.get().get(key)
+    return LAST_WRITES.get().get(key)
