@@ -48,7 +48,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.orm.session import SessionTransactionOrigin
 
 from dbconf.replicas.router import Router
-from dbconf.reports import one_line
+from dbconf.runtime.reports import one_line
 
 __all__ = ["AutoRoutingSession", "Route", "RoutingSession", "WriteTrackingSession"]
 
