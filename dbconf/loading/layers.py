@@ -16,17 +16,15 @@ key set twice (``DBCONF_X`` and ``dbconf_x``), or a key under a value that is no
 the file (a profile is picked with ``DBCONF_PROFILE``).
 
 The env source follows pydantic-settings' conventions (``DBCONF_`` prefix, ``__`` as the nested
-delimiter, a secrets directory) but is our own: pydantic-settings' env source drops unknown keys
-silently and keeps no per-value origin, and both are part of dbconf's contract.
+delimiter, a secrets directory: :mod:`dbconf.loading.secrets_dir`) but is our own:
+pydantic-settings' env source drops unknown keys silently and keeps no per-value origin, and
+both are part of dbconf's contract.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
-import stat
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -34,14 +32,7 @@ import yaml
 from dbconf.config import ProfileConfig
 from dbconf.config.origin import KeyPath, Origin
 from dbconf.errors import Problem, closest, did_you_mean
-from dbconf.loading.files import (
-    LIMIT_VARS,
-    SECRET_LIMIT_VAR,
-    UnreadableFileError,
-    read_text,
-    shown,
-    size_limits,
-)
+from dbconf.loading.files import LIMIT_VARS
 from dbconf.loading.merging import Origins, Tree, as_mapping, forget, key_paths, merge
 
 __all__ = [
@@ -53,13 +44,9 @@ __all__ = [
     "env_items",
     "env_layer",
     "merge",
-    "read_secret",
     "scalar",
-    "secrets_layer",
     "url_layer",
 ]
-
-log = logging.getLogger("dbconf.loader")
 
 ENV_PREFIX = "DBCONF_"
 RESERVED_ENV = frozenset(
@@ -306,48 +293,6 @@ def env_items(env: Mapping[str, str], problems: list[Problem]) -> list[EnvItem]:
 def env_layer(items: list[EnvItem], tree: Tree, problems: list[Problem]) -> tuple[Tree, Origins]:
     """``DBCONF_<PATH>`` env vars (from :func:`env_items`) → a layer."""
     return _env_keyed_layer(items, tree, problems)
-
-
-def secrets_layer(
-    env: Mapping[str, str], tree: Tree, problems: list[Problem]
-) -> tuple[Tree, Origins]:
-    directory = env.get("DBCONF_SECRETS_DIR")
-    if not directory:
-        return {}, {}
-    root = Path(directory)
-    where = "env DBCONF_SECRETS_DIR"
-    try:
-        entries = sorted(root.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        problems.append(Problem(where, "", f"{shown(root)} is not a directory"))
-        return {}, {}
-    except (OSError, ValueError) as e:  # ValueError: a NUL byte or a lone surrogate
-        why = e.strerror if isinstance(e, OSError) else "not a valid path"
-        problems.append(Problem(where, "", f"cannot list the directory {shown(root)} ({why})"))
-        return {}, {}
-    limit = size_limits(env).secret
-    items = []
-    for entry in entries:
-        name = entry.name.upper()
-        if name.startswith(ENV_PREFIX) and name not in RESERVED_ENV:
-            origin = Origin("secret", str(entry))
-            try:
-                items.append((entry.name, read_secret(entry, limit), origin))
-            except UnreadableFileError as e:
-                problems.append(Problem(str(origin), "", f"cannot read it: {e}"))
-    return _env_keyed_layer(items, tree, problems)
-
-
-def read_secret(path: Path, limit: int) -> str:
-    """A secret file's text, trailing newline stripped; warns when others can read it.
-
-    Raises :class:`~dbconf.loading.files.UnreadableFileError` (not a regular file, over ``limit``
-    bytes, …).
-    """
-    text, mode = read_text(path, limit, SECRET_LIMIT_VAR)
-    if mode & stat.S_IROTH:
-        log.warning("secret file %s is readable by every user; chmod o-r it", shown(path))
-    return text.rstrip("\r\n")
 
 
 def code_layer(overrides: Any, problems: list[Problem]) -> tuple[Tree, Origins]:

@@ -46,12 +46,11 @@ from dbconf.loading.layers import (
     env_items,
     env_layer,
     merge,
-    read_secret,
-    secrets_layer,
     url_layer,
 )
 from dbconf.loading.merging import as_mapping
 from dbconf.loading.replica_env import replica_url_layer
+from dbconf.loading.secrets_dir import read_secret, secrets_layer
 from dbconf.loading.selection import (
     DEFAULT_PATH,
     EnvFiles,
