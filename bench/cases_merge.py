@@ -44,7 +44,7 @@ def write_profiles(directory: Path, count: int) -> Path:
 
 
 def case8(scale: Scale) -> CaseResult:
-    from dbconf.loader import load_profile
+    from dbconf.loading.loader import load_profile
 
     result = CaseResult(8, f"load a profile extending another, {SMALL} vs {LARGE} databases")
     rounds = Scale(rounds=3 if scale.rounds < 10 else 5, ops=1.0, warmup=0)

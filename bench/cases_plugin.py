@@ -60,8 +60,9 @@ METADATA = Base.metadata
 
 def case12(scale: Scale) -> CaseResult:
     """Tests per second: rollback per test vs drop/create tables vs truncate."""
-    from dbconf import load, testhooks
+    from dbconf import load
     from dbconf.integrations.pytest_plugin._harness import Harness, Options
+    from dbconf.runtime import testhooks
 
     result = CaseResult(12, "pytest plugin: rollback per test vs drop/create vs truncate")
     quick = scale.rounds < 10

@@ -9,7 +9,6 @@ from dbconf.config import (
     SqliteConfig,
     TimeoutsConfig,
 )
-from dbconf.credentials import CredentialTarget
 from dbconf.errors import (
     ConfigError,
     ConnectError,
@@ -24,10 +23,11 @@ from dbconf.errors import (
     UnknownDatabaseError,
     UnknownSessionFlavourError,
 )
-from dbconf.leaks import ConnectionHolder, PoolStatus
-from dbconf.registry import Database, DatabaseReport, Registry, load
+from dbconf.pooling.leaks import ConnectionHolder, PoolStatus
 from dbconf.replicas import ReplicaStatus
-from dbconf.resilience import RetryPolicy
+from dbconf.runtime.credentials import CredentialTarget
+from dbconf.runtime.registry import Database, DatabaseReport, Registry, load
+from dbconf.sessions.resilience import RetryPolicy
 
 __all__ = [
     "ConfigError",

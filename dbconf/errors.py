@@ -134,7 +134,7 @@ class CredentialsError(DbconfError, RuntimeError):
 
 class NoEventLoopError(DbconfError, RuntimeError):
     """An async engine was asked for outside a running event loop: dbconf keeps one async
-    engine per event loop (:mod:`dbconf.loops`), so there is none to give."""
+    engine per event loop (:mod:`dbconf.runtime.loops`), so there is none to give."""
 
     def __init__(self, database: str) -> None:
         self.database = database

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from dbconf.config import ProfileConfig
-from dbconf.database import Database
-from dbconf.registry import Registry
+from dbconf.runtime.database import Database
+from dbconf.runtime.registry import Registry
 
 DRIVERS = ["asyncpg", "psycopg_async", "aiomysql", "aiosqlite"]
 PG_DRIVERS = ["asyncpg", "psycopg_async"]

@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from dbconf.config import DatabaseConfig
-from dbconf.database import Database
 from dbconf.replicas.state import ReplicaStatus
+from dbconf.runtime.database import Database
 
 
 def replica_db(primary: str, *replicas: Any, name: str = "main", **routing: Any) -> Database:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from replica_support import pg_ctlcluster, wait_for
 
 from dbconf.config import DatabaseConfig
-from dbconf.database import Database
+from dbconf.runtime.database import Database
 
 FLAVOURS = {
     "default": {},

@@ -25,7 +25,7 @@ from dbconf.integrations.alembic import (
     migration_engine,
     target_for,
 )
-from dbconf.loader import load_profile
+from dbconf.loading.loader import load_profile
 
 NOTES = [("n1", 'op.create_table("notes", sa.Column("id", sa.Integer, primary_key=True))')]
 

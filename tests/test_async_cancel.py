@@ -22,8 +22,8 @@ from async_support import (
     wait_for,
 )
 
-from dbconf.database import Database
-from dbconf.registry import Registry
+from dbconf.runtime.database import Database
+from dbconf.runtime.registry import Registry
 
 RATE = 0.5
 # SQLAlchemy 2.0.24 loses the pool's count of a few connections when a cancellation interrupts

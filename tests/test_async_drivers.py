@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from dbconf.builder import build_async_engine, build_engine
 from dbconf.config import DatabaseConfig
 from dbconf.errors import StatementTimeoutError
-from dbconf.resilience import retry_reason
+from dbconf.runtime.builder import build_async_engine, build_engine
+from dbconf.sessions.resilience import retry_reason
 
 SLOW_CTE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
 PG_TIMEOUTS = {"connect": 3, "statement": "250ms", "lock": "2s", "idle_in_transaction": "30s"}

@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dbconf.builder import build_async_engine
 from dbconf.config import DatabaseConfig
 from dbconf.errors import ConnectError, DisconnectError, StatementTimeoutError
-from dbconf.resilience import retry_reason
+from dbconf.runtime.builder import build_async_engine
+from dbconf.sessions.resilience import retry_reason
 
 PG_DRIVERS = ["asyncpg", "psycopg_async"]
 SERVER_DRIVERS = [*PG_DRIVERS, "aiomysql"]
@@ -279,7 +279,7 @@ def test_password_never_in_async_error_or_log_texts(
 
 
 def test_connect_hint_for_async_driver_error_forms() -> None:
-    from dbconf.driver_errors import connect_hint
+    from dbconf.sessions.driver_errors import connect_hint
 
     class AsyncpgLikeError(Exception):
         def __init__(self, message: str, sqlstate: str) -> None:

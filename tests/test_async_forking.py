@@ -20,9 +20,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from dbconf import forking
-from dbconf.builder import build_async_engine
 from dbconf.config import DatabaseConfig
+from dbconf.pooling import forking
+from dbconf.runtime.builder import build_async_engine
 
 T = TypeVar("T")
 PID_SQL = {"aiomysql": "SELECT CONNECTION_ID()", "asyncpg": "SELECT pg_backend_pid()"}

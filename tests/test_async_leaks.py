@@ -20,10 +20,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from dbconf.builder import build_async_engine
 from dbconf.config import DatabaseConfig
 from dbconf.errors import PoolExhaustedError
-from dbconf.leaks import AsyncQueuePool, pool_class_kwargs, pool_status
+from dbconf.pooling.leaks import AsyncQueuePool, pool_class_kwargs, pool_status
+from dbconf.runtime.builder import build_async_engine
 
 SELECT_1 = sa.text("SELECT 1")
 DRIVERS = ["asyncpg", "psycopg_async", "aiomysql", "aiosqlite"]

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from async_support import DRIVERS, PG_DRIVERS, backends, kind, make_registry, tag, unique, wait_for
 
 import dbconf
-from dbconf.registry import Registry
+from dbconf.runtime.registry import Registry
 
 UNREACHABLE = "postgresql+psycopg2://app:s3cr3t-pw@127.0.0.1:1/nowhere"
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from async_support import PG_DRIVERS, make_registry, table_sql, unique
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dbconf.database import Database
+from dbconf.runtime.database import Database
 
 
 class Meeting:

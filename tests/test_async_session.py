@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from async_support import DRIVERS, kind, make_registry, sleep_sql, sqlite_sleep, table_sql, unique
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dbconf.database import Database
 from dbconf.errors import ConfigError, UnknownSessionFlavourError
-from dbconf.registry import Registry
+from dbconf.runtime.database import Database
+from dbconf.runtime.registry import Registry
 
 
 @pytest.fixture(params=DRIVERS)

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dbconf.budget import (
+from dbconf.cli import main
+from dbconf.cli.budget import (
     ServerLimit,
     compute_budget,
     evaluate,
     pool_budget,
     query_limit,
 )
-from dbconf.cli import main
 from dbconf.config import DatabaseConfig, ProfileConfig
 
 PG = "postgresql+psycopg2://app@db1:5432/app"

@@ -15,12 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
 
-from dbconf.builder import build_engine, build_sessionmaker, engine_kwargs
 from dbconf.config import DatabaseConfig, SessionConfig, TimeoutsConfig
 from dbconf.dialects.mysql import session_sql as mysql_session_sql
 from dbconf.dialects.postgresql import pg_option_names
 from dbconf.errors import ConfigError
-from dbconf.registry import Registry
+from dbconf.runtime.builder import build_engine, build_sessionmaker, engine_kwargs
+from dbconf.runtime.registry import Registry
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 SLOW_CTE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"

@@ -15,7 +15,7 @@ import sqlalchemy
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dbconf.cli import (
+from dbconf.cli.commands import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
@@ -26,7 +26,7 @@ from dbconf.cli import (
     plain,
 )
 from dbconf.errors import ConfigError, PoolExhaustedError
-from dbconf.loader import load_profile
+from dbconf.loading.loader import load_profile
 
 PASSWORD = "p@ss:w%rd"
 ENCODED = "p%40ss%3Aw%25rd"

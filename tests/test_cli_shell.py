@@ -1,4 +1,4 @@
-"""``dbconf shell`` (dbconf/cli_shell.py): a recording fake client on PATH shows what the child
+"""``dbconf shell`` (dbconf/cli/shell.py): a recording fake client on PATH shows what the child
 gets (argv, environment, the password file and its mode); psql, mariadb and sqlite3 run a
 scripted stdin against the real servers, one psql run as a role that needs its password."""
 
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from conftest import secret_forms
 
 from dbconf.cli import EXIT_CONFIG, main
-from dbconf.cli_shell import EXIT_NO_CLIENT
+from dbconf.cli.shell import EXIT_NO_CLIENT
 
 PASSWORD = 'Sh3ll:p@ss"w#rd\\x'
 ENCODED = quote(PASSWORD, safe="")

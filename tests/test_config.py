@@ -61,7 +61,7 @@ def test_every_duration_is_bounded_with_a_clear_message(section: str, key: str, 
     key=st.sampled_from(["connect", "statement", "lock", "idle_in_transaction"]),
 )
 def test_every_timeout_in_bounds_translates_for_postgresql(seconds: float, key: str) -> None:
-    from dbconf.builder import engine_kwargs
+    from dbconf.runtime.builder import engine_kwargs
 
     args = engine_kwargs(db(url=PG, timeouts={key: seconds}))["connect_args"]
     value = args["connect_timeout"] if key == "connect" else int(args["options"].split("=")[-1])

@@ -18,7 +18,7 @@ import pytest
 
 from dbconf.cli import main
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
+from dbconf.loading.loader import load_profile
 
 WriteConfig = Callable[..., Path]
 URL = "postgresql://app@db.example/app"

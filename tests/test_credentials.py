@@ -26,7 +26,7 @@ import sqlalchemy as sa
 import dbconf
 from dbconf.cli import main
 from dbconf.errors import ConfigError, ConnectError, CredentialsError
-from dbconf.registry import Registry
+from dbconf.runtime.registry import Registry
 
 NoSecret = Callable[[Iterable[object], str], None]
 OLD = "p@ss:w%rd/1"  # the fixture's password (conftest SECRET_PASSWORD)
@@ -365,7 +365,7 @@ def test_a_command_that_prints_nothing(failing: Callable[[str], dbconf.Database]
 def test_a_command_that_hangs_is_killed(
     failing: Callable[[str], dbconf.Database], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("dbconf.credentials.COMMAND_TIMEOUT", 1.0)
+    monkeypatch.setattr("dbconf.runtime.credentials.COMMAND_TIMEOUT", 1.0)
     with pytest.raises(CredentialsError, match=r"did not finish within 1 s and was killed"):
         failing("sleep").engine.connect()
     pid = int((tmp_path / "pid").read_text())

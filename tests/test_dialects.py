@@ -1,4 +1,5 @@
-"""dbconf.dialects: one module per backend, asked by the layers above it; no import circle."""
+"""dbconf.dialects: one module per backend, asked by the layers above it; no import circle, and
+no module imports a higher layer than its own."""
 
 from __future__ import annotations
 
@@ -180,7 +181,7 @@ def _reaches(start: str, goal: str) -> bool:
 
 
 def test_the_graph_sees_the_modules() -> None:
-    assert {"dbconf.config", "dbconf.builder", "dbconf.dialects.postgresql"} <= set(GRAPH)
+    assert {"dbconf.config", "dbconf.runtime.builder", "dbconf.dialects.postgresql"} <= set(GRAPH)
     assert "dbconf.dialects.base" in GRAPH["dbconf.dialects.mysql"]
 
 
@@ -190,7 +191,7 @@ def test_no_module_imports_itself_back(module: str) -> None:
 
 
 def test_dialects_import_no_higher_layer() -> None:
-    allowed = {"dbconf.errors", "dbconf.origin"}
+    allowed = {"dbconf.errors"}  # dbconf.config imports the dialects: nothing of it here
     for module, imports in GRAPH.items():
         if module.startswith("dbconf.dialects"):
             outside = {m for m in imports if not m.startswith("dbconf.dialects")}
@@ -198,8 +199,44 @@ def test_dialects_import_no_higher_layer() -> None:
 
 
 def test_config_imports_neither_builder_nor_rules() -> None:
-    for higher in ("dbconf.builder", "dbconf.rules", "dbconf.registry", "dbconf.loader"):
+    for higher in (
+        "dbconf.runtime.builder",
+        "dbconf.runtime.rules",
+        "dbconf.runtime.registry",
+        "dbconf.loading.loader",
+    ):
         assert not _reaches("dbconf.config", higher)
+
+
+# The packages by layer, lowest first; a module imports only its own layer and lower ones.
+RANK = {
+    "errors": 0,
+    "dialects": 1,
+    "config": 2,
+    "loading": 3,
+    "sessions": 4,
+    "pooling": 4,
+    "runtime": 5,
+    "replicas": 5,  # a database owns its router; the router builds its replicas' engines
+    "integrations": 6,
+    "cli": 7,
+}
+UPWARD_BY_DESIGN = {("dbconf.loading.loader", "dbconf.runtime.rules")}  # build problems at load
+
+
+def _rank(module: str) -> int:
+    """The layer of a module; the facade (``dbconf``, ``dbconf.__main__``) is above them all."""
+    return RANK.get(module.split(".")[1], len(RANK)) if module.count(".") else len(RANK)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.count(".")))
+def test_module_imports_no_higher_layer(module: str) -> None:
+    upward = {
+        target
+        for target in GRAPH[module]
+        if _rank(target) > _rank(module) and (module, target) not in UPWARD_BY_DESIGN
+    }
+    assert not upward, f"{module} imports a higher layer: {sorted(upward)}"
 
 
 def test_server_dialects_pre_ping_by_default_and_sqlite_does_not() -> None:

@@ -14,8 +14,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dbconf.config import DatabaseConfig
-from dbconf.driver_errors import connect_hint, hide_values
-from dbconf.registry import Database
+from dbconf.runtime.registry import Database
+from dbconf.sessions.driver_errors import connect_hint, hide_values
 
 # values with the characters drivers escape: quotes, backslashes, non-ASCII
 SECRETS = [

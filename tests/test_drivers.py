@@ -1,6 +1,6 @@
 """Async translation per driver (what reaches create_async_engine), its conflicts, which side of
 a database is checked at load and which when built, and missing/unknown drivers as
-ConfigErrors naming a real extra (dbconf.drivers)."""
+ConfigErrors naming a real extra (dbconf.runtime.drivers)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dbconf.builder import build_async_engine, build_engine, engine_kwargs
 from dbconf.config import DatabaseConfig
 from dbconf.dialects import DIALECTS
-from dbconf.drivers import SUPPORTED, driver_problem, require_driver
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
-from dbconf.rules import build_problems
+from dbconf.loading.loader import load_profile
+from dbconf.runtime.builder import build_async_engine, build_engine, engine_kwargs
+from dbconf.runtime.drivers import SUPPORTED, driver_problem, require_driver
+from dbconf.runtime.rules import build_problems
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 TIMEOUTS = {"connect": "2.5s", "statement": "1.5s", "lock": "2s", "idle_in_transaction": "1m"}

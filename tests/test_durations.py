@@ -1,4 +1,5 @@
-"""dbconf.durations: parsing ``250ms``/``30s``/``5m``/``1h``/numbers; negatives named as such."""
+"""dbconf.config.durations: parsing ``250ms``/``30s``/``5m``/``1h``/numbers; negatives named as
+such."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dbconf.durations import parse_duration
+from dbconf.config.durations import parse_duration
 
 
 @pytest.mark.parametrize(

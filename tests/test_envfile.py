@@ -15,7 +15,7 @@ from dotenv import dotenv_values
 
 from dbconf.cli import EXIT_CONFIG, EXIT_OK, main
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
+from dbconf.loading.loader import load_profile
 
 WriteConfig = Callable[..., Path]
 

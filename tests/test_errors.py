@@ -21,7 +21,7 @@ import dbconf
 from dbconf import errors
 from dbconf.config import ProfileConfig
 from dbconf.errors import DbconfError
-from dbconf.registry import Registry
+from dbconf.runtime.registry import Registry
 
 
 def _subclasses(cls: type[Any]) -> Iterator[type[Any]]:

@@ -89,7 +89,7 @@ def test_fastapi_example_commits_and_rolls_back(tmp_path: Path) -> None:
 
 
 def test_fastapi_example_import_builds_nothing() -> None:
-    code = "import examples.fastapi_app as m, dbconf.registry as r; print('app' in vars(m))"
+    code = "import examples.fastapi_app as m, dbconf.runtime.registry as r; print('app' in vars(m))"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -1,5 +1,5 @@
-"""dbconf.failover: ``hosts`` + ``target_session_attrs``, rendered for psycopg2, psycopg 3 and
-asyncpg, checked at load, and proven on the real primary (5432) and its standby (5433)."""
+"""dbconf.config.failover: ``hosts`` + ``target_session_attrs``, rendered for psycopg2, psycopg 3
+and asyncpg, checked at load, and proven on the real primary (5432) and its standby (5433)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from dbconf.builder import engine_kwargs
 from dbconf.config import DatabaseConfig
-from dbconf.database import Database
+from dbconf.runtime.builder import engine_kwargs
+from dbconf.runtime.database import Database
 
 PORT = "select inet_server_port()"
 

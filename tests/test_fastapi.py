@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from dbconf.config import ProfileConfig
 from dbconf.integrations.fastapi import SessionDep, lifespan
-from dbconf.registry import Registry
+from dbconf.runtime.registry import Registry
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_a_failed_commit_is_an_error_response_not_a_200(
 
 def test_importing_dbconf_does_not_import_fastapi() -> None:
     code = (
-        "import sys, dbconf, dbconf.registry, dbconf.integrations; "
+        "import sys, dbconf, dbconf.runtime.registry, dbconf.integrations; "
         "assert 'fastapi' not in sys.modules, 'fastapi imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

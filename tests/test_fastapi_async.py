@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dbconf.config import ProfileConfig
 from dbconf.errors import UnknownSessionFlavourError
 from dbconf.integrations.fastapi import AsyncSessionDep, SessionDep, lifespan
-from dbconf.registry import Database, Registry
+from dbconf.runtime.registry import Database, Registry
 
 PG_DRIVERS = ["asyncpg", "psycopg_async"]
 

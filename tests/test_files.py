@@ -1,4 +1,4 @@
-"""dbconf.files: only regular files are read, without blocking, at most a capped size.
+"""dbconf.loading.files: only regular files are read, without blocking, at most a capped size.
 
 Every kind of path the user can give is covered: the configuration file (``path=``,
 ``--config``, ``DBCONF_CONFIG``), a ``password_file`` and an entry of ``DBCONF_SECRETS_DIR``.
@@ -27,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dbconf.errors import ConfigError
-from dbconf.files import (
+from dbconf.loading.files import (
     CONFIG_LIMIT_VAR,
     SECRET_LIMIT_VAR,
     SizeLimits,
@@ -35,7 +35,7 @@ from dbconf.files import (
     read_text,
     size_limits,
 )
-from dbconf.loader import load_profile
+from dbconf.loading.loader import load_profile
 
 SECRET = "Secr3t-value"
 KiB = 1024
@@ -217,7 +217,7 @@ def _config(tmp_path: Path, password_file: str = "pw") -> Path:
 
 def _password(loaded: Any) -> str:
     """The password the primary connects with: a ``password_file`` is only checked at load and
-    read for each new connection (dbconf.credentials), so it is read here the same way."""
+    read for each new connection (dbconf.runtime.credentials), so it is read here the same way."""
     primary = loaded.config.databases["primary"]
     if primary.password is not None:
         return str(primary.password.get_secret_value())
@@ -400,7 +400,7 @@ def test_secrets_dir_path_with_nul_or_surrogate(tmp_path: Path, directory: str) 
 CHILD = """
 import os, sys
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
+from dbconf.loading.loader import load_profile
 if os.geteuid() == 0:  # root reads any directory: become nobody, for real
     os.setgroups([])
     os.setgid(65534)

@@ -10,7 +10,7 @@ import weakref
 import pytest
 import sqlalchemy as sa
 
-from dbconf import forking
+from dbconf.pooling import forking
 
 
 def test_register_engine_is_weak_and_idempotent() -> None:

@@ -1,4 +1,4 @@
-"""dbconf.interpolation: only values from the file are expanded, and origins say how.
+"""dbconf.loading.interpolation: only values from the file are expanded, and origins say how.
 
 Values from env vars, secrets files and code are literal — every key inside a mapping they set
 too, even where it merges into a mapping the file declares — and their origin is that source.
@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import Secret
 
-from dbconf.loader import LoadedProfile, load_profile
-from dbconf.origin import Origin
+from dbconf.config.origin import Origin
+from dbconf.loading.loader import LoadedProfile, load_profile
 
 WriteConfig = Callable[..., Path]
 VAR = "DBCONF_DATABASES__PRIMARY__CONNECT_ARGS"

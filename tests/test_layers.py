@@ -1,4 +1,5 @@
-"""dbconf.layers and dbconf.merging: env vars, secrets files and overrides= as layers.
+"""dbconf.loading.layers and dbconf.loading.merging: env vars, secrets files and overrides= as
+layers.
 
 Within a layer the order of its entries never matters; a key set twice, or a key under a value
 that is not a mapping, is an error naming both; merging never scans the whole origins map; and
@@ -20,10 +21,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dbconf.config.origin import KeyPath, Origin
 from dbconf.errors import ConfigError
-from dbconf.layers import Origins, merge, scalar
-from dbconf.loader import load_profile
-from dbconf.origin import KeyPath, Origin
+from dbconf.loading.layers import Origins, merge, scalar
+from dbconf.loading.loader import load_profile
 
 WriteConfig = Callable[..., Path]
 NoSecret = Callable[[Iterable[object], str], None]

@@ -1,6 +1,6 @@
 """Leak detection, long transactions, pool status and pool exhaustion on real databases.
 
-Warnings come from the one monitor thread of dbconf.leaks; records are filtered by the
+Warnings come from the one monitor thread of dbconf.pooling.leaks; records are filtered by the
 database name of each test, so warnings of other tests' engines cannot be counted here.
 """
 
@@ -22,8 +22,8 @@ import sqlalchemy as sa
 
 import dbconf
 from dbconf.config import ProfileConfig
-from dbconf.leaks import QueuePool
-from dbconf.registry import Database, Registry
+from dbconf.pooling.leaks import QueuePool
+from dbconf.runtime.registry import Database, Registry
 
 SELECT_1 = sa.text("SELECT 1")
 

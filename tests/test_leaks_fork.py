@@ -50,10 +50,10 @@ def test_import_registers_no_fork_hook_and_starts_nothing() -> None:
     out = run(
         """
         import threading
-        import dbconf, dbconf.leaks, dbconf.forking
+        import dbconf, dbconf.pooling.leaks, dbconf.pooling.forking
         print(json.dumps({
             "calls": calls,
-            "monitor": dbconf.leaks._monitor is not None,
+            "monitor": dbconf.pooling.leaks._monitor is not None,
             "threads": [t.name for t in threading.enumerate()],
         }))
         """
@@ -66,7 +66,7 @@ def test_engine_with_leak_detection_registers_one_hook(tmp_path: Path) -> None:
     out = run(
         f"""
         from dbconf.config import ProfileConfig
-        from dbconf.registry import Registry
+        from dbconf.runtime.registry import Registry
         dbs = {{
             "a": {{"url": "{url}", "leak_detection": {{"threshold": "30s"}}}},
             "b": {{"url": "{url}", "leak_detection": {{"long_transaction": "30s"}}}},
@@ -78,7 +78,9 @@ def test_engine_with_leak_detection_registers_one_hook(tmp_path: Path) -> None:
         print(json.dumps({{"calls": calls}}))
         """
     )
-    assert out == {"calls": [["dbconf.forking", "after_in_child"]]}  # shared with the monitor
+    assert out == {
+        "calls": [["dbconf.pooling.forking", "after_in_child"]]
+    }  # shared with the monitor
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -91,8 +93,8 @@ def test_forked_child_gets_a_fresh_monitor_that_warns(tmp_path: Path) -> None:
         import logging, threading, time
         import sqlalchemy as sa
         from dbconf.config import ProfileConfig
-        from dbconf.registry import Registry
-        from dbconf import leaks
+        from dbconf.runtime.registry import Registry
+        from dbconf.pooling import leaks
         cfg = {{"url": "{url}", "leak_detection": {{"threshold": "0.2s"}}}}
         reg = Registry(ProfileConfig.model_validate({{"databases": {{"main": cfg}}}}))
         db = reg["main"]

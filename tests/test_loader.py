@@ -1,4 +1,5 @@
-"""dbconf.loader: profiles + environment → one validated profile, every value with its origin.
+"""dbconf.loading.loader: profiles + environment → one validated profile, every value with its
+origin.
 
 Every test reads a real file written to a tmp dir and passes the environment as a dict.
 """
@@ -16,9 +17,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dbconf.config.origin import Origin
 from dbconf.errors import ConfigError, DbconfError, Problem, did_you_mean
-from dbconf.loader import LoadedProfile, list_profiles, load_profile
-from dbconf.origin import Origin
+from dbconf.loading.loader import LoadedProfile, list_profiles, load_profile
 
 WriteConfig = Callable[..., Path]
 PASSWORD = "p@ss:w%rd"

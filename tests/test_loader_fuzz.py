@@ -22,7 +22,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
+from dbconf.loading.loader import load_profile
 
 PROFILES = ["p", "development", "base"]
 DATABASES = ["primary", "analytics", "Bad-Name"]

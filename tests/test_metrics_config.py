@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from dbconf.config import ProfileConfig
+from dbconf.config.metrics_config import MetricsConfig
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
-from dbconf.metrics_config import MetricsConfig
+from dbconf.loading.loader import load_profile
 
 
 def test_exporters_in_a_fixed_order() -> None:

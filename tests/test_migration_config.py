@@ -9,12 +9,12 @@ import pytest
 from conftest import SECRET_PASSWORD, assert_no_secret
 from sqlalchemy.pool import NullPool, StaticPool
 
-from dbconf.builder import engine_kwargs
 from dbconf.cli import main
 from dbconf.config import DatabaseConfig
+from dbconf.config.migration_config import MigrationsConfig, migration_database
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
-from dbconf.migration_config import MigrationsConfig, migration_database
+from dbconf.loading.loader import load_profile
+from dbconf.runtime.builder import engine_kwargs
 
 ENCODED = "p%40ss%3Aw%25rd%2F1"  # SECRET_PASSWORD percent-encoded
 

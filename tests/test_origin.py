@@ -1,4 +1,4 @@
-"""dbconf.origin: what an error may echo of a bad value (never a URL or a secret)."""
+"""dbconf.config.origin: what an error may echo of a bad value (never a URL or a secret)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from conftest import assert_no_secret
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dbconf.config.origin import shown_value
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
-from dbconf.origin import shown_value
+from dbconf.loading.loader import load_profile
 
 WriteConfig = Callable[[str], Path]
 SECRET = "Zq9-s3cr3t"

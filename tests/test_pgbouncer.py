@@ -25,8 +25,8 @@ from dbconf.cli import main
 from dbconf.config import DatabaseConfig
 from dbconf.dialects.pgbouncer import admin_version
 from dbconf.errors import ConnectError, StatementTimeoutError
-from dbconf.registry import Database
-from dbconf.reports import pooler_status
+from dbconf.runtime.registry import Database
+from dbconf.runtime.reports import pooler_status
 
 DRIVERS = ("psycopg2", "psycopg", "asyncpg")
 POOLER = {"pooler": "pgbouncer_transaction"}

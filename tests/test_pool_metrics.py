@@ -1,4 +1,4 @@
-"""dbconf.pool_metrics: what is measured, under which name, at what cost (nothing when off),
+"""dbconf.pooling.pool_metrics: what is measured, under which name, at what cost (nothing when off),
 against the real PostgreSQL server: threads holding connections, a blocked checkout, a
 forced checkout timeout, dispose, fork, replicas."""
 
@@ -16,11 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 import dbconf
-from dbconf import pool_metrics
-from dbconf.builder import build_engine
 from dbconf.config import ProfileConfig
 from dbconf.errors import ConfigError, PoolExhaustedError
-from dbconf.pool_metrics import PoolSnapshot, PoolStats
+from dbconf.pooling import pool_metrics
+from dbconf.pooling.pool_metrics import PoolSnapshot, PoolStats
+from dbconf.runtime.builder import build_engine
 
 
 class Recorder:

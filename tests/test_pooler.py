@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from dbconf.budget import compute_budget
-from dbconf.builder import engine_kwargs
+from dbconf.cli.budget import compute_budget
 from dbconf.config import DatabaseConfig, ProfileConfig
 from dbconf.dialects.pgbouncer import local_settings_sql
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
+from dbconf.loading.loader import load_profile
+from dbconf.runtime.builder import engine_kwargs
 
 WriteConfig = Callable[..., Path]
 PG = "postgresql://app@pgbouncer.internal:6432/app"

@@ -1,5 +1,5 @@
-"""dbconf.pools: the ``pool.pre_ping`` bypass window on the sync and async queue pools (pings
-counted on the real server's connections; what a kill does is in tests/faults/
+"""dbconf.pooling.pools: the ``pool.pre_ping`` bypass window on the sync and async queue pools
+(pings counted on the real server's connections; what a kill does is in tests/faults/
 test_fault_preping.py), and that the window survives dispose (a recreated pool)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dbconf.builder import build_async_engine, build_engine, describe_pool, engine_kwargs
 from dbconf.config import DatabaseConfig
-from dbconf.pools import AsyncQueuePool, QueuePool, pre_ping_window
+from dbconf.pooling.pools import AsyncQueuePool, QueuePool, pre_ping_window
+from dbconf.runtime.builder import build_async_engine, build_engine, describe_pool, engine_kwargs
 
 
 def db(**data: Any) -> DatabaseConfig:

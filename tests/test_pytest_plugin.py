@@ -191,7 +191,7 @@ def test_blocker_names_the_fixture_to_add(pytester: pytest.Pytester, pg_url: str
 UNUSED_TESTS = """
 import os
 
-from dbconf import testhooks
+from dbconf.runtime import testhooks
 
 
 def test_nothing_installed():

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import dbconf
 from dbconf.config import ProfileConfig
 from dbconf.errors import ConfigError, DbconfError, UnknownDatabaseError, UnknownSessionFlavourError
-from dbconf.registry import Registry
+from dbconf.runtime.registry import Registry
 
 UNREACHABLE = "postgresql+psycopg2://app:s3cr3t-pw@127.0.0.1:1/nowhere"
 

@@ -1,5 +1,5 @@
-"""dbconf.replica_config: replicas and routing in the configuration — what a replica inherits,
-what it may set, and every load error with its origin and fix."""
+"""dbconf.config.replica_config: replicas and routing in the configuration — what a replica
+inherits, what it may set, and every load error with its origin and fix."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pydantic import ValidationError
 
 from dbconf.cli import main
 from dbconf.config import DatabaseConfig
+from dbconf.config.replica_config import ReplicaConfig, RoutingConfig
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
-from dbconf.replica_config import ReplicaConfig, RoutingConfig
+from dbconf.loading.loader import load_profile
 
 WriteConfig = Callable[..., Path]
 NoSecret = Callable[[Iterable[object], str], None]
@@ -324,8 +324,8 @@ def test_replica_password_file_is_read_and_masked(
     path.write_text(path.read_text().replace(", password_file: missing.txt", ""))
     loaded = load_profile("p", path=path, environ={})
     replica = loaded.config.databases["primary"].replica_configs[0]
-    # read for each new connection (dbconf.credentials), not kept; the primary's url password
-    # is not inherited beside it
+    # read for each new connection (dbconf.runtime.credentials), not kept; the primary's url
+    # password is not inherited beside it
     assert replica.password_file == str(secret)
     assert replica.sqlalchemy_url.password is None
     assert replica.sqlalchemy_url.host == "r1"

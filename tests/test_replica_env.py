@@ -1,5 +1,5 @@
 """Replicas from the environment: ``DBCONF_DATABASES__PRIMARY__REPLICAS__<N>__…`` (merging.py's
-index rule), ``<NAME>_REPLICA_<N>_DATABASE_URL`` (dbconf.replica_env), secrets files and
+index rule), ``<NAME>_REPLICA_<N>_DATABASE_URL`` (dbconf.loading.replica_env), secrets files and
 ``overrides=`` — each value with the variable as its origin."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dbconf.errors import ConfigError
-from dbconf.loader import LoadedProfile, load_profile
+from dbconf.loading.loader import LoadedProfile, load_profile
 
 WriteConfig = Callable[..., Path]
 NoSecret = Callable[[Iterable[object], str], None]

@@ -26,8 +26,8 @@ from routed_support import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dbconf.database import Database
 from dbconf.replicas.session import RoutingSession
+from dbconf.runtime.database import Database
 
 READ_ONLY = "25006"
 

@@ -27,9 +27,9 @@ from mariadb_pair import (
 
 from dbconf.cli import main
 from dbconf.config import ProfileConfig
-from dbconf.registry import Registry
 from dbconf.replicas.router import Router
 from dbconf.replicas.state import ReplicaStatus
+from dbconf.runtime.registry import Registry
 
 pytestmark = pytest.mark.mariadb
 

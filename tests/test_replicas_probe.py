@@ -15,13 +15,13 @@ import pytest
 import sqlalchemy as sa
 from replica_support import replica_db, status_of, wait_for, wait_probed
 
-from dbconf.database import Database
 from dbconf.dialects import postgresql
 from dbconf.dialects.base import ReplicaMeasurement
 from dbconf.errors import RegistryClosedError
 from dbconf.replicas import probe
 from dbconf.replicas.probe_engine import probe_config, probe_timeout
 from dbconf.replicas.state import ReplicaState
+from dbconf.runtime.database import Database
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from replica_support import replica_db, status_of, wait_for, wait_probed, wait_u
 
 from dbconf.cli import main
 from dbconf.config import DatabaseConfig, ProfileConfig
-from dbconf.database import Database
 from dbconf.dialects import postgresql
 from dbconf.errors import NoReplicaError, RegistryClosedError
-from dbconf.registry import Registry
+from dbconf.runtime.database import Database
+from dbconf.runtime.registry import Registry
 
 PASSWORD = "s3cr3t-replica"
 UNREACHABLE = f"postgresql+psycopg2://postgres:{PASSWORD}@127.0.0.1:1/test"

@@ -29,9 +29,9 @@ from sqlalchemy import orm
 from sqlalchemy.orm import Session
 
 from dbconf.config import DatabaseConfig
-from dbconf.database import Database
 from dbconf.errors import ConfigError
 from dbconf.replicas.session import RoutingSession, WriteTrackingSession
+from dbconf.runtime.database import Database
 
 READ_ONLY = "25006"  # read_only_sql_transaction
 

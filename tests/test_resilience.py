@@ -30,7 +30,6 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 import dbconf
-from dbconf import retry_loops
 from dbconf.config import DatabaseConfig, RetryConfig
 from dbconf.errors import (
     ConfigError,
@@ -39,8 +38,9 @@ from dbconf.errors import (
     DisconnectError,
     StatementTimeoutError,
 )
-from dbconf.registry import Database
-from dbconf.resilience import RetryPolicy
+from dbconf.runtime.registry import Database
+from dbconf.sessions import retry_loops
+from dbconf.sessions.resilience import RetryPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cr3t-pw"  # the test servers trust loopback: the password is accepted, never used

@@ -1,4 +1,5 @@
-"""dbconf.rules: every problem of one database at once; install hints that name real extras."""
+"""dbconf.runtime.rules: every problem of one database at once; install hints that name real
+extras."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
-from dbconf.rules import KNOWN_DRIVERS, missing_driver_hint
+from dbconf.loading.loader import load_profile
+from dbconf.runtime.rules import KNOWN_DRIVERS, missing_driver_hint
 
 WriteConfig = Callable[[str], Path]
 PYPROJECT = Path(__file__).parent.parent / "pyproject.toml"
@@ -89,7 +90,7 @@ def test_any_set_of_broken_rules_is_reported_in_full(chosen: set[int]) -> None:
     from pydantic import ValidationError
 
     from dbconf.config import DatabaseConfig
-    from dbconf.origin import validation_problems
+    from dbconf.config.origin import validation_problems
 
     fields: dict[str, Any] = {"url": "sqlite://"}
     for i in chosen:

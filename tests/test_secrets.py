@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-import dbconf.registry
-from dbconf.builder import describe_pool
+import dbconf.runtime.registry
 from dbconf.cli import main
-from dbconf.registry import Database, Registry
+from dbconf.runtime.builder import describe_pool
+from dbconf.runtime.registry import Database, Registry
 
 PASSWORD = "p@ss:w%rd/1"
 WRONG = "wr0ng@pw:50%/x"
@@ -95,7 +95,7 @@ def test_wrong_password_is_never_shown(
     path = write_config(CONFIGS[form])
     env = _environ(pg_secret_url, WRONG)
     sources: list[Any] = []
-    with dbconf.registry.load("p", path=path, environ=env) as registry:
+    with dbconf.runtime.registry.load("p", path=path, environ=env) as registry:
         db = registry["main"]
         with (
             pytest.raises(Exception, match="password authentication failed") as info,
@@ -129,7 +129,7 @@ def test_right_password_is_never_shown(
     path = write_config(CONFIGS[form])
     env = _environ(pg_secret_url, PASSWORD)
     sources: list[Any] = []
-    with dbconf.registry.load("p", path=path, environ=env) as registry:
+    with dbconf.runtime.registry.load("p", path=path, environ=env) as registry:
         db = registry["main"]
         with db.session() as session:
             user = session.execute(sa.text("SELECT current_user")).scalar_one()

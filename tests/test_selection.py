@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from dbconf.cli import EXIT_CONFIG, EXIT_OK, _show, main
+from dbconf.cli.commands import EXIT_CONFIG, EXIT_OK, _show, main
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
-from dbconf.selection import find_config
+from dbconf.loading.loader import load_profile
+from dbconf.loading.selection import find_config
 
 WriteConfig = Callable[..., Path]
 

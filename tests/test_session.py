@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import sessionmaker
 
 from dbconf.config import ProfileConfig
-from dbconf.registry import Database, Registry
-from dbconf.session import session_scope, transaction_scope
+from dbconf.runtime.registry import Database, Registry
+from dbconf.sessions.session import session_scope, transaction_scope
 
 
 class Cancelled(BaseException):

@@ -14,16 +14,16 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from dbconf.builder import (
+from dbconf.config import DatabaseConfig, SessionConfig
+from dbconf.errors import ConfigError
+from dbconf.loading.loader import load_profile
+from dbconf.runtime.builder import (
     build_async_engine,
     build_async_sessionmaker_kwargs,
     build_engine,
     build_sessionmaker,
 )
-from dbconf.config import DatabaseConfig, SessionConfig
-from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
-from dbconf.session_classes import async_classes, sync_class
+from dbconf.sessions.session_classes import async_classes, sync_class
 
 MODULE = "drivers_session_classes_mod"
 SOURCE = """

@@ -13,8 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import dbconf
 from dbconf.errors import ConfigError
-from dbconf.loader import load_profile
-from dbconf.settings_vars import settings_variables
+from dbconf.loading.loader import load_profile
+from dbconf.loading.settings_vars import settings_variables
 
 WriteConfig = Callable[..., Path]
 

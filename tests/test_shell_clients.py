@@ -1,13 +1,14 @@
-"""What ``dbconf shell`` gives each client (dbconf/shell_clients.py); runs: test_cli_shell.py."""
+"""What ``dbconf shell`` gives each client (dbconf/cli/shell_clients.py); runs:
+test_cli_shell.py."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+from dbconf.cli.shell_clients import Invocation, invocation
 from dbconf.config import DatabaseConfig
-from dbconf.loader import load_profile
-from dbconf.shell_clients import Invocation, invocation
+from dbconf.loading.loader import load_profile
 
 PASSWORD = 'p@ss:w\\o"rd #1'  # : and \ need escaping in a pgpass line, " and \ in a my.cnf
 

@@ -1,4 +1,5 @@
-"""dbconf.testhooks: the load hook and the binder the pytest plugin sets (on SQLite files)."""
+"""dbconf.runtime.testhooks: the load hook and the binder the pytest plugin sets (on SQLite
+files)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 import dbconf
-from dbconf import testhooks
+from dbconf.runtime import testhooks
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""dbconf.urls: URL parts lifted from the query, decoded hosts, URLs a driver would reject.
+"""dbconf.config.urls: URL parts lifted from the query, decoded hosts, URLs a driver would reject.
 
 Loading goes through ``load_profile`` (``overrides=`` in code or env vars; a tmp file), so each
 problem is checked as the user sees it: a ConfigError naming the key, never the secret.
@@ -26,8 +26,8 @@ from pydantic import SecretStr
 from dbconf.cli import main
 from dbconf.config import DatabaseConfig
 from dbconf.errors import ConfigError
-from dbconf.loader import LoadedProfile, load_profile
-from dbconf.registry import Database
+from dbconf.loading.loader import LoadedProfile, load_profile
+from dbconf.runtime.registry import Database
 
 WriteConfig = Callable[[str], Path]
 SECRET = "Zq9-s3cr3t"
@@ -319,7 +319,7 @@ def test_connect_arg_the_driver_does_not_take_is_rejected(
 
 
 def test_pymysql_connect_args_are_its_connect_parameters() -> None:
-    from dbconf.urls import CONNECT_ARGS
+    from dbconf.config.urls import CONNECT_ARGS
 
     params = set(inspect.signature(pymysql.connections.Connection.__init__).parameters)
     assert params - {"self"} == CONNECT_ARGS["pymysql"]
@@ -328,7 +328,7 @@ def test_pymysql_connect_args_are_its_connect_parameters() -> None:
 
 
 def test_psycopg2_connect_args_are_libpq_keywords_and_its_own() -> None:
-    from dbconf.urls import CONNECT_ARGS
+    from dbconf.config.urls import CONNECT_ARGS
 
     python_level = {"connection_factory", "cursor_factory", "async", "async_"}
     for key in CONNECT_ARGS["psycopg2"] - python_level:
@@ -541,11 +541,12 @@ def test_show_json_masks_query_and_connect_args_secrets(
     }
 
 
-# -- failover hosts in the masked URL (dbconf.failover renders them) ---------------------------
+# -- failover hosts in the masked URL (dbconf.config.failover renders them)
+# ---------------------------
 
 
 def test_masked_url_lists_every_failover_host_with_password_masked() -> None:
-    from dbconf.urls import mask_url
+    from dbconf.config.urls import mask_url
 
     config = DatabaseConfig(
         url=SecretStr("postgresql://app:s3cret-pw@/app?sslpassword=k3y-pw"),

@@ -1,4 +1,4 @@
-"""dbconf.yamlfile: safe YAML with the line and column of every key."""
+"""dbconf.loading.yamlfile: safe YAML with the line and column of every key."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from conftest import assert_no_secret
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dbconf.config.origin import Origin
 from dbconf.errors import ConfigError
-from dbconf.files import CONFIG_LIMIT_VAR, DEFAULT_LIMITS
-from dbconf.origin import Origin
-from dbconf.yamlfile import MAX_DEPTH, MAX_NODES, read_yaml, value_cap
+from dbconf.loading.files import CONFIG_LIMIT_VAR, DEFAULT_LIMITS
+from dbconf.loading.yamlfile import MAX_DEPTH, MAX_NODES, read_yaml, value_cap
 
 WriteConfig = Callable[..., Path]
 

@@ -32,10 +32,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
-from dbconf.builder import build_engine
 from dbconf.config import DatabaseConfig
 from dbconf.errors import UnknownDatabaseError
-from dbconf.loader import LoadedProfile, load_profile
+from dbconf.loading.loader import LoadedProfile, load_profile
+from dbconf.runtime.builder import build_engine
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

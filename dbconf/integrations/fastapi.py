@@ -39,8 +39,8 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from dbconf.registry import Database, Registry
-from dbconf.session_classes import async_classes, sync_class
+from dbconf.runtime.registry import Database, Registry
+from dbconf.sessions.session_classes import async_classes, sync_class
 
 __all__ = ["AsyncSessionDep", "SessionDep", "lifespan", "readiness"]
 

@@ -44,8 +44,8 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from dbconf import pool_metrics
-from dbconf.pool_metrics import PoolSnapshot, PoolStats
+from dbconf.pooling import pool_metrics
+from dbconf.pooling.pool_metrics import PoolSnapshot, PoolStats
 
 __all__ = ["POOL_NAME", "OpenTelemetrySink", "instrument"]
 

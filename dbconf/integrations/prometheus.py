@@ -53,9 +53,9 @@ from prometheus_client.asgi import make_asgi_app
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from dbconf import pool_metrics
-from dbconf.forking import call_in_forked_child
-from dbconf.pool_metrics import PoolStats
+from dbconf.pooling import pool_metrics
+from dbconf.pooling.forking import call_in_forked_child
+from dbconf.pooling.pool_metrics import PoolStats
 
 __all__ = ["PrometheusSink", "instrument", "metrics_app", "multiprocess", "update"]
 

@@ -43,9 +43,9 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from dbconf.config import ProfileConfig
-from dbconf.loader import LoadedProfile, load_profile
-from dbconf.registry import Registry
-from dbconf.settings_vars import SettingsValues, settings_env_files
+from dbconf.loading.loader import LoadedProfile, load_profile
+from dbconf.loading.settings_vars import SettingsValues, settings_env_files
+from dbconf.runtime.registry import Registry
 
 __all__ = ["DbconfSettingsSource", "loaded_profile", "registry"]
 

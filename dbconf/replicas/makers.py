@@ -33,7 +33,7 @@ from dbconf.replicas.session import (
 )
 
 if TYPE_CHECKING:
-    from dbconf.loops import LoopEngines
+    from dbconf.runtime.loops import LoopEngines
 
 __all__ = ["async_route", "routed_class", "sync_route"]
 

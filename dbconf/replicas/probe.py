@@ -28,7 +28,7 @@ import time
 import weakref
 from typing import Protocol
 
-from dbconf.forking import call_in_forked_child
+from dbconf.pooling.forking import call_in_forked_child
 
 __all__ = ["Probed", "probe_thread", "register", "track", "unregister"]
 

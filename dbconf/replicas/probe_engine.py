@@ -25,11 +25,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dbconf.builder import build_engine
 from dbconf.config import DatabaseConfig
 from dbconf.dialects.base import Dialect, ReplicaMeasurement
 from dbconf.errors import ConfigError, RegistryClosedError
-from dbconf.resilience import first_line
+from dbconf.runtime.builder import build_engine
+from dbconf.sessions.resilience import first_line
 
 __all__ = [
     "PROBE_TIMEOUT_MAX",

@@ -37,13 +37,13 @@ from sqlalchemy import event
 
 import dbconf.replicas.probe as probe
 import dbconf.replicas.writes as writes
-from dbconf.builder import build_async_engine, build_engine
 from dbconf.config import DatabaseConfig
 from dbconf.dialects import dialect_for
 from dbconf.errors import NoReplicaError, RegistryClosedError
-from dbconf.loops import LoopEngines, close_returned
 from dbconf.replicas.probe_engine import ProbeEngines, ProbeFailedError
 from dbconf.replicas.state import ReplicaState, ReplicaStatus
+from dbconf.runtime.builder import build_async_engine, build_engine
+from dbconf.runtime.loops import LoopEngines, close_returned
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

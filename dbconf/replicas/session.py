@@ -51,7 +51,7 @@ from sqlalchemy.orm.session import SessionTransactionOrigin
 
 from dbconf.replicas.router import Router
 from dbconf.replicas.writes import LAST_WRITES
-from dbconf.reports import one_line
+from dbconf.runtime.reports import one_line
 
 __all__ = ["AutoRoutingSession", "Route", "RoutingSession", "WriteTrackingSession"]
 

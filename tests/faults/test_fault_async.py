@@ -21,9 +21,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 import dbconf
-from dbconf.builder import build_async_engine
 from dbconf.config import DatabaseConfig
-from dbconf.leaks import pool_status
+from dbconf.pooling.leaks import pool_status
+from dbconf.runtime.builder import build_async_engine
 
 from .conftest import FaultStats, SecretWatch, backends, table_ids, terminate
 

@@ -22,9 +22,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from dbconf import forking
 from dbconf.config import ProfileConfig
-from dbconf.registry import Database, Registry
+from dbconf.pooling import forking
+from dbconf.runtime.registry import Database, Registry
 
 from .conftest import FaultStats, SecretWatch
 

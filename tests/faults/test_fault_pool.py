@@ -202,7 +202,7 @@ def test_leaked_session_warns_with_acquiring_line(
     fault_stats: FaultStats,
 ) -> None:
     """Fault: a session scope holds its connection 1.6 s, past leak_detection.threshold 1s
-    set in a YAML profile. Guarantee: one WARNING on the dbconf.leaks logger naming the
+    set in a YAML profile. Guarantee: one WARNING on the dbconf.pooling.leaks logger naming the
     database and the file:line where the connection was acquired."""
     path = write_config(
         f"""

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from dbconf.integrations.pytest_plugin._harness import Harness
-    from dbconf.registry import Registry
+    from dbconf.runtime.registry import Registry
 
 __all__ = ["HARNESS"]
 
@@ -117,8 +117,8 @@ def _activate(config: pytest.Config, set_profile: bool = False) -> Harness:
     harness = config.stash.get(HARNESS, None)
     if harness is not None:
         return harness
-    from dbconf import testhooks
     from dbconf.integrations.pytest_plugin._harness import Harness, Options
+    from dbconf.runtime import testhooks
 
     profile = config.getoption("dbconf_profile") or config.getini("dbconf_profile") or "test"
     path = config.getoption("dbconf_config") or config.getini("dbconf_config") or None

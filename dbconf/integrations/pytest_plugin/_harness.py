@@ -24,9 +24,9 @@ import dbconf.integrations.pytest_plugin._truncate as _truncate
 from dbconf.config import DatabaseConfig
 from dbconf.errors import ConfigError
 from dbconf.integrations.pytest_plugin._databases import LocationKey, Target
-from dbconf.loader import load_profile
-from dbconf.registry import Registry
-from dbconf.testhooks import Binding
+from dbconf.loading.loader import load_profile
+from dbconf.runtime.registry import Registry
+from dbconf.runtime.testhooks import Binding
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
@@ -127,7 +127,7 @@ class Harness:
             self._planning = False
 
     def _original_path(self) -> Path | None:
-        from dbconf.loader import DEFAULT_PATH, resolve_path
+        from dbconf.loading.loader import DEFAULT_PATH, resolve_path
 
         try:
             return resolve_path(self.options.config, os.environ).resolve()

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from dbconf.registry import Registry
+from dbconf.runtime.registry import Registry
 
 
 @dataclass(frozen=True)
