@@ -266,11 +266,13 @@ class LockTimeoutError(_WrappedDbapiError):
     A session scope rolls back when the error leaves it, so this matters only to code that
     catches the error inside the transaction.
 
-    Not retried by ``run_in_transaction``: ``timeouts.lock`` is a bound chosen to fail fast,
-    and a retry would wait the whole bound again behind the same blocker, which is usually a
-    long transaction to find and fix rather than contention to ride out (a deadlock or a
-    serialization failure, which are retried, end at once with one transaction chosen to
-    lose). Retry it yourself where waiting longer is acceptable, or raise ``timeouts.lock``.
+    Not retried by ``run_in_transaction`` (the policy of :mod:`dbconf.resilience`):
+    ``timeouts.lock`` is a bound chosen to fail fast and ``NOWAIT`` asks not to wait at all,
+    while a retry would wait the whole bound again behind a blocker that may still hold the
+    lock, usually a long transaction to find and shorten rather than contention to ride out.
+    A deadlock or a serialization failure, which are retried, is over when it is reported: the
+    server failed one transaction so that the other goes on. Catch it and retry yourself where
+    waiting longer is acceptable, or raise ``timeouts.lock``.
     """
 
 

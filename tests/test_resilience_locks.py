@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import sqlite3
 import sys
 import time
@@ -219,6 +220,8 @@ def check_error(error: LockTimeoutError, db: Database, driver: str) -> None:
     assert error.database == "main"
     assert error.orig is error.__cause__  # chained to the driver's exception
     assert retry_reason(error) is None
+    copy = pickle.loads(pickle.dumps(error))  # e.g. across a multiprocessing boundary
+    assert (type(copy), str(copy)) == (type(error), str(error))
     masked = mask_url(db.config.async_url) if driver in ASYNC else db.config.masked_url()
     text = str(error)
     assert text.startswith(f"database 'main' ({masked}): ")

@@ -8,7 +8,9 @@ SELECT only), ``innodb_lock_wait_timeout``, ``idle_transaction_timeout`` (MariaD
 the ``SET SESSION`` runs in the same ``connect`` event, through SQLAlchemy's adapted connection (its
 cursor runs synchronously inside SQLAlchemy's greenlet). aiomysql's ``ssl`` is an ``ssl.SSLContext``
 (pass it in connect_args): the ``?ssl_*`` query keys are PyMySQL's only. Read replicas (lag from
-``SHOW SLAVE STATUS``, MariaDB GTID positions): :mod:`dbconf.dialects.mysql_replica`.
+``SHOW SLAVE STATUS``, MariaDB GTID positions): :mod:`dbconf.dialects.mysql_replica`. A lock
+not available (1205 ``innodb_lock_wait_timeout`` or MariaDB's ``NOWAIT``, 3572 MySQL's
+``NOWAIT``) is described by :func:`lock_failure` (a ``LockTimeoutError``).
 """
 
 from __future__ import annotations

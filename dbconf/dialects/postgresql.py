@@ -10,6 +10,9 @@ asyncpg: ``connect`` → ``timeout`` (seconds, as given); ``statement``/``lock``
 ``idle_in_transaction`` and ``application_name`` → ``server_settings`` (``statement_timeout``
 etc. as ms strings, ``application_name``), merged with a user ``server_settings`` that sets
 other names. asyncpg takes no libpq keyword (``?sslmode=`` is ``?ssl=`` there).
+
+A lock not available (SQLSTATE 55P03: ``lock_timeout`` ran out, or ``NOWAIT``) is described by
+:func:`lock_failure` (a ``LockTimeoutError``), for every driver and behind PgBouncer alike.
 """
 
 from __future__ import annotations
