@@ -315,6 +315,30 @@ def test_sqlite_leaves_the_transaction_open(target: Callable[[str], Target]) -> 
         db.dispose()
 
 
+def test_sqlite_commit_blocked_by_a_reader_is_a_lock_timeout_error(
+    target: Callable[[str], Target],
+) -> None:
+    """Rollback-journal mode: a reader's shared lock keeps the writer from committing."""
+    t = target("lite")
+    db = database(t, "pysqlite", timeouts={"lock": "200ms"})
+    reader = sqlite3.connect(sa.make_url(t.url).database or "", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute(f"SELECT v FROM {t.table}").fetchall()  # holds a shared lock
+        # the UPDATE gets its (reserved) lock; the scope's COMMIT waits for the reader, gives up
+        with pytest.raises(LockTimeoutError) as caught, db.session() as s:
+            s.execute(sa.text(f"UPDATE {t.table} SET v = 3 WHERE id = 2"))
+        reader.execute("ROLLBACK")
+        assert caught.value.statement is None  # the COMMIT's, not a statement's
+        assert "The statement (or COMMIT) failed" in str(caught.value)
+        assert db.pool_status().checked_out == 0
+        with db.session() as s:  # the scope rolled back; the connection is usable
+            assert s.execute(sa.text(f"SELECT v FROM {t.table} WHERE id = 2")).scalar() == 0
+    finally:
+        reader.close()
+        db.dispose()
+
+
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="sqlite_errorcode is Python 3.11+")
 def test_sqlite_busy_snapshot_in_wal_mode_says_why_there_was_no_wait(
     target: Callable[[str], Target],

@@ -103,8 +103,8 @@ def lock_failure(orig: BaseException | None, said: str, cfg: Settings) -> str | 
     return (
         f"another connection holds a lock on the database file ({said}): this one gave up "
         f"after {limit}, or at once where waiting could deadlock (a transaction that read "
-        "first, then writes while another connection writes). The statement failed; the "
-        "transaction is still open and holds its locks: roll it back. Keep write "
+        "first, then writes while another connection writes). The statement (or COMMIT) "
+        "failed; the transaction is still open and holds its locks: roll it back. Keep write "
         "transactions short, use sqlite: {journal_mode: wal} so that readers and the writer "
         "do not block each other, or raise timeouts.lock if waiting longer is acceptable"
     )
