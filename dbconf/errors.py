@@ -260,8 +260,8 @@ class LockTimeoutError(_WrappedDbapiError):
     - InnoDB rolls back only the failed statement: the transaction stays open with its earlier
       work, which can still be committed (unless the server runs with
       ``innodb_rollback_on_timeout``, which rolls back the whole transaction);
-    - SQLite fails the statement and leaves the transaction open, holding its locks, until it
-      is rolled back.
+    - SQLite fails the statement (or the COMMIT, which a reader can keep waiting) and leaves
+      the transaction open, holding its locks, until it is rolled back.
 
     A session scope rolls back when the error leaves it, so this matters only to code that
     catches the error inside the transaction.
