@@ -15,6 +15,7 @@ __all__ = [
     "CredentialsError",
     "DbconfError",
     "DisconnectError",
+    "LockTimeoutError",
     "NoEventLoopError",
     "NoReplicaError",
     "PoolExhaustedError",
@@ -241,6 +242,38 @@ class ConnectError(_WrappedDbapiError):
 class StatementTimeoutError(_WrappedDbapiError):
     """The server (or, on SQLite, dbconf's deadline) cancelled a statement that ran past
     ``timeouts.statement``. The connection stays usable and goes back to the pool."""
+
+
+class LockTimeoutError(_WrappedDbapiError):
+    """A statement could not get a lock that another transaction holds: it waited past
+    ``timeouts.lock`` (PostgreSQL ``lock_timeout``, SQLSTATE 55P03; MariaDB/MySQL
+    ``innodb_lock_wait_timeout``, error 1205), or asked not to wait (``NOWAIT``: 55P03 too on
+    PostgreSQL, 1205 on MariaDB, 3572 on MySQL), or, on SQLite, the database file stayed
+    locked by another connection past the busy timeout (``database is locked``, SQLITE_BUSY;
+    SQLite also answers it at once where waiting could deadlock).
+
+    The connection is not invalidated and goes back to the pool. What is left of the
+    transaction depends on the server:
+
+    - PostgreSQL aborts the whole transaction: every later statement fails (SQLSTATE 25P02)
+      until it is rolled back, or rolled back to a savepoint taken before the statement;
+    - InnoDB rolls back only the failed statement: the transaction stays open with its earlier
+      work, which can still be committed (unless the server runs with
+      ``innodb_rollback_on_timeout``, which rolls back the whole transaction);
+    - SQLite fails the statement (or the COMMIT, which a reader can keep waiting) and leaves
+      the transaction open, holding its locks, until it is rolled back.
+
+    A session scope rolls back when the error leaves it, so this matters only to code that
+    catches the error inside the transaction.
+
+    Not retried by ``run_in_transaction`` (the policy of :mod:`dbconf.sessions.resilience`):
+    ``timeouts.lock`` is a bound chosen to fail fast and ``NOWAIT`` asks not to wait at all,
+    while a retry would wait the whole bound again behind a blocker that may still hold the
+    lock, usually a long transaction to find and shorten rather than contention to ride out.
+    A deadlock or a serialization failure, which are retried, is over when it is reported: the
+    server failed one transaction so that the other goes on. Catch it and retry yourself where
+    waiting longer is acceptable, or raise ``timeouts.lock``.
+    """
 
 
 class PoolExhaustedError(DbconfError, sa_exc.TimeoutError):

@@ -71,7 +71,8 @@ def test_every_exception_class_is_exercised() -> None:
     assert {"ConfigError", "UnknownDatabaseError", "PoolExhaustedError"} <= {
         cls.__name__ for cls in PLAIN
     }
-    assert {"DisconnectError", "StatementTimeoutError"} <= {cls.__name__ for cls in WRAPPED}
+    wrapped = {"DisconnectError", "StatementTimeoutError", "LockTimeoutError"}
+    assert wrapped <= {cls.__name__ for cls in WRAPPED}
     exported = {name for name in dbconf.__all__ if name.endswith("Error")}
     assert exported <= {cls.__name__ for cls in ALL_CLASSES}
 

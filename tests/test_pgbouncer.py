@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from dbconf.cli import main
 from dbconf.config import DatabaseConfig
 from dbconf.dialects.pgbouncer import admin_version
-from dbconf.errors import ConnectError, StatementTimeoutError
+from dbconf.errors import ConnectError, LockTimeoutError, StatementTimeoutError
 from dbconf.runtime.registry import Database
 from dbconf.runtime.reports import pooler_status
 
@@ -245,8 +245,7 @@ def test_lock_timeout_is_enforced(
             holder.exec_driver_sql("BEGIN")
             holder.exec_driver_sql(f"UPDATE {table} SET v = 1 WHERE id = 1")
             try:
-                # OperationalError on psycopg2/psycopg, DBAPIError on asyncpg (SQLAlchemy's map)
-                with pytest.raises(sa.exc.DBAPIError, match="lock timeout") as err:
+                with pytest.raises(LockTimeoutError) as err:
                     run(db, driver, lambda s: s.execute(sa.text(f"LOCK TABLE {table}")))
             finally:
                 holder.exec_driver_sql("ROLLBACK")
@@ -254,6 +253,10 @@ def test_lock_timeout_is_enforced(
         db.dispose()
     orig = err.value.orig
     assert (getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)) == "55P03"
+    assert isinstance(err.value, sa.exc.OperationalError)  # asyncpg's DBAPIError is one too
+    assert not err.value.connection_invalidated
+    assert "canceling statement due to lock timeout" in str(err.value)
+    assert "waited past lock_timeout (timeouts.lock 0.2s)" in str(err.value)
 
 
 def test_timeouts_do_not_leak_to_other_clients(pgbouncer_url: str) -> None:

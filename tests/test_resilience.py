@@ -36,6 +36,7 @@ from dbconf.errors import (
     ConnectError,
     DbconfError,
     DisconnectError,
+    LockTimeoutError,
     StatementTimeoutError,
 )
 from dbconf.runtime.registry import Database
@@ -640,6 +641,7 @@ def test_backoff_cap_never_overflows_and_is_exact(
 def test_public_names() -> None:
     assert dbconf.DisconnectError is DisconnectError
     assert dbconf.StatementTimeoutError is StatementTimeoutError
+    assert dbconf.LockTimeoutError is LockTimeoutError
     assert dbconf.RetryPolicy is RetryPolicy
     assert dbconf.ConnectError is ConnectError
 

@@ -85,6 +85,10 @@ def _pre_ping(cfg: Settings) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
+def _no_lock_failure(orig: BaseException | None, said: str, cfg: Settings) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class ReplicaMeasurement:
     """One probe of a read replica, made through a connection to it."""
@@ -116,6 +120,9 @@ class Dialect:
     default_port: int | None = None
     # setup of a new engine (SET SESSION, pragmas, BEGIN, disconnect SQLSTATEs)
     setup: Callable[[sa.Engine, Settings], None] = _no_setup
+    # what a lock that was not available means and what to do, from the driver's exception
+    # (``said``: its first line); None: that exception is not a failure to get a lock
+    lock_failure: Callable[[BaseException | None, str, Settings], str | None] = _no_lock_failure
     # (max_connections, reserved) read through a connection; None: no server limit
     server_limit: Callable[[sa.Connection], tuple[int, int]] | None = None
     # a URL scheme without a driver → the backend+driver dbconf uses for it
@@ -126,7 +133,7 @@ class Dialect:
     connect_args: Mapping[str, frozenset[str]] = field(default_factory=dict)
     query_parts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # the drivers (sync and async) that take several hosts and target_session_attrs
-    # (dbconf.failover); empty: the dialect has no failover URLs
+    # (dbconf.config.failover); empty: the dialect has no failover URLs
     multi_host_drivers: frozenset[str] = frozenset()
     # async driver → the pyproject extra that installs it (with SQLAlchemy's asyncio extra)
     async_drivers: Mapping[str, str | None] = field(default_factory=dict)

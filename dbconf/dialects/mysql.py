@@ -8,7 +8,9 @@ SELECT only), ``innodb_lock_wait_timeout``, ``idle_transaction_timeout`` (MariaD
 the ``SET SESSION`` runs in the same ``connect`` event, through SQLAlchemy's adapted connection (its
 cursor runs synchronously inside SQLAlchemy's greenlet). aiomysql's ``ssl`` is an ``ssl.SSLContext``
 (pass it in connect_args): the ``?ssl_*`` query keys are PyMySQL's only. Read replicas (lag from
-``SHOW SLAVE STATUS``, MariaDB GTID positions): :mod:`dbconf.dialects.mysql_replica`.
+``SHOW SLAVE STATUS``, MariaDB GTID positions): :mod:`dbconf.dialects.mysql_replica`. A lock
+not available (1205 ``innodb_lock_wait_timeout`` or MariaDB's ``NOWAIT``, 3572 MySQL's
+``NOWAIT``) is described by :func:`lock_failure` (a ``LockTimeoutError``).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from dbconf.dialects.mysql_replica import measure_replica, write_position
 
 __all__ = [
     "CONNECT_ERRORS",
+    "LOCK_WAIT_TIMEOUT",
     "PYMYSQL_KEYWORDS",
     "RETRY",
     "STATEMENT_TIMEOUT",
     "VARIABLES",
     "dialect",
     "hide_statement_excerpt",
+    "lock_failure",
     "session_sql",
 ]
 
@@ -42,6 +46,9 @@ VARIABLES = {
 # error numbers: worth retrying the whole transaction, and a statement timeout
 RETRY = {1213: "deadlock", 1020: "serialization failure"}
 STATEMENT_TIMEOUT = frozenset({1969, 3024})
+# a lock not available: 1205 (innodb_lock_wait_timeout ran out; MariaDB's NOWAIT and WAIT n
+# too), 3572 (MySQL 8's NOWAIT)
+LOCK_WAIT_TIMEOUT = frozenset({1205, 3572})
 # error numbers of a failure to connect, by what the user should check
 CONNECT_ERRORS = {
     1044: "credentials",  # access denied to the database
@@ -187,6 +194,23 @@ def setup(engine: sa.Engine, cfg: Settings) -> None:
                 cursor.close()
 
 
+def lock_failure(orig: BaseException | None, said: str, cfg: Settings) -> str | None:
+    """Error 1205 or 3572 (see :data:`LOCK_WAIT_TIMEOUT`): what happened and what to do."""
+    args = getattr(orig, "args", ())
+    if not (args and type(args[0]) is int and args[0] in LOCK_WAIT_TIMEOUT):
+        return None
+    lock = cfg.timeouts.lock
+    limit = "innodb_lock_wait_timeout" + (f" (timeouts.lock {lock:g}s)" if lock else "")
+    return (
+        f"a lock held by another transaction was not available ({said}): the statement "
+        f"waited past {limit}, or asked not to wait (NOWAIT). Only the statement was rolled "
+        "back: the transaction is still open with its earlier work (unless the server runs "
+        "with innodb_rollback_on_timeout); roll it back or go on. Find the blocking "
+        "transaction (information_schema.INNODB_TRX, SHOW ENGINE INNODB STATUS) and make it "
+        "shorter, or raise timeouts.lock if waiting longer is acceptable"
+    )
+
+
 def server_limit(conn: sa.Connection) -> tuple[int, int]:
     value = conn.execute(sa.text("SELECT @@max_connections")).scalar_one()
     return int(value), 0
@@ -205,6 +229,7 @@ dialect = register(
         async_driver_args={"aiomysql": driver_args},
         default_port=3306,
         setup=setup,
+        lock_failure=lock_failure,
         server_limit=server_limit,
         query_keys={"pymysql": PYMYSQL_KEYWORDS, "aiomysql": AIOMYSQL_KEYWORDS},
         # the keywords minus the ssl_* keys SQLAlchemy folds into ssl={...}, plus Python objects

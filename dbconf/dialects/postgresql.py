@@ -10,6 +10,9 @@ asyncpg: ``connect`` → ``timeout`` (seconds, as given); ``statement``/``lock``
 ``idle_in_transaction`` and ``application_name`` → ``server_settings`` (``statement_timeout``
 etc. as ms strings, ``application_name``), merged with a user ``server_settings`` that sets
 other names. asyncpg takes no libpq keyword (``?sslmode=`` is ``?ssl=`` there).
+
+A lock not available (SQLSTATE 55P03: ``lock_timeout`` ran out, or ``NOWAIT``) is described by
+:func:`lock_failure` (a ``LockTimeoutError``), for every driver and behind PgBouncer alike.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ __all__ = [
     "CONNECT_SQLSTATES",
     "GUCS",
     "LIBPQ_KEYWORDS",
+    "LOCK_NOT_AVAILABLE",
     "RETRY",
     "STATEMENT_TIMEOUT",
     "dialect",
+    "lock_failure",
     "lsn_to_int",
     "measure_replica",
     "pg_option_names",
@@ -53,6 +58,10 @@ GUCS = {
 # SQLSTATEs: worth retrying the whole transaction, and a statement timeout
 RETRY = {"40001": "serialization failure", "40P01": "deadlock"}
 STATEMENT_TIMEOUT = "57014"
+# lock_not_available: lock_timeout ran out, or a NOWAIT (SELECT … FOR UPDATE/SHARE NOWAIT, LOCK
+# TABLE … NOWAIT) found the lock taken; the server's text tells them apart, but in its own
+# language (lc_messages), so both get the one message of lock_failure()
+LOCK_NOT_AVAILABLE = "55P03"
 # asyncpg's connect failures carry the server's SQLSTATE (the libpq drivers' do not)
 CONNECT_SQLSTATES = {"28000": "credentials", "28P01": "credentials", "3D000": "database"}
 # a libpq failure to connect has no SQLSTATE (no session yet): its message, by what to check
@@ -236,6 +245,22 @@ def setup(engine: sa.Engine, cfg: Settings) -> None:
             context.is_disconnect = True
 
 
+def lock_failure(orig: BaseException | None, said: str, cfg: Settings) -> str | None:
+    """SQLSTATE 55P03 (see :data:`LOCK_NOT_AVAILABLE`): what happened and what to do."""
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    if code != LOCK_NOT_AVAILABLE:
+        return None
+    lock = cfg.timeouts.lock
+    limit = f"lock_timeout (timeouts.lock {lock:g}s)" if lock else "lock_timeout"
+    return (
+        f"a lock held by another transaction was not available ({said}): the statement "
+        f"waited past {limit}, or asked not to wait (NOWAIT). PostgreSQL aborted the "
+        "transaction: roll it back (or to a savepoint); the connection stays usable. Find the "
+        "blocking transaction (pg_blocking_pids(pid) with pg_stat_activity and pg_locks) and "
+        "make it shorter, or raise timeouts.lock if waiting longer is acceptable"
+    )
+
+
 def server_limit(conn: sa.Connection) -> tuple[int, int]:
     rows = conn.execute(
         sa.text(
@@ -311,6 +336,7 @@ dialect = register(
         async_driver_args={"asyncpg": asyncpg_args, "psycopg_async": driver_args},
         default_port=5432,
         setup=setup,
+        lock_failure=lock_failure,
         server_limit=server_limit,
         query_keys={
             "psycopg2": LIBPQ_KEYWORDS,

@@ -4,7 +4,8 @@ sqlite3 connection; it takes the same arguments and gets the same translation).
 Timeouts: ``connect`` or ``lock`` → ``timeout`` (the busy timeout); ``statement`` → a progress
 handler that aborts a statement running past its deadline (``OperationalError: interrupted``);
 ``application_name`` is ignored (there is no server). ``sqlite:`` pragmas run on each new
-connection.
+connection. ``database is locked`` (SQLITE_BUSY, after the busy timeout or at once where
+waiting could deadlock) is described by :func:`lock_failure` (a ``LockTimeoutError``).
 
 SQLite connections get the effect of SQLAlchemy's documented pysqlite savepoint workaround:
 dbconf emits ``BEGIN`` whenever SQLAlchemy begins a transaction (skipped for AUTOCOMMIT
@@ -32,9 +33,18 @@ from sqlalchemy.pool import StaticPool
 
 from dbconf.dialects.base import Dialect, Settings, register
 
-__all__ = ["INTERRUPT", "PYSQLITE_KEYWORDS", "dialect"]
+__all__ = ["BUSY", "BUSY_SNAPSHOT", "INTERRUPT", "PYSQLITE_KEYWORDS", "dialect", "lock_failure"]
 
 INTERRUPT = 9  # SQLITE_INTERRUPT: the statement deadline's progress handler fired
+# SQLITE_BUSY ("database is locked"): another connection holds a conflicting lock on the
+# database file and the busy timeout ran out, or SQLite did not wait because waiting could
+# deadlock. Its extended code BUSY_SNAPSHOT: in WAL mode, a transaction that read an older
+# snapshot cannot write (another connection wrote since); the busy timeout does not apply.
+# SQLITE_LOCKED (6, "database table is locked": a conflict inside one connection or shared
+# cache) is another error, not a wait for another connection.
+BUSY = 5
+BUSY_SNAPSHOT = 517
+_SQLITE3_DEFAULT_TIMEOUT = 5.0  # sqlite3.connect(timeout=…)'s default
 _DEADLINE = "dbconf.statement_deadline"
 _PROGRESS_OPCODES = 1000
 
@@ -64,6 +74,40 @@ def driver_args(cfg: Settings) -> dict[str, Any]:
     t = cfg.timeouts
     busy = t.connect if t.connect is not None else t.lock
     return {"timeout": busy} if busy is not None else {}
+
+
+def lock_failure(orig: BaseException | None, said: str, cfg: Settings) -> str | None:
+    """SQLITE_BUSY (see :data:`BUSY`): what happened and what to do."""
+    if type(orig).__module__ != "sqlite3":  # aiosqlite raises sqlite3's errors too
+        return None
+    code = getattr(orig, "sqlite_errorcode", None)  # the extended code, Python 3.11+
+    busy = code & 0xFF == BUSY if code is not None else str(orig) == "database is locked"
+    if not busy:
+        return None
+    if code == BUSY_SNAPSHOT:
+        return (
+            f"the transaction cannot write ({said}, SQLITE_BUSY_SNAPSHOT): in WAL mode it read "
+            "an older snapshot and another connection has written since; the busy timeout "
+            "does not apply. Roll it back and run it again; a transaction that will write "
+            "should write first (or read nothing it depends on before)"
+        )
+    t = cfg.timeouts
+    if t.lock is not None or t.connect is not None:  # both set: equal (dialects/checks.py)
+        key, seconds = ("lock", t.lock) if t.lock is not None else ("connect", t.connect)
+        limit = f"the busy timeout (timeouts.{key} {seconds:g}s)"
+    else:
+        limit = (
+            f"the busy timeout (sqlite3's default {_SQLITE3_DEFAULT_TIMEOUT:g}s, unless "
+            "connect_args sets timeout)"
+        )
+    return (
+        f"another connection holds a lock on the database file ({said}): this one gave up "
+        f"after {limit}, or at once where waiting could deadlock (a transaction that read "
+        "first, then writes while another connection writes). The statement (or COMMIT) "
+        "failed; the transaction is still open and holds its locks: roll it back. Keep write "
+        "transactions short, use sqlite: {journal_mode: wal} so that readers and the writer "
+        "do not block each other, or raise timeouts.lock if waiting longer is acceptable"
+    )
 
 
 def pool_defaults(cfg: Settings) -> dict[str, Any]:
@@ -169,6 +213,7 @@ dialect = register(
         pool_defaults=pool_defaults,
         connect_defaults=connect_defaults,
         setup=setup,
+        lock_failure=lock_failure,
         query_keys={"pysqlite": PYSQLITE_KEYWORDS, "aiosqlite": PYSQLITE_KEYWORDS},
     )
 )

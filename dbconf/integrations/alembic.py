@@ -13,10 +13,10 @@ Alembic (``dbconf migrate``, :func:`alembic_config`), otherwise from Alembic's `
 arguments: ``-x profile=`` (default ``$DBCONF_PROFILE``, then ``development``), ``-x
 database=`` (default: the profile's default database) and ``-x config=`` (default
 ``$DBCONF_CONFIG``, then ``config/databases.yaml``). It connects with the database's
-migration configuration (:mod:`dbconf.migration_config`: its own timeouts, optional direct URL,
-a ``NullPool``), uses the database's ``version_table`` and ``render_as_batch`` on SQLite.
-Offline (``--sql``), Alembic gets only the dialect, never the URL, so no password can reach
-the SQL it prints.
+migration configuration (:mod:`dbconf.config.migration_config`: its own timeouts, optional
+direct URL, a ``NullPool``), uses the database's ``version_table`` and ``render_as_batch`` on
+SQLite. Offline (``--sql``), Alembic gets only the dialect, never the URL, so no password can
+reach the SQL it prints.
 
 No ``alembic.ini`` is needed: :func:`alembic_config` builds Alembic's ``Config``
 programmatically (``script_location`` from ``migrations.path``), which the ``alembic.command``
@@ -65,7 +65,7 @@ class MigrationTarget:
 
     @property
     def config(self) -> DatabaseConfig:
-        """What the migrations connect with (:mod:`dbconf.migration_config`)."""
+        """What the migrations connect with (:mod:`dbconf.config.migration_config`)."""
         return self.database.migration_config
 
     @property

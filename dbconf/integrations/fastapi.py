@@ -16,7 +16,7 @@
 ``SessionDep`` is ``Annotated[Session, Depends(db.dependency(flavour), scope="function")]`` and
 ``AsyncSessionDep`` is ``Annotated[AsyncSession, Depends(db.async_dependency(flavour),
 scope="function")]``, each typed with the flavour's own class when it sets ``class:``
-(``sqlmodel:Session``; :mod:`dbconf.session_classes`). The session is committed when the
+(``sqlmodel:Session``; :mod:`dbconf.sessions.session_classes`). The session is committed when the
 endpoint returns and *before the response is sent* (so a failed commit is a 500, never a 200
 for work that was lost), rolled back when it raises (``HTTPException`` included), and always
 closed. Writing ``Depends(db.dependency())`` by hand, pass ``scope="function"`` too (FastAPI

@@ -31,7 +31,7 @@ names), on the meter ``dbconf``, each with ``db.client.connection.pool.name`` =
 =========================================== ======================= ==============
 
 The gauges are read from the pools when the reader collects; the durations are buffered by
-:mod:`dbconf.pool_metrics` and recorded into the histograms at the start of each collection
+:mod:`dbconf.pooling.pool_metrics` and recorded into the histograms at the start of each collection
 (so a checkout never pays for ``Histogram.record``).
 """
 

@@ -29,7 +29,7 @@ them). Passwords stay ``SecretStr``: the settings' repr shows ``'**********'``.
 
 **The app's settings inside dbconf**: ``dbconf.load(settings=settings)`` (no import of this
 module needed) lets ``${VAR}`` read the fields of a settings object and its ``env_file``
-(:mod:`dbconf.settings_vars`).
+(:mod:`dbconf.loading.settings_vars`).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _remember(loaded: LoadedProfile) -> None:
 
 
 def loaded_profile(config: ProfileConfig) -> LoadedProfile | None:
-    """The :class:`~dbconf.loader.LoadedProfile` (name, file, origins) a
+    """The :class:`~dbconf.loading.loader.LoadedProfile` (name, file, origins) a
     :class:`DbconfSettingsSource` made ``config`` from, if it is one of the last 16."""
     loaded = _REMEMBERED.get(id(config))
     return loaded if loaded is not None and loaded.config is config else None

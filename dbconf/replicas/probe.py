@@ -15,8 +15,9 @@ replica stalls the thread for a few seconds at most — and the eligibility rule
 registered (its first routed use, or its first ``replica_status()``) and ends by itself when no
 router is left to probe (every router closed, or garbage collected: the set holds weak
 references). A fork (gunicorn ``--preload``, multiprocessing) copies no thread: the child
-resets this module and every router's state through :func:`dbconf.forking.call_in_forked_child`,
-so it probes afresh, with fresh probe connections, on its first routed use.
+resets this module and every router's state through
+:func:`dbconf.pooling.forking.call_in_forked_child`, so it probes afresh, with fresh probe
+connections, on its first routed use.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ class Router:
 
     def replica_async_engine(self, i: int, *, autocommit: bool = False) -> AsyncEngine:
         """Replica ``i``'s async engine of the running event loop (``autocommit``: its
-        AUTOCOMMIT variant); one per loop, as :mod:`dbconf.loops` explains."""
+        AUTOCOMMIT variant); one per loop, as :mod:`dbconf.runtime.loops` explains."""
         self._require_open()
         return self._async[i].current(autocommit=autocommit)
 

@@ -16,7 +16,14 @@ handler may return a new exception, which is raised ``from`` the driver's except
   ``pg_cancel_backend``), MariaDB error 1969 (``max_statement_time``), MySQL error 3024
   (``max_execution_time``), SQLite ``interrupted`` on a database with ``timeouts.statement``
   (dbconf's progress-handler deadline). The connection is not invalidated: it goes back to the
-  pool after the scope rolls back.
+  pool after the scope rolls back;
+- a lock that was not available by :class:`~dbconf.errors.LockTimeoutError`: PostgreSQL
+  SQLSTATE 55P03 (``lock_not_available``: ``lock_timeout``, and also ``NOWAIT``), MariaDB/MySQL
+  error 1205 (``innodb_lock_wait_timeout``, MariaDB's ``NOWAIT``) and 3572 (MySQL's
+  ``NOWAIT``), SQLite ``database is locked`` (SQLITE_BUSY: the busy timeout ran out, or SQLite
+  did not wait where waiting could deadlock). Each dialect module's ``lock_failure`` knows its
+  codes and says what is left of the transaction and where to look for the blocker. The
+  connection is not invalidated either.
 
 The same listener serves async engines (installed on ``sync_engine`` by
 :func:`dbconf.runtime.builder.build_async_engine`): asyncpg (SQLSTATE through SQLAlchemy's adapter,
@@ -40,10 +47,11 @@ when the failure is transient:
   serialization failure under ``innodb_snapshot_isolation``);
 - :class:`~dbconf.errors.DisconnectError`.
 
-Not retried: everything else, including lock-wait timeouts (MariaDB 1205, PostgreSQL 55P03
-``lock_timeout``: a bound the user configured to fail fast; InnoDB also keeps the transaction
-open after 1205, rolling back only the statement), statement timeouts, SQLite ``database is
-locked`` (the busy timeout already waited), and connection failures at connect time.
+Not retried: everything else, including :class:`~dbconf.errors.LockTimeoutError` (MariaDB
+1205, PostgreSQL 55P03 ``lock_timeout``: a bound the user configured to fail fast, and a retry
+would wait it out again behind the same blocker; InnoDB also keeps the transaction open after
+1205, rolling back only the statement; SQLite ``database is locked``: the busy timeout already
+waited), statement timeouts, and connection failures at connect time.
 
 Backoff is exponential with full jitter: before retry *n* (1-based) dbconf sleeps
 ``uniform(0, min(max_backoff, backoff * 2 ** (n - 1)))`` (computed without overflow for any
@@ -69,11 +77,12 @@ from sqlalchemy import event
 
 from dbconf.config import DatabaseConfig, RetryConfig
 from dbconf.config.urls import mask_url
-from dbconf.dialects import mysql, postgresql, sqlite
+from dbconf.dialects import dialect_for, mysql, postgresql, sqlite
 from dbconf.errors import (
     ConfigError,
     ConnectError,
     DisconnectError,
+    LockTimeoutError,
     Problem,
     StatementTimeoutError,
 )
@@ -154,7 +163,8 @@ def connect_dbapi_errors(dialect: sa.Dialect, _rec: Any, cargs: Any, cparams: An
 
 
 def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> None:
-    """Raise DisconnectError / StatementTimeoutError from ``engine`` (see the module doc).
+    """Raise DisconnectError / StatementTimeoutError / LockTimeoutError from ``engine`` (see
+    the module doc).
 
     Install it after any listener that sets ``is_disconnect`` (``disconnect_sqlstates``).
     """
@@ -166,6 +176,8 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
     timeout = cfg.timeouts.statement
     sqlite_deadline = cfg.backend == "sqlite" and bool(timeout)
     hide_parameters = cfg.hide_parameters
+    dialect = dialect_for(cfg.backend)
+    lock_failure = dialect.lock_failure if dialect is not None else None
 
     if engine.dialect.is_async:
         event.listen(engine, "do_connect", connect_dbapi_errors)
@@ -214,6 +226,9 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
                     name,
                 ),
             )
+        lock = lock_failure(orig, said, cfg) if lock_failure is not None else None
+        if lock is not None:
+            return cast(BaseException, LockTimeoutError.wrapping(error, f"{where}: {lock}", name))
         return None
 
 

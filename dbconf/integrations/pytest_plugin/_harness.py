@@ -1,6 +1,6 @@
 """The plugin's state for one pytest run: test databases, and the connection of each per test.
 
-:class:`Harness` is the load hook and the binder of :mod:`dbconf.testhooks`: every registry
+:class:`Harness` is the load hook and the binder of :mod:`dbconf.runtime.testhooks`: every registry
 loaded from the test profile points at the test databases, and while a test runs with rollback
 every dbconf session on them is bound to one connection per test database, in an outer
 transaction rolled back after the test.
