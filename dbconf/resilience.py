@@ -214,8 +214,7 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
         if is_async and _cancelled(orig):
             during = "connecting" if ctx.connection is None else "using its connection"
             return asyncio.CancelledError(
-                f"{where}: the task was cancelled while {during}; the driver then reported: "
-                f"{said}"
+                f"{where}: the task was cancelled while {during}; the driver then reported: {said}"
             )
         if ctx.connection is None:  # no connection yet: connecting (or reconnecting) failed
             return cast(
