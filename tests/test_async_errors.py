@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -305,7 +306,18 @@ def test_retry_reason_reads_the_mysql_errno_before_its_sqlstate() -> None:
     assert retry_reason(error) == "deadlock"
 
 
-@pytest.mark.parametrize("driver", [*SERVER_DRIVERS, "aiosqlite"])
+# Python 3.10 has no Task.cancelling(), and SQLAlchemy's greenlet bridge drops the chain that
+# would name the CancelledError (see dbconf.resilience): a known gap there, kept visible
+_PY310_GAP = pytest.mark.xfail(
+    sys.version_info < (3, 11),
+    reason="3.10: no Task.cancelling(), and the greenlet bridge drops the exception chain",
+    strict=True,
+)
+
+
+@pytest.mark.parametrize(
+    "driver", ["asyncpg", "psycopg_async", pytest.param("aiomysql", marks=_PY310_GAP), "aiosqlite"]
+)
 def test_a_driver_error_caused_by_cancelling_a_connect_is_the_cancellation(
     driver: str, server_url: Any, make_engine: Any, tmp_path: Path
 ) -> None:
