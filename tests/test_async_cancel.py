@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from async_support import (
+    DRIVERS,
     PG_DRIVERS,
     backends,
     kind,
@@ -157,3 +158,59 @@ def test_randomly_cancelled_scopes_mariadb_and_sqlite(
                 s.execute(sa.text("SET SESSION lock_wait_timeout = 5"))
             s.execute(sa.text(f"DROP TABLE {table}"))
         dbs.close()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_tasks_cancelled_while_connecting_see_cancelled_error(
+    driver: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Fresh engines (the first connect runs the dialect's setup queries too), six tasks each,
+    cancelled one after another at random points of their connect: each task either completed
+    or raised CancelledError (on SQLAlchemy 2.0 aiomysql's "Cancelled during execution" from
+    the rollback after a cancelled first connect used to surface as ConnectError: about one
+    engine in two here), and no connection stays checked out."""
+    fixture = {"pg": "pg_url", "maria": "maria_url"}.get(kind(driver))
+    urls = {kind(driver): request.getfixturevalue(fixture)} if fixture else {}
+    if "maria" in urls:  # the mysql dialect's first connect: where 2.0 failed most often
+        urls["maria"] = (
+            sa.make_url(urls["maria"])
+            .set(drivername="mysql+pymysql")
+            .render_as_string(hide_password=False)
+        )
+    rng = random.Random(len(driver))
+    counts = {"cancelled": 0, "completed": 0}
+
+    async def engine_storm() -> None:
+        dbs = make_registry(driver, urls, tmp_path, pool={"size": 3, "max_overflow": 3})
+        db = dbs["main"]
+
+        async def scope() -> None:
+            async with db.async_session() as s:
+                await s.execute(sa.text("SELECT 1"))
+
+        try:
+            tasks = [asyncio.ensure_future(scope()) for _ in range(6)]
+            for task in tasks:
+                await asyncio.sleep(rng.uniform(0, 0.003))
+                task.cancel()
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, asyncio.CancelledError):
+                    counts["cancelled"] += 1
+                elif result is None:
+                    counts["completed"] += 1
+                else:
+                    raise result
+            checked_out = db.async_pool_status().checked_out
+            await db.async_engine.dispose()
+        finally:
+            dbs.close()
+        # SQLAlchemy 2.0 loses the pool's count of some cancelled checkouts (see the top of
+        # the module; here seen with aiomysql and aiosqlite), 2.1 does not
+        assert checked_out == 0 or not SA21
+
+    async def work() -> None:
+        for _ in range(40):
+            await engine_storm()
+
+    asyncio.run(work())
+    assert counts["cancelled"] > 40

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -302,3 +304,70 @@ def test_retry_reason_reads_the_mysql_errno_before_its_sqlstate() -> None:
 
     error = sa.exc.OperationalError("UPDATE t", {}, PyMySQLLikeError(1213, "Deadlock found"))
     assert retry_reason(error) == "deadlock"
+
+
+# Python 3.10 has no Task.cancelling(), and SQLAlchemy's greenlet bridge drops the chain that
+# would name the CancelledError (see dbconf.resilience): a known gap there, kept visible
+_PY310_GAP = pytest.mark.xfail(
+    sys.version_info < (3, 11),
+    reason="3.10: no Task.cancelling(), and the greenlet bridge drops the exception chain",
+    strict=True,
+)
+
+
+@pytest.mark.parametrize(
+    "driver", ["asyncpg", "psycopg_async", pytest.param("aiomysql", marks=_PY310_GAP), "aiosqlite"]
+)
+def test_a_driver_error_caused_by_cancelling_a_connect_is_the_cancellation(
+    driver: str, server_url: Any, make_engine: Any, tmp_path: Path
+) -> None:
+    """A task cancelled while its connection is being set up sees CancelledError, not the
+    ConnectError of the driver's error that followed (the flaky stress test's failure: on
+    SQLAlchemy 2.0 the rollback after a cancelled first connect fails on the connection aiomysql
+    closed, "Cancelled during execution"). A ``connect`` listener reproduces it on every
+    version: the task is cancelled before its statement's first await, deterministically; the
+    ``finally`` then calls the driver on the interrupted connection. The pool counts stay
+    right, and the next connect works."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/c.db" if driver == "aiosqlite" else server_url(driver)
+    engine = make_engine(url, pool={"size": 1, "max_overflow": 1})
+    pool = engine.sync_engine.pool
+    base_overflow = pool.overflow()
+    cancel_next = [True]
+
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def setup(dbapi_connection: Any, _record: Any) -> None:
+        if not cancel_next:
+            return
+        cancel_next.clear()
+        cursor = dbapi_connection.cursor()
+        try:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # delivered at the statement's first await
+            cursor.execute("SELECT 1")
+        finally:
+            dbapi_connection.rollback()  # like SQLAlchemy 2.0 after its first connect
+
+    seen: list[BaseException] = []
+
+    async def victim() -> None:
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except BaseException as exc:
+            seen.append(exc)
+            raise
+
+    async def main() -> None:
+        task = asyncio.ensure_future(victim())
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
+        assert [type(e) for e in seen] == [asyncio.CancelledError]
+        assert pool.checkedout() == 0
+        assert pool.overflow() == base_overflow
+        async with engine.connect() as conn:  # the listener lets this one through
+            assert (await conn.execute(sa.text("SELECT 1"))).scalar_one() == 1
+        assert pool.checkedout() == 0
+        await engine.dispose()
+
+    asyncio.run(main())

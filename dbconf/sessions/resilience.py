@@ -33,6 +33,20 @@ server, and on SQLAlchemy 2.0 its own errors, at connect without SQLAlchemy wrap
 a ``do_connect`` listener turns those into the driver's OperationalError so that they become
 ConnectError too. Messages name the async URL of an async engine.
 
+**Cancellation.** A driver error raised while the running asyncio task is being cancelled is
+the cancellation's consequence, not a database failure: the cancelled await closed the driver's
+connection (aiomysql: ``InterfaceError("Cancelled during execution")``), and a later call on
+it (SQLAlchemy 2.0's rollback after a failed first connect, a ``connect`` listener's
+``finally``) fails and replaces the ``CancelledError``. The listener turns such an error back
+into :class:`asyncio.CancelledError` (raised ``from`` the driver's error), so that a cancelled
+task sees its cancellation (and ``asyncio.timeout`` its timeout) rather than a ConnectError or
+DisconnectError; the pool has already discarded the connection (a failed connect never enters
+it; a failed statement is handled as any other error of its scope). "Being cancelled" is
+:meth:`asyncio.Task.cancelling` on Python 3.11+, and on every version a ``CancelledError`` in
+the error's ``__cause__``/``__context__`` chain (the only sign on 3.10; SQLAlchemy's greenlet
+bridge drops that chain when the failing call runs in a ``finally`` of the cancelled one, so
+on 3.10 that case still surfaces as the driver's error).
+
 Pre-ping failures are left alone (the pool handles them silently), and so are exceptions that
 SQLAlchemy does not wrap (``KeyboardInterrupt``, cancellation). With ``hide_parameters`` on,
 the bound values the server echoed are first removed from every error's text
@@ -162,6 +176,23 @@ def connect_dbapi_errors(dialect: sa.Dialect, _rec: Any, cargs: Any, cparams: An
         raise error from e
 
 
+def _cancelled(orig: BaseException | None) -> bool:
+    """Did ``orig`` surface because the running asyncio task is being cancelled? (See the
+    module doc: ``Task.cancelling()`` on 3.11+, else a CancelledError in its chain.)"""
+    seen: set[int] = set()
+    while orig is not None and id(orig) not in seen:
+        if isinstance(orig, asyncio.CancelledError):
+            return True
+        seen.add(id(orig))
+        orig = orig.__cause__ or orig.__context__
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop in this thread: a sync engine's caller
+        return False
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    return cancelling is not None and cancelling() > 0
+
+
 def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> None:
     """Raise DisconnectError / StatementTimeoutError / LockTimeoutError from ``engine`` (see
     the module doc).
@@ -179,7 +210,8 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
     dialect = dialect_for(cfg.backend)
     lock_failure = dialect.lock_failure if dialect is not None else None
 
-    if engine.dialect.is_async:
+    is_async = engine.dialect.is_async
+    if is_async:
         event.listen(engine, "do_connect", connect_dbapi_errors)
 
     @event.listens_for(engine, "handle_error")
@@ -191,6 +223,11 @@ def install_error_types(engine: sa.Engine, name: str, cfg: DatabaseConfig) -> No
         if hide_parameters:
             hide_values(error)  # before anything quotes the driver's text
         said = first_line(orig, secret)
+        if is_async and _cancelled(orig):
+            during = "connecting" if ctx.connection is None else "using its connection"
+            return asyncio.CancelledError(
+                f"{where}: the task was cancelled while {during}; the driver then reported: {said}"
+            )
         if ctx.connection is None:  # no connection yet: connecting (or reconnecting) failed
             return cast(
                 BaseException,
