@@ -10,7 +10,7 @@ on a database whose URL *is* the standby (no routing), to separate the routing f
 and an identical twin of the hand-written engine (A/A), whose ratio to it shows the run's noise.
 
 Measured with :func:`~bench.stats.interleave_shuffled` (small blocks in random order, every
-variant's connections reopened every 25 rounds): with the long rotating blocks of the other
+variant's connections reopened every 10 rounds, 20,000 scopes each): with the long rotating blocks of the other
 cases, two identical engines here differed by up to 4 or 5% in one run, which is more than the
 1.03 target allows; the A/A row keeps that visible.
 
@@ -107,8 +107,9 @@ def case14(scale: Scale) -> CaseResult:
                 AA: hand_op(hand_maker(twin)),
                 "dbconf on the standby, no routing": dbconf_op(dbs["standby"]),
             },
-            scale.rounds * scale.n(250),
+            scale.rounds * scale.n(500),
             scale,
+            refresh_every=10,
             refresh={
                 "routed replica scope": router.replica_engine(0).dispose,
                 "hand replica engine": engine.dispose,
