@@ -10,9 +10,9 @@ on a database whose URL *is* the standby (no routing), to separate the routing f
 and an identical twin of the hand-written engine (A/A), whose ratio to it shows the run's noise.
 
 Measured with :func:`~bench.stats.interleave_shuffled` (small blocks in random order, every
-variant's connections reopened every 10 rounds, 20,000 scopes each): with the long rotating blocks of the other
-cases, two identical engines here differed by up to 4 or 5% in one run, which is more than the
-1.03 target allows; the A/A row keeps that visible.
+variant's connections reopened every 10 rounds, 20,000 scopes each): with the long rotating
+blocks of the other cases, two identical engines here differed by up to 4 or 5% in one run,
+which is more than the 1.03 target allows; the A/A row keeps that visible.
 
 It needs a streaming standby: ``BENCH_POSTGRES_STANDBY_URL`` (default
 ``postgresql+psycopg2://postgres@127.0.0.1:5433/test``, what ``.ci/pg-standby`` makes); without
