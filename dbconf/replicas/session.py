@@ -84,8 +84,8 @@ def reads_only(statement: Any) -> bool:
 
 
 class _RecordsWrites(Session):
-    """What every routed class shares: the route (a class attribute: :func:`routed_class
-    <dbconf.replicas.makers.routed_class>` makes one subclass per sessionmaker, so a session
+    """What every routed class shares: the route (a class attribute: :func:`maker_kwargs
+    <dbconf.replicas.makers.maker_kwargs>` makes one subclass per sessionmaker, so a session
     costs nothing to set up) and recording writes made on the primary (the listeners below).
     The per-session state starts as class attributes: a session sets only what changes."""
 
