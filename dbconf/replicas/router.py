@@ -233,12 +233,9 @@ class Router:
         monotonic time (:meth:`last_write`). Raises :class:`NoReplicaError` when no replica is
         eligible and ``fallback`` is ``error``.
         """
+        # (the common case — one replica, eligible, nothing to wait for — is decided by the
+        # routed session itself from ``single``, before it calls this)
         states = self._states
-        single = self.single
-        if (  # the common case, without locks: one replica, eligible, nothing to wait for
-            position is None and wrote_at is None and single is not None
-        ) and time.monotonic() <= single.serve_until:
-            return 0
         self._require_open()
         self._start(wait=True)
         routing = self.routing
